@@ -1,0 +1,51 @@
+"""vrrl_gpu: a flight recorder for CUDA work driven from Python.
+
+Every wrapped kernel launch makes the GPU write a 64-byte breadcrumb into
+page-locked host memory; a host thread drains them into a VRRL v1 ring file;
+CUDA failures become classified failure evidence. ``import vrrl_gpu`` never
+imports CuPy or touches CUDA.
+"""
+
+from __future__ import annotations
+
+from vrrl_gpu import errors
+from vrrl_gpu._format import (
+    FILE_MAGIC,
+    HEADER_SIZE,
+    MAX_CAPACITY,
+    META_OPCODE_BASE,
+    RECORD_DTYPE,
+    RECORD_MAGIC,
+    RECORD_SIZE,
+    FailureClass,
+    MetaOpcode,
+    Record,
+    SlotStatus,
+)
+from vrrl_gpu._ringlog import RingLog, ScanResult
+from vrrl_gpu.errors import *  # noqa: F403
+from vrrl_gpu.errors import __all__ as _errors_all
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "errors",
+    # format
+    "FILE_MAGIC",
+    "HEADER_SIZE",
+    "MAX_CAPACITY",
+    "META_OPCODE_BASE",
+    "RECORD_DTYPE",
+    "RECORD_MAGIC",
+    "RECORD_SIZE",
+    "FailureClass",
+    "MetaOpcode",
+    "Record",
+    "SlotStatus",
+    # ring file
+    "RingLog",
+    "ScanResult",
+    # errors
+    *_errors_all,
+]

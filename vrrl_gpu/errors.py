@@ -1,0 +1,181 @@
+"""Every error vrrl_gpu raises, in one place.
+
+Each class subclasses :class:`VrrlError` *and* the builtin whose meaning it
+shares, so ``except ValueError`` / ``except OSError`` keep working for callers
+that do not know this package. Messages say what was expected, what was found
+and, where there is one, the fix.
+
+The first group mirrors the error table of the VRRL v1 format
+(``ZeroCapacity``, ``CapacityOverflow``, ``HeaderMismatch``, ``Io``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "VrrlError",
+    "VrrlIoError",
+    "HeaderMismatchError",
+    "ZeroCapacityError",
+    "CapacityOverflowError",
+    "TruncatedLogError",
+    "CorruptRecordError",
+    "LogLockedError",
+    "RecordValueError",
+    "KernelSourceError",
+    "KernelCompileError",
+    "BackendUnavailableError",
+    "StagingError",
+    "DrainError",
+    "RecorderClosedError",
+    "RecorderPoisonedError",
+    "WrongDeviceError",
+    "SidecarError",
+    "RegistryError",
+    "ReplayError",
+    "RecoverError",
+    "VrrlWarning",
+]
+
+
+class VrrlError(Exception):
+    """Base class of every error raised by vrrl_gpu."""
+
+
+class VrrlIoError(VrrlError, OSError):
+    """A read or write of a log failed (the format's ``Io``)."""
+
+
+class HeaderMismatchError(VrrlError, ValueError):
+    """The header's magic or version is not VRRL v1 (the format's ``HeaderMismatch``)."""
+
+
+class ZeroCapacityError(VrrlError, ValueError):
+    """A capacity of 0 was asked for or found in a header (the format's ``ZeroCapacity``)."""
+
+
+class CapacityOverflowError(VrrlError, ValueError):
+    """A capacity over 1,048,576 was asked for or found (the format's ``CapacityOverflow``)."""
+
+
+class TruncatedLogError(VrrlIoError):
+    """The file is shorter than its header says (the format's ``Io``).
+
+    Carries ``expected`` and ``found`` byte counts.
+    """
+
+    def __init__(self, message: str, *, expected: int, found: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.found = found
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_truncated, (str(self), self.expected, self.found))
+
+
+def _rebuild_truncated(message: str, expected: int, found: int) -> TruncatedLogError:
+    return TruncatedLogError(message, expected=expected, found=found)
+
+
+class CorruptRecordError(HeaderMismatchError):
+    """A record slot holds a magic that is neither 0 nor 0xDEADBEEF.
+
+    The original reader reports this as ``HeaderMismatch``, hence the base
+    class. Carries ``slot`` (the slot index in the file) and ``magic``.
+    """
+
+    def __init__(self, message: str, *, slot: int, magic: int) -> None:
+        super().__init__(message)
+        self.slot = slot
+        self.magic = magic
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_corrupt, (str(self), self.slot, self.magic))
+
+
+def _rebuild_corrupt(message: str, slot: int, magic: int) -> CorruptRecordError:
+    return CorruptRecordError(message, slot=slot, magic=magic)
+
+
+class LogLockedError(VrrlError, BlockingIOError):
+    """Another writer holds the log's exclusive lock."""
+
+
+class RecordValueError(VrrlError, ValueError):
+    """A record field is out of range or a record array has the wrong layout."""
+
+
+class KernelSourceError(VrrlError, FileNotFoundError):
+    """A file of ``kernels/`` could not be found in the installed package."""
+
+
+class KernelCompileError(VrrlError, RuntimeError):
+    """A kernel failed to compile; keeps ``source``, ``name``, ``options`` and ``log``."""
+
+    def __init__(self, message: str, *, source: str, name: str, options: tuple[str, ...], log: str) -> None:
+        super().__init__(message)
+        self.source = source
+        self.name = name
+        self.options = tuple(options)
+        self.log = log
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_compile, (str(self), self.source, self.name, self.options, self.log))
+
+    def dump(self) -> str:
+        """The source with line numbers, then the compiler's log (like CuPy's ``CompileException.dump``)."""
+        width = len(str(self.source.count("\n") + 1))
+        listing = "\n".join(f"{i:>{width}} {line}" for i, line in enumerate(self.source.splitlines(), 1))
+        return f"{self.name} ({' '.join(self.options)})\n{listing}\n--- compiler log ---\n{self.log}"
+
+
+def _rebuild_compile(
+    message: str, source: str, name: str, options: tuple[str, ...], log: str
+) -> KernelCompileError:
+    return KernelCompileError(message, source=source, name=name, options=options, log=log)
+
+
+class BackendUnavailableError(VrrlError, RuntimeError):
+    """The requested backend (CuPy, a CUDA device, a C++ compiler) is not available here."""
+
+
+class StagingError(VrrlError, ValueError):
+    """A staging ring is malformed, too small, or not ours."""
+
+
+class DrainError(VrrlError, RuntimeError):
+    """The drain thread failed; the original exception is the ``__cause__``."""
+
+
+class RecorderClosedError(VrrlError, RuntimeError):
+    """The recorder was used after ``close()``."""
+
+
+class RecorderPoisonedError(VrrlError, RuntimeError):
+    """A sticky CUDA error made the context unusable; the recorder refuses further CUDA work.
+
+    The original CUDA exception is the ``__cause__``.
+    """
+
+
+class WrongDeviceError(VrrlError, ValueError):
+    """A recorder bound to one device was used from another."""
+
+
+class SidecarError(VrrlError, ValueError):
+    """The JSON sidecar beside a log is malformed."""
+
+
+class RegistryError(VrrlError, LookupError):
+    """A replay registry could not be loaded or lacks opcodes the log needs."""
+
+
+class ReplayError(VrrlError, RuntimeError):
+    """A replay trial could not be run (not: the failure did not reproduce)."""
+
+
+class RecoverError(VrrlError, PermissionError):
+    """A staging segment cannot be recovered (another user's, or still owned by a live process)."""
+
+
+class VrrlWarning(RuntimeWarning):
+    """Something went wrong that must not raise where it happened (a destructor, a thread at exit)."""
