@@ -78,13 +78,16 @@ class ScanResult:
     """What a read found: the records in publish order, and the damage a salvage read skipped.
 
     ``corrupt_slots`` are file slot indices whose magic was neither 0 nor
-    0xDEADBEEF; ``missing_slots`` counts slots beyond the end of a short file.
+    0xDEADBEEF; ``missing_slots`` counts slots beyond the end of a short file;
+    ``wrapped`` is True when the slot at the cursor holds a record (the ring
+    has come round and the oldest records were overwritten).
     """
 
     records: npt.NDArray[np.void]
     header: Header
     corrupt_slots: tuple[int, ...] = field(default=())
     missing_slots: int = 0
+    wrapped: bool = False
 
     @property
     def is_sound(self) -> bool:
@@ -325,6 +328,7 @@ class RingLog:
         out = np.empty(present, RECORD_DTYPE)
         n_out = 0
         corrupt: list[int] = []
+        wrapped = False
         # Publish order: slots start..cap-1, then 0..start-1; slots past the end of a short file are absent.
         for lo, hi in ((start, cap), (0, start)):
             hi = min(hi, present)
@@ -335,6 +339,8 @@ class RingLog:
                 _pread_into(fd, window, HEADER_SIZE + RECORD_SIZE * s, self._path)
                 magic = window["magic"]
                 live = magic == RECORD_MAGIC
+                if s == start and lo == start:
+                    wrapped = bool(live[0])
                 if bool(live.all()):
                     n_out += e - s
                 else:
@@ -362,6 +368,7 @@ class RingLog:
             header=header,
             corrupt_slots=tuple(sorted(corrupt)),
             missing_slots=cap - present,
+            wrapped=wrapped,
         )
 
     def records(self, *, salvage: bool = False) -> npt.NDArray[np.void]:

@@ -1,0 +1,84 @@
+"""The ``vrrl`` command. ``main(argv)`` is testable in-process and returns the exit code.
+
+Exit codes: 0 success; 1 the command's own "no" (verify found damage, replay did
+not reproduce, diff found divergence); 2 bad input or bad arguments, always as
+one line on stderr and never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from vrrl_gpu.errors import VrrlError
+
+__all__ = ["main", "build_parser", "UsageError", "COMMAND_MODULES"]
+
+#: Each module defines ``register(subparsers)``, which adds its commands and sets ``func`` on them.
+COMMAND_MODULES = (
+    "vrrl_gpu._cli._log_cmds",
+)
+
+
+class UsageError(Exception):
+    """Bad command-line arguments (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="vrrl",
+        description="Read, check and replay VRRL v1 flight-recorder logs written by vrrl_gpu.",
+    )
+    from vrrl_gpu import __version__
+
+    parser.add_argument("--version", action="version", version=f"vrrl_gpu {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``vrrl`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(list(argv) if argv is not None else None)
+        code: int = args.func(args)
+    except UsageError as e:
+        print(_one_line(e), file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader of our output went away (| head): nothing more to say.
+        _silence_stdout()
+        return 0
+    except KeyboardInterrupt:
+        print("vrrl: interrupted", file=sys.stderr)
+        return 130
+    except (VrrlError, OSError, ValueError) as e:
+        print(f"vrrl: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    return code
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

@@ -1,0 +1,188 @@
+"""``vrrl info``, ``vrrl dump`` and ``vrrl verify``: reading a log as it is."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+from vrrl_gpu._cli._output import (
+    JSON_FIELDS,
+    format_timestamp,
+    opcode_names_for,
+    print_table,
+    record_dicts,
+    status_label,
+)
+from vrrl_gpu._format import RECORD_MAGIC, FailureClass
+from vrrl_gpu._ringlog import RingLog, ScanResult
+from vrrl_gpu._sidecar import opcode_label
+from vrrl_gpu.errors import CorruptRecordError, TruncatedLogError
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("info", help="summarise a log: capacity, cursor, records, failures, time span")
+    p.add_argument("log", help="path of a VRRL v1 log")
+    p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing the log")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("dump", help="print the records of a log in publish order")
+    p.add_argument("log", help="path of a VRRL v1 log")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON lines, one record a line, the format's field names")
+    fmt.add_argument("--csv", action="store_true", help="CSV with the same columns as --json")
+    p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing the log")
+    p.set_defaults(func=cmd_dump)
+
+    p = sub.add_parser(
+        "verify", help="check a log: exit 0 when sound, 1 when damaged (and where), 2 when unreadable"
+    )
+    p.add_argument("log", help="path of a VRRL v1 log")
+    p.set_defaults(func=cmd_verify)
+
+
+def _scan(path: str, salvage: bool) -> ScanResult:
+    with RingLog.open(path, readonly=True) as log:
+        return log.scan(salvage=salvage)
+
+
+def _code_label(code: int) -> str:
+    from vrrl_gpu._evidence import code_name
+
+    return code_name(code) if code else "-"
+
+
+def summarize(path: str, scan: ScanResult) -> dict[str, Any]:
+    """The facts ``vrrl info`` prints, as a JSON-ready dict."""
+    recs = scan.records
+    h = scan.header
+    evidence_mask = (
+        (recs["slot_status"] != 0)
+        | (recs["failure_class"] != 0)
+        | (recs["backend_error_code"] != 0)
+        | (recs["output_digest"] != 0)
+    )
+    classes = np.array([int(FailureClass(int(c))) for c in recs["failure_class"][evidence_mask]], dtype=np.int64)
+    by_class = {
+        fc.label: int((classes == int(fc)).sum()) for fc in FailureClass if int((classes == int(fc)).sum())
+    }
+    ts = recs["timestamp_ns"]
+    out: dict[str, Any] = {
+        "path": path,
+        "capacity": h.capacity,
+        "cursor": h.cursor,
+        "records": int(recs.shape[0]),
+        "wrapped": scan.wrapped,
+        "with_evidence": int(evidence_mask.sum()),
+        "evidence_by_class": by_class,
+        "first_timestamp_ns": int(ts.min()) if ts.size else None,
+        "last_timestamp_ns": int(ts.max()) if ts.size else None,
+        "span_ns": int(ts.max() - ts.min()) if ts.size else 0,
+    }
+    if scan.corrupt_slots or scan.missing_slots:
+        out["corrupt_slots"] = list(scan.corrupt_slots)
+        out["missing_slots"] = scan.missing_slots
+    return out
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    scan = _scan(args.log, args.salvage)
+    s = summarize(args.log, scan)
+    if args.json:
+        print(json.dumps(s, sort_keys=True))
+        return 0
+    rows: list[tuple[str, str]] = [
+        ("capacity", f"{s['capacity']:,} slots"),
+        ("cursor", str(s["cursor"])),
+        ("records", f"{s['records']:,}"),
+        ("wrapped", "yes" if s["wrapped"] else "no"),
+        ("with failure evidence", f"{s['with_evidence']:,}"),
+    ]
+    for label, n in s["evidence_by_class"].items():
+        rows.append((f"  {label}", f"{n:,}"))
+    if s["first_timestamp_ns"] is not None:
+        rows.append(("first", format_timestamp(s["first_timestamp_ns"])))
+        rows.append(("last", format_timestamp(s["last_timestamp_ns"])))
+        rows.append(("span", f"{s['span_ns'] / 1e9:.6f} s"))
+    if "corrupt_slots" in s:
+        rows.append(("corrupt slots (skipped)", ", ".join(map(str, s["corrupt_slots"])) or "none"))
+        rows.append(("missing slots (short file)", str(s["missing_slots"])))
+    print_table(args.log, ("field", "value"), rows)
+    return 0
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    scan = _scan(args.log, args.salvage)
+    if args.salvage and (scan.corrupt_slots or scan.missing_slots):
+        print(
+            f"vrrl: salvage: skipped {len(scan.corrupt_slots)} corrupt slot(s) and "
+            f"{scan.missing_slots} missing slot(s)",
+            file=sys.stderr,
+        )
+    rows = record_dicts(scan.records)
+    if args.json:
+        out = sys.stdout
+        for d in rows:
+            out.write(json.dumps(d) + "\n")
+        return 0
+    if args.csv:
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(JSON_FIELDS)
+        for d in rows:
+            d["args"] = " ".join(str(a) for a in d["args"])
+            w.writerow([d[k] for k in JSON_FIELDS])
+        return 0
+    names = opcode_names_for(args.log)
+    table = [
+        (
+            i,
+            format_timestamp(d["timestamp_ns"]),
+            d["slot_idx"],
+            d["tenant_id"],
+            opcode_label(d["opcode"], names),
+            " ".join(f"{a:#x}" for a in d["args"]),
+            d["epoch"],
+            status_label(d["slot_status"]),
+            d["failure_class_name"] if d["failure_class"] else "-",
+            _code_label(d["backend_error_code"]),
+            f"{d['output_digest']:016x}" if d["output_digest"] else "-",
+        )
+        for i, d in enumerate(rows)
+    ]
+    print_table(
+        f"{args.log}: {len(table)} record(s)",
+        ("#", "time (UTC)", "slot", "tenant", "opcode", "args", "epoch", "status", "class", "code", "digest"),
+        table,
+        justify={"#": "right", "slot": "right", "tenant": "right", "epoch": "right"},
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        scan = _scan(args.log, salvage=False)
+    except (CorruptRecordError, TruncatedLogError) as e:
+        if isinstance(e, TruncatedLogError) and e.expected == 32:
+            raise  # not even a header: cannot be read at all
+        damaged = _scan(args.log, salvage=True)
+        print(f"{args.log}: DAMAGED")
+        for slot in damaged.corrupt_slots:
+            print(f"  slot {slot}: record magic is neither 0 nor {RECORD_MAGIC:#010x}")
+        if damaged.missing_slots:
+            h = damaged.header
+            print(
+                f"  file holds {h.file_size} bytes, header says {h.expected_size}: "
+                f"{damaged.missing_slots} slot(s) missing at the end"
+            )
+        print(f"  {damaged.records.shape[0]} record(s) still readable with --salvage")
+        return 1
+    h = scan.header
+    print(f"{args.log}: OK ({scan.records.shape[0]} record(s), capacity {h.capacity}, cursor {h.cursor})")
+    return 0
