@@ -52,6 +52,7 @@ __all__ = ["Header", "RingLog", "ScanResult", "read_header"]
 # much more than the records it returns (a 64 MiB log must not cost 128 MiB).
 _CHUNK_RECORDS = 1 << 16
 _CURSOR_OFFSET = 24
+_WORDS_PER_RECORD = RECORD_SIZE // 4
 
 
 @dataclass(frozen=True)
@@ -276,9 +277,12 @@ class RingLog:
         n = int(arr.shape[0])
         if n == 0:
             return 0
-        if not bool(np.all(arr["magic"] == RECORD_MAGIC)):
-            arr = arr.copy()
-            arr["magic"] = RECORD_MAGIC
+        raw = arr.view(np.uint8).reshape(-1)
+        if not bool((raw.view("<u4")[::_WORDS_PER_RECORD] == RECORD_MAGIC).all()):
+            # A flat byte copy: copying a structured array field by field is several times slower.
+            raw = raw.copy()
+            raw.view("<u4")[::_WORDS_PER_RECORD] = RECORD_MAGIC
+        arr = raw.view(RECORD_DTYPE)
         cap, cur = self._capacity, self._cursor
         if n > cap:
             # Only the last `cap` records survive; they land where they would have.
