@@ -33,6 +33,7 @@ __all__ = [
     "RegistryError",
     "ReplayError",
     "RecoverError",
+    "EvidenceTypeError",
     "VrrlWarning",
 ]
 
@@ -175,6 +176,10 @@ class ReplayError(VrrlError, RuntimeError):
 
 class RecoverError(VrrlError, PermissionError):
     """A staging segment cannot be recovered (another user's, or still owned by a live process)."""
+
+
+class EvidenceTypeError(VrrlError, TypeError):
+    """``classify`` or ``output_digest`` was given an object it cannot take."""
 
 
 class VrrlWarning(RuntimeWarning):
