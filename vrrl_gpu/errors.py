@@ -25,6 +25,7 @@ __all__ = [
     "KernelCompileError",
     "BackendUnavailableError",
     "StagingError",
+    "StagingSpaceError",
     "DrainError",
     "RecorderClosedError",
     "RecorderPoisonedError",
@@ -141,6 +142,10 @@ class BackendUnavailableError(VrrlError, RuntimeError):
 
 class StagingError(VrrlError, ValueError):
     """A staging ring is malformed, too small, or not ours."""
+
+
+class StagingSpaceError(VrrlError, OSError):
+    """No room for a staging segment (``posix_fallocate`` failed on a full tmpfs); nothing was mapped."""
 
 
 class DrainError(VrrlError, RuntimeError):
