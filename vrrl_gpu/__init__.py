@@ -9,6 +9,15 @@ imports CuPy or touches CUDA.
 from __future__ import annotations
 
 from vrrl_gpu import errors
+from vrrl_gpu._cuda_errors import CUDA_ERROR_TABLE, CudaErrorInfo
+from vrrl_gpu._evidence import (
+    Classification,
+    FailureEvidence,
+    classify,
+    classify_code,
+    code_name,
+    output_digest,
+)
 from vrrl_gpu._format import (
     FILE_MAGIC,
     HEADER_SIZE,
@@ -46,6 +55,15 @@ __all__ = [
     # ring file
     "RingLog",
     "ScanResult",
+    # failure evidence
+    "CUDA_ERROR_TABLE",
+    "Classification",
+    "CudaErrorInfo",
+    "FailureEvidence",
+    "classify",
+    "classify_code",
+    "code_name",
+    "output_digest",
     # errors
     *_errors_all,
 ]
