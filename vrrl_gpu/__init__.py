@@ -31,7 +31,18 @@ from vrrl_gpu._format import (
     Record,
     SlotStatus,
 )
+from vrrl_gpu._kernels import kernel_source, kernels_dir
 from vrrl_gpu._ringlog import RingLog, ScanResult
+from vrrl_gpu.backends import (
+    Backend,
+    DeviceBuffer,
+    DeviceCounter,
+    HostAllocation,
+    KernelHandle,
+    RingPointers,
+    TwinBackend,
+    get_backend,
+)
 from vrrl_gpu.errors import *  # noqa: F403
 from vrrl_gpu.errors import __all__ as _errors_all
 
@@ -64,6 +75,17 @@ __all__ = [
     "classify_code",
     "code_name",
     "output_digest",
+    # device backends and kernel sources
+    "Backend",
+    "DeviceBuffer",
+    "DeviceCounter",
+    "HostAllocation",
+    "KernelHandle",
+    "RingPointers",
+    "TwinBackend",
+    "get_backend",
+    "kernel_source",
+    "kernels_dir",
     # errors
     *_errors_all,
 ]

@@ -1,0 +1,253 @@
+// twin_shim.h: lets the kernels/ sources compile with the system C++ compiler for the CPU twin.
+//
+//     g++ -std=c++17 -O2 -shared -fPIC -DVRRL_TWIN -include twin_shim.h ...
+//
+// What it supplies: the CUDA qualifiers, thread/block indices (thread-local, set by the grid runner), %globaltimer
+// (CLOCK_REALTIME ns, so the twin's ts_offset is 0), fences (seq_cst atomic fences), atomics (GCC __atomic
+// builtins), and twin spellings of trap / exit / wild store / assert that throw C++ exceptions the grid runner
+// turns into CUDA error codes (719 / none / 700 / 710). No shared memory and no __syncthreads: using them is a
+// compile error here, not a silent miscompile. The runner executes the threads of a grid on up to `max_workers`
+// OS threads; a grid makes forward progress like a GPU with that many resident threads.
+#pragma once
+
+#ifndef VRRL_TWIN
+#error "twin_shim.h is for the CPU twin only: compile with -DVRRL_TWIN"
+#endif
+
+#include <sched.h>
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline __attribute__((always_inline))
+#define __noinline__ __attribute__((noinline))
+#define __restrict__ __restrict
+#define __launch_bounds__(...)
+#define __constant__
+#define __shared__ _Pragma("GCC error \"__shared__ memory is not supported by the vrrl CPU twin\"")
+#define __syncthreads() static_assert(false, "__syncthreads is not supported by the vrrl CPU twin")
+#define __syncwarp(...) static_assert(false, "__syncwarp is not supported by the vrrl CPU twin")
+
+struct uint3 {
+    unsigned int x, y, z;
+};
+struct dim3 {
+    unsigned int x, y, z;
+};
+struct uint4 {
+    unsigned int x, y, z, w;
+};
+inline uint4 make_uint4(unsigned int x, unsigned int y, unsigned int z, unsigned int w) { return uint4{x, y, z, w}; }
+
+inline thread_local uint3 threadIdx;
+inline thread_local uint3 blockIdx;
+inline thread_local dim3 blockDim;
+inline thread_local dim3 gridDim;
+
+namespace vrrl_twin {
+
+// Thrown by VRRL_EXIT_THREAD(): ends this CUDA thread, not an error.
+struct ThreadExit {};
+
+// Thrown by a simulated device fault; `code` is the cudaError_t the host will see.
+struct Fault {
+    int code;
+    const char* what;
+};
+
+// The grid's abort flag: set by a fault in any thread of the grid, or by the host (the backend closing).
+inline thread_local const int* t_host_abort = nullptr;
+inline thread_local const std::atomic<int>* t_grid_abort = nullptr;
+
+inline void check_abort() {
+    if ((t_host_abort != nullptr && __atomic_load_n(t_host_abort, __ATOMIC_RELAXED) != 0) ||
+        (t_grid_abort != nullptr && t_grid_abort->load(std::memory_order_relaxed) != 0)) {
+        throw ThreadExit{};
+    }
+}
+
+// Clock reads double as cancellation points, so spinning kernels end when their grid is killed.
+inline unsigned long long globaltimer() {
+    check_abort();
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<unsigned long long>(ts.tv_sec) * 1000000000ull + static_cast<unsigned long long>(ts.tv_nsec);
+}
+
+inline void spin_hint() {
+    check_abort();
+    sched_yield();
+}
+
+[[noreturn]] inline void fault(int code, const char* what) { throw Fault{code, what}; }
+
+inline void store_commit(unsigned long long* p, unsigned long long v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+
+}  // namespace vrrl_twin
+
+#define VRRL_EXIT_THREAD() throw vrrl_twin::ThreadExit {}
+#define VRRL_TRAP() vrrl_twin::fault(719, "trap")
+#define VRRL_SPIN_HINT() vrrl_twin::spin_hint()
+#define VRRL_WILD_STORE(addr_bits, value) \
+    ((void)(addr_bits), (void)(value), vrrl_twin::fault(700, "store through a wild pointer (simulated)"))
+#define VRRL_DEVICE_ASSERT(cond) ((cond) ? (void)0 : vrrl_twin::fault(710, "device assert: " #cond))
+
+inline void __trap() { vrrl_twin::fault(719, "__trap()"); }
+inline void __nanosleep(unsigned int) { vrrl_twin::spin_hint(); }
+inline void __threadfence_system() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+}
+inline unsigned int atomicAdd(unsigned int* p, unsigned int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+inline float atomicAdd(float* p, float v) {
+    float old;
+    __atomic_load(p, &old, __ATOMIC_RELAXED);
+    for (;;) {
+        float desired = old + v;
+        if (__atomic_compare_exchange(p, &old, &desired, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+            return old;
+        }
+    }
+}
+inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long expected, unsigned long long desired) {
+    __atomic_compare_exchange_n(p, &expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    return expected;
+}
+inline unsigned int atomicCAS(unsigned int* p, unsigned int expected, unsigned int desired) {
+    __atomic_compare_exchange_n(p, &expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    return expected;
+}
+inline unsigned long long atomicExch(unsigned long long* p, unsigned long long v) {
+    return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST);
+}
+inline unsigned int atomicExch(unsigned int* p, unsigned int v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
+
+namespace vrrl_twin {
+
+// numpy type codes of a kernel's parameters ('p' = pointer), so the host can check its own parse of the source.
+template <typename T>
+constexpr char sig_char() {
+    using U = std::remove_cv_t<T>;
+    if constexpr (std::is_pointer_v<U>) {
+        return 'p';
+    } else if constexpr (std::is_same_v<U, bool>) {
+        return '?';
+    } else if constexpr (std::is_floating_point_v<U>) {
+        return sizeof(U) == 4 ? 'f' : (sizeof(U) == 8 ? 'd' : 'x');
+    } else if constexpr (std::is_integral_v<U>) {
+        constexpr const char* s = "bhxixxxq";
+        constexpr const char* u = "BHXIXXXQ";
+        return std::is_signed_v<U> ? s[sizeof(U) - 1] : u[sizeof(U) - 1];
+    } else {
+        return 'x';
+    }
+}
+
+template <typename... P>
+const char* signature(void (*)(P...)) {
+    static const char s[] = {sig_char<P>()..., '\0'};
+    return s;
+}
+
+template <typename... P, std::size_t... I>
+void invoke(void (*k)(P...), void** a, std::index_sequence<I...>) {
+    k(*static_cast<std::remove_cv_t<std::remove_reference_t<P>>*>(a[I])...);
+}
+
+// Runs every thread of the grid; returns 0 or the first fault's cudaError_t (message into err).
+template <typename... P>
+int launch(void (*k)(P...), const unsigned int* dims, void** args, unsigned int max_workers, const int* host_abort,
+           char* err, std::size_t errlen) {
+    const dim3 g{dims[0], dims[1], dims[2]};
+    const dim3 b{dims[3], dims[4], dims[5]};
+    const unsigned long long per_block = 1ull * b.x * b.y * b.z;
+    const unsigned long long total = per_block * g.x * g.y * g.z;
+    std::atomic<unsigned long long> next{0};
+    std::atomic<int> grid_abort{0};
+    std::mutex m;
+    int code = 0;
+    std::string msg;
+    auto record = [&](int c, const std::string& what) {
+        std::lock_guard<std::mutex> lock(m);
+        if (code == 0) {
+            code = c;
+            char where[160];
+            std::snprintf(where, sizeof where, " at block (%u,%u,%u) thread (%u,%u,%u)", blockIdx.x, blockIdx.y,
+                          blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z);
+            msg = what + where;
+        }
+        grid_abort.store(1);
+    };
+    auto work = [&]() {
+        t_host_abort = host_abort;
+        t_grid_abort = &grid_abort;
+        blockDim = b;
+        gridDim = g;
+        for (;;) {
+            if (grid_abort.load(std::memory_order_relaxed) != 0 || __atomic_load_n(host_abort, __ATOMIC_RELAXED) != 0) {
+                break;
+            }
+            const unsigned long long idx = next.fetch_add(1);
+            if (idx >= total) {
+                break;
+            }
+            const unsigned long long t = idx % per_block;
+            const unsigned long long blk = idx / per_block;
+            threadIdx = uint3{static_cast<unsigned int>(t % b.x), static_cast<unsigned int>((t / b.x) % b.y),
+                              static_cast<unsigned int>(t / (1ull * b.x * b.y))};
+            blockIdx = uint3{static_cast<unsigned int>(blk % g.x), static_cast<unsigned int>((blk / g.x) % g.y),
+                             static_cast<unsigned int>(blk / (1ull * g.x * g.y))};
+            try {
+                invoke(k, args, std::index_sequence_for<P...>{});
+            } catch (const ThreadExit&) {
+                // asm("exit;"): this thread is done, the grid goes on
+            } catch (const Fault& f) {
+                record(f.code, f.what);
+            } catch (const std::exception& e) {
+                record(999, std::string("C++ exception in kernel: ") + e.what());
+            } catch (...) {
+                record(999, "unknown C++ exception in kernel");
+            }
+        }
+        t_host_abort = nullptr;
+        t_grid_abort = nullptr;
+    };
+    const unsigned long long want = std::min<unsigned long long>(total, max_workers == 0 ? 1u : max_workers);
+    std::vector<std::thread> pool;
+    for (unsigned long long i = 1; i < want; ++i) {
+        try {
+            pool.emplace_back(work);
+        } catch (const std::system_error&) {
+            break;  // fewer OS threads than asked: the grid still runs, with less concurrency
+        }
+    }
+    work();
+    for (auto& th : pool) {
+        th.join();
+    }
+    if (code != 0 && err != nullptr && errlen > 0) {
+        std::snprintf(err, errlen, "%s", msg.c_str());
+    }
+    return code;
+}
+
+}  // namespace vrrl_twin

@@ -1,0 +1,267 @@
+"""The real device, through CuPy. The only module of vrrl_gpu that imports CuPy (lazily, at construction).
+
+Every CuPy call here follows shared/notes/cuda-cupy-facts.md sections 2, 3
+and 6; CuPy's exceptions propagate unchanged (the recorder classifies them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vrrl_gpu._kernels import kernel_path, kernels_dir, parse_kernels, sources_digest
+from vrrl_gpu.backends._base import (
+    Backend,
+    DeviceBuffer,
+    DeviceCounter,
+    HostAllocation,
+    KernelHandle,
+    check_host_buffer,
+    normalize_dims,
+    numpy_args,
+)
+from vrrl_gpu.errors import BackendUnavailableError, KernelSourceError
+
+__all__ = ["CupyBackend", "cupy_device_count", "NVRTC_OPTIONS"]
+
+#: NVRTC options besides the include paths. CuPy picks ``-arch=sm_XX`` for the current device and compiles a
+#: cubin (never PTX for the driver to JIT: PTX from a newer NVRTC fails to load on older drivers, code 222).
+NVRTC_OPTIONS = ("-std=c++17",)
+
+# cudaHostRegisterPortable | cudaHostRegisterMapped (driver_types.h; CuPy exposes no constants for these).
+_HOST_REGISTER_PORTABLE_MAPPED = 1 | 2
+_CALIBRATION_ROUNDS = 9
+
+
+def _import_cupy() -> Any:
+    try:
+        import cupy
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"the cupy backend needs CuPy; import failed ({e}); install vrrl_gpu[cuda13] or "
+            f"vrrl_gpu[cuda12], or use device='twin'"
+        ) from e
+    return cupy
+
+
+def cupy_device_count() -> int:
+    """The number of CUDA devices CuPy sees; 0 when CuPy, the driver or a device is missing."""
+    try:
+        cupy = _import_cupy()
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:  # no CuPy, no libcuda, no device: all mean "no device" to the caller
+        return 0
+
+
+class CupyBackend(Backend):
+    """A CUDA device through CuPy (``device_id``: default the current device)."""
+
+    name = "cupy"
+    is_simulated = False
+
+    def __init__(self, device_id: int | None = None) -> None:
+        cp = _import_cupy()
+        self._cp = cp
+        self._rt = cp.cuda.runtime
+        count = self._rt.getDeviceCount()
+        if count < 1:
+            raise BackendUnavailableError("the cupy backend needs a CUDA device; getDeviceCount() returned 0")
+        self._device_id = int(cp.cuda.Device().id if device_id is None else device_id)
+        if not 0 <= self._device_id < count:
+            raise BackendUnavailableError(f"expected a device id 0 ..= {count - 1}, got {self._device_id}")
+        self._modules: dict[Path, Any] = {}
+        self._closed = False
+
+    @property
+    def device_id(self) -> int:
+        """The CUDA device this backend allocates on and compiles for."""
+        return self._device_id
+
+    def _device(self) -> Any:
+        return self._cp.cuda.Device(self._device_id)
+
+    def device_info(self) -> dict[str, Any]:
+        """Name, UUID, compute capability, driver/runtime versions and CuPy's version."""
+        props = self._rt.getDeviceProperties(self._device_id)
+        name = props.get("name", b"")
+        uuid = props.get("uuid", b"")
+        return {
+            "backend": "cupy",
+            "simulated": False,
+            "device_id": self._device_id,
+            "name": name.decode(errors="replace") if isinstance(name, bytes) else str(name),
+            "uuid": uuid.hex() if isinstance(uuid, bytes) else str(uuid),
+            "compute_capability": f"{props['major']}.{props['minor']}",
+            "driver_version": int(self._rt.driverGetVersion()),
+            "runtime_version": int(self._rt.runtimeGetVersion()),
+            "cupy_version": str(self._cp.__version__),
+        }
+
+    # ---- memory ----------------------------------------------------------------------------------
+
+    def alloc_pinned(self, nbytes: int) -> HostAllocation:
+        """``PinnedMemory(n, hostAllocMapped | hostAllocPortable)``; device pointer: pointerGetAttributes."""
+        cp, rt = self._cp, self._rt
+        with self._device():
+            mem = cp.cuda.PinnedMemory(int(nbytes), rt.hostAllocMapped | rt.hostAllocPortable)
+            dev_ptr = rt.pointerGetAttributes(mem.ptr).devicePointer
+        # The numpy view holds the PinnedMemoryPointer, which holds `mem`: the pages live as long as any view.
+        host = np.frombuffer(cp.cuda.PinnedMemoryPointer(mem, 0), dtype=np.uint8, count=int(nbytes))
+        return HostAllocation(host, int(dev_ptr))
+
+    def register_host(self, buf: npt.NDArray[np.uint8]) -> HostAllocation:
+        """``hostRegister(ptr, size, Portable | Mapped)`` then ``pointerGetAttributes``; close unregisters."""
+        buf = check_host_buffer(buf)
+        rt = self._rt
+        ptr = int(buf.ctypes.data)
+        with self._device():
+            rt.hostRegister(ptr, buf.nbytes, _HOST_REGISTER_PORTABLE_MAPPED)
+            try:
+                dev_ptr = rt.pointerGetAttributes(ptr).devicePointer
+            except BaseException:
+                rt.hostUnregister(ptr)
+                raise
+
+        def release() -> None:
+            rt.hostUnregister(ptr)
+
+        return HostAllocation(buf, int(dev_ptr), release)
+
+    def alloc_counter(self) -> DeviceCounter:
+        """A zeroed u64 from CuPy's pool; zeroing is complete before this returns."""
+        cp, rt = self._cp, self._rt
+        with self._device():
+            cell = cp.zeros(1, dtype=cp.uint64)
+            rt.deviceSynchronize()
+
+        def read() -> int:
+            with self._device():
+                rt.deviceSynchronize()
+                return int(cell.get()[0])
+
+        return DeviceCounter(int(cell.data.ptr), read)
+
+    def alloc_device(self, nbytes: int) -> DeviceBuffer:
+        """Zeroed device memory from CuPy's pool; copies synchronize the device first."""
+        cp, rt = self._cp, self._rt
+        n = int(nbytes)
+        with self._device():
+            mp = cp.cuda.alloc(n)
+            mp.memset(0, n)
+            rt.deviceSynchronize()
+
+        def to_host() -> npt.NDArray[np.uint8]:
+            out = np.empty(n, dtype=np.uint8)
+            with self._device():
+                rt.deviceSynchronize()
+                mp.copy_to_host(out.ctypes.data, n)
+            return out
+
+        def from_host(data: npt.NDArray[np.uint8]) -> None:
+            with self._device():
+                rt.deviceSynchronize()
+                mp.copy_from_host(data.ctypes.data, data.nbytes)
+                rt.deviceSynchronize()
+
+        return DeviceBuffer(int(mp.ptr), n, to_host, from_host)
+
+    # ---- kernels ----------------------------------------------------------------------------------
+
+    def load(self, source_file: str | Path, kernel_name: str) -> KernelHandle:
+        """``RawModule(code=..., options=('-std=c++17', '-I<kernels>'))``, compiled now, once per device."""
+        src = Path(source_file)
+        path = kernel_path(str(src)) if src.name == str(source_file) else src.resolve()
+        if not path.is_file():
+            raise KernelSourceError(f"expected a CUDA source file at {path}, found none")
+        text = path.read_text(encoding="utf-8")
+        sigs = parse_kernels(text)
+        if kernel_name not in sigs:
+            raise KernelSourceError(
+                f'expected extern "C" __global__ void {kernel_name}(...) in {path.name}, found {sorted(sigs)}'
+            )
+        mod = self._modules.get(path)
+        if mod is None:
+            # CuPy's on-disk cache is keyed by the code text, not by included headers: stamp their digest in.
+            code = f"// vrrl_gpu kernels digest {sources_digest()}\n{text}"
+            options = (*NVRTC_OPTIONS, f"-I{kernels_dir()}", f"-I{path.parent}")
+            mod = self._cp.RawModule(code=code, options=options)
+            self._modules[path] = mod
+        with self._device():
+            fn = mod.get_function(kernel_name)  # compiles (cubin for this device) and loads, once per device
+        return KernelHandle(name=kernel_name, source=path, signature=sigs[kernel_name], native=fn)
+
+    def launch(
+        self,
+        kernel: KernelHandle,
+        grid: int | Sequence[int],
+        block: int | Sequence[int],
+        args: Sequence[object],
+        *,
+        stream: Any = None,
+        shared_mem: int = 0,
+    ) -> None:
+        """``kernel(grid, block, args, shared_mem=, stream=)``; stream None is CuPy's current stream."""
+        conv = numpy_args(kernel.signature, args, self._cupy_pointer)
+        kernel.native(normalize_dims(grid, "grid"), normalize_dims(block, "block"), conv,
+                      shared_mem=int(shared_mem), stream=stream)  # fmt: skip
+
+    def _cupy_pointer(self, i: int, value: object) -> object | None:
+        return value if isinstance(value, self._cp.ndarray) else None
+
+    # ---- streams ----------------------------------------------------------------------------------
+
+    def current_stream(self) -> Any:
+        """CuPy's current stream (``cupy.cuda.get_current_stream()``)."""
+        return self._cp.cuda.get_current_stream()
+
+    def new_stream(self) -> Any:
+        """A new non-blocking ``cupy.cuda.Stream`` on this backend's device."""
+        with self._device():
+            return self._cp.cuda.Stream(non_blocking=True)
+
+    def stream_query(self, stream: Any = None) -> int:
+        """``runtime.streamQuery(s.ptr)``: 0 done, 600 not ready, else the error (not ``Stream.done``)."""
+        s = self.current_stream() if stream is None else stream
+        return int(self._rt.streamQuery(s.ptr))
+
+    def synchronize(self, stream: Any = None) -> None:
+        """``stream.synchronize()``, or ``deviceSynchronize()`` for None; raises CuPy's CUDA error."""
+        if stream is not None:
+            stream.synchronize()
+            return
+        with self._device():
+            self._rt.deviceSynchronize()
+
+    def calibrate(self) -> int:
+        """UNIX ns minus %globaltimer: the tightest of several host-bracketed reads into mapped memory."""
+        k = self._pack_kernel("vrrl_read_globaltimer")
+        cell = self.alloc_pinned(64)
+        try:
+            stream = self.new_stream()
+            view = cell.host[:8].view(np.uint64)
+            best: tuple[int, int] | None = None
+            self.launch(k, 1, 1, (cell.device_ptr,), stream=stream)  # warm-up: module load, first launch
+            stream.synchronize()
+            for _ in range(_CALIBRATION_ROUNDS):
+                view[0] = 0
+                t0 = time.time_ns()
+                self.launch(k, 1, 1, (cell.device_ptr,), stream=stream)
+                stream.synchronize()
+                t1 = time.time_ns()
+                g = int(view[0])
+                if best is None or t1 - t0 < best[0]:
+                    best = (t1 - t0, (t0 + t1) // 2 - g)
+            assert best is not None
+            return best[1]
+        finally:
+            cell.close()
+
+    def close(self) -> None:
+        """Drop the compiled modules (CuPy unloads them when unreferenced); idempotent."""
+        self._closed = True
+        self._modules.clear()

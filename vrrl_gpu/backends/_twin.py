@@ -1,0 +1,571 @@
+"""The CPU twin: the same ``kernels/`` sources built by the system C++ compiler, run with CUDA semantics.
+
+What makes it a faithful stand-in for tests:
+
+* Asynchrony: every stream has a worker thread that runs its launches in
+  order; ``launch()`` returns at once (the ctypes call releases the GIL).
+* Sticky errors: a kernel fault (``__trap()`` -> 719, a simulated wild store
+  -> 700, a device assert -> 710) poisons the twin context. From then on every
+  launch and allocation raises the same code, ``synchronize()`` raises it,
+  ``stream_query()`` returns it, and work still queued is dropped.
+* Errors found at the call are not sticky: a block of more than 1024 threads
+  or a grid over CUDA's limits (1), an unknown kernel name (500), an
+  allocation over ``alloc_limit`` (2), registering a range twice (712).
+* A Python exception in a worker thread is stored and re-raised by every
+  later call (never swallowed).
+
+Differences from a GPU: no shared memory and no ``__syncthreads`` (compile
+errors); the threads of a grid run on at most ``max_workers`` OS threads, so
+a persistent kernel makes progress with at most that many threads spinning;
+the default stream is an ordinary stream (no implicit synchronization with
+other streams); "device" memory is host memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vrrl_gpu._kernels import KernelSignature, kernel_path, kernels_dir, parse_kernels, sources_digest
+from vrrl_gpu.backends._base import (
+    Backend,
+    DeviceBuffer,
+    DeviceCounter,
+    HostAllocation,
+    KernelHandle,
+    check_host_buffer,
+    grid_exceeds_limits,
+    normalize_dims,
+    pack_args,
+)
+from vrrl_gpu.errors import (
+    BackendUnavailableError,
+    KernelCompileError,
+    KernelSourceError,
+    TwinCudaError,
+    VrrlWarning,
+)
+
+__all__ = ["TwinBackend", "TwinStream", "twin_cache_dir", "TWIN_CXX_FLAGS"]
+
+#: Flags of every twin build (part of the cache key). Hidden visibility and no GNU_UNIQUE symbols keep two
+#: libraries' inline variables apart.
+TWIN_CXX_FLAGS = (
+    "-std=c++17",
+    "-O2",
+    "-shared",
+    "-fPIC",
+    "-pthread",
+    "-fvisibility=hidden",
+    "-fno-gnu-unique",
+    "-Wall",
+    "-Wextra",
+    "-Wno-unused-parameter",
+    "-DVRRL_TWIN",
+)
+_GENERATOR_VERSION = "2"
+_ERRBUF = 512
+_MAX_BLOCK_THREADS = 1024
+_MAX_DYNAMIC_SHARED = 48 * 1024
+_PAGE = 4096
+
+
+def twin_cache_dir() -> Path:
+    """Where compiled twin libraries are kept: ``$VRRL_CACHE_DIR/twin`` or ``~/.cache/vrrl_gpu/twin``."""
+    base = os.environ.get("VRRL_CACHE_DIR")
+    root = Path(base) if base else Path.home() / ".cache" / "vrrl_gpu"
+    return root / "twin"
+
+
+_LAUNCH_ARGTYPES = [
+    ctypes.POINTER(ctypes.c_uint),  # dims[6]
+    ctypes.c_void_p,  # void** args
+    ctypes.c_uint,  # max_workers
+    ctypes.POINTER(ctypes.c_int),  # host abort flag
+    ctypes.c_char_p,  # error message buffer
+    ctypes.c_size_t,
+]
+
+
+@dataclass(frozen=True)
+class _TwinKernel:
+    fn: Any  # the ctypes trampoline
+    lib: ctypes.CDLL  # keeps the library loaded
+
+
+class _Library:
+    def __init__(self, path: Path, lib: ctypes.CDLL, sigs: dict[str, KernelSignature]) -> None:
+        self.path = path
+        self.lib = lib
+        self.sigs = sigs
+        self.kernels: dict[str, _TwinKernel] = {}
+        for name, sig in sigs.items():
+            fn = getattr(lib, f"vrrl_twin_launch__{name}")
+            fn.argtypes = _LAUNCH_ARGTYPES
+            fn.restype = ctypes.c_int
+            sigfn = getattr(lib, f"vrrl_twin_sig__{name}")
+            sigfn.argtypes = []
+            sigfn.restype = ctypes.c_char_p
+            compiled = (sigfn() or b"").decode()
+            if compiled != sig.codes:
+                raise KernelCompileError(
+                    f"kernel {name}: the source parse gives parameter types {sig.codes!r} but the compiler "
+                    f"says {compiled!r}; write the parameters with plain C types (see vrrl_gpu._kernels)",
+                    source="",
+                    name=str(path),
+                    options=TWIN_CXX_FLAGS,
+                    log="",
+                )
+            self.kernels[name] = _TwinKernel(fn=fn, lib=lib)
+
+
+_compiler_lock = threading.Lock()
+_compiler_ids: dict[str, str] = {}
+
+
+def _compiler() -> tuple[str, str]:
+    cxx = os.environ.get("CXX") or "g++"
+    exe = shutil.which(cxx)
+    if exe is None:
+        raise BackendUnavailableError(
+            f"the twin backend needs a C++17 compiler; expected {cxx!r} on PATH, found none; "
+            f"install g++ (apt-get install g++) or set CXX"
+        )
+    with _compiler_lock:
+        ident = _compiler_ids.get(exe)
+        if ident is None:
+            out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
+            ident = _compiler_ids[exe] = (out.stdout.splitlines() or [exe])[0]
+    return exe, ident
+
+
+def _generate(source: Path, sigs: dict[str, KernelSignature]) -> str:
+    lines = [
+        "// Generated by vrrl_gpu.backends._twin: a cuLaunchKernel-like trampoline per __global__ function.",
+        f'#include "{source}"',
+        "",
+    ]
+    for name in sigs:
+        lines += [
+            (
+                f'extern "C" __attribute__((visibility("default"))) int vrrl_twin_launch__{name}('
+                "const unsigned int* dims, void** args, unsigned int max_workers, const int* host_abort, "
+                "char* err, std::size_t errlen) {"
+            ),
+            f"    return vrrl_twin::launch(&{name}, dims, args, max_workers, host_abort, err, errlen);",
+            "}",
+            f'extern "C" __attribute__((visibility("default"))) const char* vrrl_twin_sig__{name}() {{',
+            f"    return vrrl_twin::signature(&{name});",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _build(source: Path, cache_dir: Path) -> _Library:
+    text = source.read_text(encoding="utf-8")
+    sigs = parse_kernels(text)
+    if not sigs:
+        raise KernelSourceError(
+            f'expected at least one extern "C" __global__ function in {source}, found none; '
+            f'declare kernels as extern "C" __global__ void name(...)'
+        )
+    exe, ident = _compiler()
+    kdir = kernels_dir()
+    shim = kdir / "twin_shim.h"
+    flags = (*TWIN_CXX_FLAGS, "-include", str(shim), f"-I{kdir}", f"-I{source.parent}")
+    generated = _generate(source, sigs)
+    key = hashlib.sha256(
+        "\0".join([_GENERATOR_VERSION, ident, " ".join(flags), text, generated, sources_digest()]).encode()
+    ).hexdigest()[:20]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = cache_dir / f"{source.stem}-{key}.so"
+    if not target.is_file():
+        with tempfile.TemporaryDirectory(prefix="vrrl-twin-") as tmp:
+            cpp = Path(tmp) / f"{source.stem}_twin.cpp"
+            cpp.write_text(generated, encoding="utf-8")
+            out = Path(tmp) / "out.so"
+            cmd = [exe, *flags, str(cpp), "-o", str(out)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise KernelCompileError(
+                    f"the twin could not compile {source.name} with {exe} (exit {proc.returncode}); "
+                    f"see .log / .dump() for the compiler's output",
+                    source=text,
+                    name=str(source),
+                    options=tuple(cmd),
+                    log=proc.stderr,
+                )
+            # Another process may build the same key at once: publish atomically, last one wins.
+            staged = cache_dir / f".{target.name}.{os.getpid()}.{threading.get_ident()}"
+            shutil.copyfile(out, staged)
+            os.replace(staged, target)
+    return _Library(target, ctypes.CDLL(str(target)), sigs)
+
+
+@dataclass
+class _Launch:
+    kernel: KernelHandle
+    dims: Any  # ctypes c_uint * 6
+    block: Any  # the argument block (keeps it alive)
+    ptrs: Any  # void* array into `block`
+    workers: int
+
+
+class TwinStream:
+    """A twin stream: one worker thread running its launches in order. ``ptr`` is a unique integer."""
+
+    def __init__(self, backend: TwinBackend, ptr: int, name: str) -> None:
+        self.ptr = ptr
+        self._backend = backend
+        self._q: queue.SimpleQueue[_Launch | None] = queue.SimpleQueue()
+        self._cv = threading.Condition()
+        self._pending = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"TwinStream(ptr={self.ptr:#x}, pending={self._pending})"
+
+    def _enqueue(self, item: _Launch) -> None:
+        with self._cv:
+            self._pending += 1
+        self._q.put(item)
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            try:
+                self._backend._execute(item)
+            except BaseException as e:  # stored and re-raised by the next backend call: never swallowed
+                self._backend._store_worker_exception(e)
+            finally:
+                with self._cv:
+                    self._pending -= 1
+                    self._cv.notify_all()
+
+    def _wait(self, timeout: float | None = None) -> bool:
+        with self._cv:
+            return self._cv.wait_for(lambda: self._pending == 0, timeout)
+
+    @property
+    def pending(self) -> int:
+        """Launches enqueued and not finished."""
+        return self._pending
+
+    def _stop(self, timeout: float) -> bool:
+        self._q.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+class TwinBackend(Backend):
+    """The CPU twin backend (see the module docstring). Not a GPU; ``is_simulated`` is True.
+
+    ``max_workers``: OS threads per grid (default: the CPU count, 2 to 8).
+    ``alloc_limit``: the largest single allocation in bytes; larger ones raise code 2.
+    ``cache_dir``: where compiled libraries go (default :func:`twin_cache_dir`).
+    """
+
+    name = "twin"
+    is_simulated = True
+
+    def __init__(
+        self,
+        *,
+        max_workers: int | None = None,
+        alloc_limit: int = 1 << 34,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self._max_workers = max_workers if max_workers is not None else max(2, min(8, os.cpu_count() or 2))
+        if self._max_workers < 1:
+            raise ValueError(f"expected max_workers >= 1, got {max_workers}")
+        self._alloc_limit = int(alloc_limit)
+        self._cache_dir = Path(cache_dir) if cache_dir is not None else twin_cache_dir()
+        self._lock = threading.RLock()
+        self._sticky: TwinCudaError | None = None
+        self._worker_exc: BaseException | None = None
+        self._abort = ctypes.c_int(0)
+        self._libs: dict[Path, _Library] = {}
+        self._registered: dict[int, int] = {}  # start -> end of host-registered ranges
+        self._streams: list[TwinStream] = []
+        self._closed = False
+        self._default = self._make_stream(0, "vrrl-twin-stream-default")
+
+    # ---- state ----------------------------------------------------------------------------------
+
+    def _make_stream(self, ptr: int, name: str) -> TwinStream:
+        s = TwinStream(self, ptr, name)
+        with self._lock:
+            self._streams.append(s)
+        return s
+
+    def _store_worker_exception(self, e: BaseException) -> None:
+        with self._lock:
+            if self._worker_exc is None:
+                self._worker_exc = e
+
+    def _check_worker(self) -> None:
+        exc = self._worker_exc
+        if exc is not None:
+            raise exc
+
+    def _check_usable(self) -> None:
+        """Raise what a CUDA call would raise now: a stored worker exception, the sticky error, or closed."""
+        if self._closed:
+            raise BackendUnavailableError(
+                "this twin backend is closed; create a new one with get_backend('twin')"
+            )
+        self._check_worker()
+        sticky = self._sticky
+        if sticky is not None:
+            raise TwinCudaError(sticky.cuda_error_code, sticky.detail)
+
+    def _poison(self, err: TwinCudaError) -> None:
+        with self._lock:
+            if self._sticky is None:
+                self._sticky = err
+
+    @property
+    def sticky_error(self) -> TwinCudaError | None:
+        """The error that poisoned this context, or None."""
+        return self._sticky
+
+    def _stream(self, stream: Any) -> TwinStream:
+        if stream is None:
+            return self._default
+        if isinstance(stream, TwinStream) and stream._backend is self:
+            return stream
+        raise TypeError(f"expected None or a TwinStream of this backend, got {stream!r}")
+
+    # ---- device ----------------------------------------------------------------------------------
+
+    def device_info(self) -> dict[str, Any]:
+        """The twin's identity: never mistaken for a GPU (name says so, ``simulated`` is True)."""
+        _, ident = _compiler()
+        host = socket.gethostname()
+        return {
+            "backend": "twin",
+            "simulated": True,
+            "name": "vrrl CPU twin (not a GPU)",
+            "uuid": "twin-" + hashlib.sha256(host.encode()).hexdigest()[:16],
+            "compute_capability": "twin",
+            "driver_version": 0,
+            "runtime_version": 0,
+            "cupy_version": "twin",
+            "compiler": ident,
+            "max_workers": self._max_workers,
+        }
+
+    def _check_alloc(self, nbytes: int) -> int:
+        self._check_usable()
+        n = int(nbytes)
+        if n <= 0:
+            raise TwinCudaError(1, f"allocation of {n} bytes")
+        if n > self._alloc_limit:
+            raise TwinCudaError(2, f"allocation of {n} bytes over the twin's alloc_limit {self._alloc_limit}")
+        return n
+
+    @staticmethod
+    def _aligned(n: int) -> npt.NDArray[np.uint8]:
+        raw = np.zeros(n + _PAGE, dtype=np.uint8)
+        off = (-raw.ctypes.data) % _PAGE
+        return raw[off : off + n]
+
+    def alloc_pinned(self, nbytes: int) -> HostAllocation:
+        """Page-aligned, zeroed host memory; its device pointer is its address."""
+        n = self._check_alloc(nbytes)
+        host = self._aligned(n)
+        return HostAllocation(host, host.ctypes.data)
+
+    def register_host(self, buf: npt.NDArray[np.uint8]) -> HostAllocation:
+        """Identity mapping; a range registered twice raises 712 like ``cudaHostRegister``."""
+        self._check_usable()
+        buf = check_host_buffer(buf)
+        start = buf.ctypes.data
+        end = start + buf.nbytes
+        with self._lock:
+            if any(s < end and start < e for s, e in self._registered.items()):
+                raise TwinCudaError(712, f"range {start:#x}..{end:#x} is already registered")
+            self._registered[start] = end
+
+        def release() -> None:
+            with self._lock:
+                self._registered.pop(start, None)
+
+        return HostAllocation(buf, start, release)
+
+    def alloc_counter(self) -> DeviceCounter:
+        """A zeroed u64; ``read()`` synchronizes first, as a device-to-host copy would."""
+        self._check_alloc(8)
+        cell = np.zeros(1, dtype=np.uint64)
+
+        def read() -> int:
+            self.synchronize()
+            return int(cell[0])
+
+        # `cell` is kept alive by the closure for as long as the counter exists.
+        return DeviceCounter(cell.ctypes.data, read)
+
+    def alloc_device(self, nbytes: int) -> DeviceBuffer:
+        """Zeroed "device" memory (host memory on the twin); copies synchronize first."""
+        n = self._check_alloc(nbytes)
+        mem = self._aligned(n)
+
+        def to_host() -> npt.NDArray[np.uint8]:
+            self.synchronize()
+            out: npt.NDArray[np.uint8] = mem.copy()
+            return out
+
+        def from_host(data: npt.NDArray[np.uint8]) -> None:
+            self.synchronize()
+            mem[: data.nbytes] = data
+
+        return DeviceBuffer(mem.ctypes.data, n, to_host, from_host)
+
+    # ---- kernels ----------------------------------------------------------------------------------
+
+    def load(self, source_file: str | Path, kernel_name: str) -> KernelHandle:
+        """Compile ``source_file`` (cached by hash), then find ``kernel_name`` (500 when it is not there)."""
+        self._check_usable()
+        src = Path(source_file)
+        path = kernel_path(str(src)) if src.name == str(source_file) else src.resolve()
+        if not path.is_file():
+            raise KernelSourceError(f"expected a CUDA source file at {path}, found none")
+        with self._lock:
+            lib = self._libs.get(path)
+            if lib is None:
+                lib = self._libs[path] = _build(path, self._cache_dir)
+        k = lib.kernels.get(kernel_name)
+        if k is None:
+            raise TwinCudaError(
+                500, f"no kernel {kernel_name!r} in {path.name}; it has {sorted(lib.kernels)}"
+            )
+        return KernelHandle(name=kernel_name, source=path, signature=lib.sigs[kernel_name], native=k)
+
+    def launch(
+        self,
+        kernel: KernelHandle,
+        grid: int | Sequence[int],
+        block: int | Sequence[int],
+        args: Sequence[object],
+        *,
+        stream: Any = None,
+        shared_mem: int = 0,
+    ) -> None:
+        """Check the configuration (errors raise here, not sticky), then enqueue on the stream's worker."""
+        self._check_usable()
+        if not isinstance(kernel.native, _TwinKernel):
+            raise TypeError(f"expected a kernel loaded by a twin backend, got {kernel!r}")
+        g = normalize_dims(grid, "grid")
+        b = normalize_dims(block, "block")
+        threads = b[0] * b[1] * b[2]
+        if threads > _MAX_BLOCK_THREADS or b[2] > 64:
+            raise TwinCudaError(1, f"{kernel.name}: block {b} has {threads} threads; at most 1024 (z <= 64)")
+        if grid_exceeds_limits(g):
+            raise TwinCudaError(1, f"{kernel.name}: grid {g} exceeds (2**31-1, 65535, 65535)")
+        if not 0 <= shared_mem <= _MAX_DYNAMIC_SHARED:
+            raise TwinCudaError(
+                1, f"{kernel.name}: {shared_mem} bytes of dynamic shared memory; at most 49152"
+            )
+        s = self._stream(stream)
+        block_bytes = ctypes.create_string_buffer(
+            pack_args(kernel.signature, args, _numpy_pointer), 8 * max(1, len(args))
+        )
+        base = ctypes.addressof(block_bytes)
+        ptrs = (ctypes.c_void_p * max(1, len(args)))(*[base + 8 * i for i in range(len(args))])
+        dims = (ctypes.c_uint * 6)(*g, *b)
+        workers = int(min(self._max_workers, threads * g[0] * g[1] * g[2]))
+        s._enqueue(_Launch(kernel=kernel, dims=dims, block=block_bytes, ptrs=ptrs, workers=workers))
+
+    def _execute(self, item: _Launch) -> None:
+        # CUDA drops the work still queued behind a sticky error; so does the twin.
+        if self._sticky is not None or self._worker_exc is not None or self._abort.value:
+            return
+        err = ctypes.create_string_buffer(_ERRBUF)
+        k: _TwinKernel = item.kernel.native
+        ptrs = ctypes.cast(item.ptrs, ctypes.c_void_p)
+        code = k.fn(item.dims, ptrs, item.workers, ctypes.byref(self._abort), err, _ERRBUF)
+        if code != 0:
+            self._poison(TwinCudaError(code, f"{item.kernel.name}: {err.value.decode(errors='replace')}"))
+
+    # ---- streams ----------------------------------------------------------------------------------
+
+    def current_stream(self) -> TwinStream:
+        """The twin's default stream (ptr 0)."""
+        return self._default
+
+    def new_stream(self) -> TwinStream:
+        """A new stream with its own worker thread."""
+        self._check_usable()
+        with self._lock:
+            ptr = 0x1000 + 0x10 * len(self._streams)
+        return self._make_stream(ptr, f"vrrl-twin-stream-{ptr:#x}")
+
+    def stream_query(self, stream: Any = None) -> int:
+        """0 when the stream's work is done, 600 while it runs, the sticky error's code after a fault."""
+        self._check_worker()
+        s = self._stream(stream)
+        pending = s.pending  # read before the sticky state: a fault is recorded before its launch retires
+        sticky = self._sticky
+        if sticky is not None:
+            return sticky.cuda_error_code
+        return 600 if pending else 0
+
+    def synchronize(self, stream: Any = None) -> None:
+        """Wait for ``stream`` (None: every stream), then raise the sticky error or a worker's exception."""
+        if self._closed:
+            raise BackendUnavailableError(
+                "this twin backend is closed; create a new one with get_backend('twin')"
+            )
+        targets = [self._stream(stream)] if stream is not None else list(self._streams)
+        for s in targets:
+            s._wait()
+        self._check_usable()
+
+    def calibrate(self) -> int:
+        """0: the twin's %globaltimer is CLOCK_REALTIME already."""
+        self._check_usable()
+        return 0
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop running kernels at their next clock read or spin hint, then stop the workers; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._abort.value = 1
+        stuck = [s for s in list(self._streams) if not s._stop(timeout)]
+        if stuck:
+            warnings.warn(
+                f"twin backend closed with {len(stuck)} stream worker(s) still running a kernel that never "
+                f"reads %globaltimer or spins with VRRL_SPIN_HINT; they are daemon threads and end with the "
+                f"process",
+                VrrlWarning,
+                stacklevel=2,
+            )
+        with contextlib.suppress(Exception):
+            self._registered.clear()
+
+
+def _numpy_pointer(i: int, value: object) -> int | None:
+    """On the twin, device memory is host memory: a numpy array's address is its device pointer."""
+    if isinstance(value, np.ndarray):
+        return int(value.ctypes.data)
+    return None
