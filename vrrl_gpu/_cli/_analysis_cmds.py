@@ -1,0 +1,373 @@
+"""``vrrl stats``, ``tail``, ``diff``, ``merge``, ``export`` and ``report``: reading and exporting logs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vrrl_gpu._analysis import LogFollower, code_label, compute_stats, diff_records
+from vrrl_gpu._cli._output import format_timestamp, opcode_names_for, print_table, record_dicts, status_label
+from vrrl_gpu._cli._progress import progress_bar
+from vrrl_gpu._export import EXPORT_FORMATS, MERGE_FORMATS, export_log, merge_to
+from vrrl_gpu._format import FailureClass
+from vrrl_gpu._report import DEFAULT_LAST, write_report
+from vrrl_gpu._ringlog import RingLog
+from vrrl_gpu._sidecar import opcode_label
+
+__all__ = ["register"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {v}")
+    return v
+
+
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {v}")
+    return v
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return v
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "stats", help="launches per opcode, failures by class and code, launch rate, gaps, coverage per track"
+    )
+    p.add_argument("log", help="path of a VRRL v1 log")
+    p.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
+    p.add_argument("--buckets", type=_positive_int, default=10, help="time buckets of the launch rate (10)")
+    p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing the log")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("tail", help="print the newest records; -f follows a log another process is writing")
+    p.add_argument("log", help="path of a VRRL v1 log")
+    p.add_argument("-n", "--lines", type=_count, default=10, metavar="N", help="how many records first (10)")
+    p.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing new records until Ctrl-C (read-only, no lock)",
+    )
+    p.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    p.add_argument(
+        "--interval", type=_seconds, default=0.2, metavar="SECONDS", help="poll interval of -f (0.2)"
+    )
+    p.add_argument("--max-seconds", type=_seconds, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--max-records", type=_positive_int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser(
+        "diff",
+        help="align two logs launch by launch; exit 0 when they agree, 1 when they diverge, 2 on bad input",
+    )
+    p.add_argument("a", metavar="A", help="the first log (e.g. the original run)")
+    p.add_argument("b", metavar="B", help="the second log (e.g. its replay)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument(
+        "--global",
+        dest="by_track",
+        action="store_false",
+        help="align all launches as one sequence instead of track (tenant id) by track",
+    )
+    p.add_argument(
+        "--limit", type=_positive_int, default=20, help="divergences to list (20; --json: all, up to 1000)"
+    )
+    p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing a log")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("merge", help="merge logs of many processes or ranks into one timeline by timestamp")
+    p.add_argument("logs", nargs="+", metavar="LOG", help="the logs to merge")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the merged file")
+    p.add_argument(
+        "--format",
+        choices=MERGE_FORMATS,
+        default="vrrl",
+        help="vrrl (default; origin kept only as tenant id), jsonl or parquet (with an origin column)",
+    )
+    p.add_argument("--force", action="store_true", help="replace OUT when it exists")
+    p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing a log")
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("export", help="write a log as a Chrome/Perfetto trace, Parquet, CSV or JSON lines")
+    p.add_argument("log", help="path of a VRRL v1 log")
+    p.add_argument("--format", choices=EXPORT_FORMATS, required=True, help="the output format")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the output file")
+    p.add_argument("--force", action="store_true", help="replace OUT when it exists")
+    p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing the log")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "report", help="write one self-contained HTML page: summary, failures, timeline, opcodes"
+    )
+    p.add_argument("log", help="path of a VRRL v1 log")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the HTML file")
+    p.add_argument(
+        "--last", type=_positive_int, default=DEFAULT_LAST, help=f"launches on the timeline ({DEFAULT_LAST})"
+    )
+    p.add_argument("--force", action="store_true", help="replace OUT when it exists")
+    p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing the log")
+    p.set_defaults(func=cmd_report)
+
+
+def _records(path: str, salvage: bool) -> npt.NDArray[np.void]:
+    with RingLog.open(path, readonly=True) as log:
+        return log.records(salvage=salvage)
+
+
+# -------------------------------------------------------------------- stats
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    names = opcode_names_for(args.log)
+    s = compute_stats(_records(args.log, args.salvage), opcode_names=names, buckets=args.buckets)
+    s = {"path": args.log, **s}
+    if args.json:
+        print(json.dumps(s, sort_keys=True))
+        return 0
+    span = f"{s['span_ns'] / 1e9:.6f} s" if s["records"] else "-"
+    print(
+        f"{args.log}: {s['records']:,} record(s), {s['launches']:,} launch(es), "
+        f"{s['failures']['total']:,} failure record(s), span {span}"
+    )
+    print_table(
+        "launches per opcode",
+        ("opcode", "launches", "completed", "failed", "mean duration"),
+        [
+            (
+                o["name"],
+                o["launches"],
+                o["completed"],
+                o["failed"],
+                f"{o['mean_duration_ns'] / 1e3:.1f} us" if o["mean_duration_ns"] is not None else "-",
+            )
+            for o in s["opcodes"]
+        ],
+        justify={"launches": "right", "completed": "right", "failed": "right", "mean duration": "right"},
+    )
+    f = s["failures"]
+    if f["total"]:
+        print_table(
+            "failures by class and code",
+            ("class", "code", "count"),
+            [(c["class"], c["code_name"], c["count"]) for c in f["by_class_and_code"]],
+            justify={"count": "right"},
+        )
+    rate = s["rate"]
+    if rate["buckets"]:
+        peak = max(b["launches"] for b in rate["buckets"]) or 1
+        print_table(
+            f"launch rate ({rate['bucket_ns'] / 1e6:.3f} ms buckets)",
+            ("from", "launches", "per second", ""),
+            [
+                (
+                    format_timestamp(b["start_ns"]),
+                    b["launches"],
+                    f"{b['per_second']:,.1f}",
+                    "#" * round(30 * b["launches"] / peak),
+                )
+                for b in rate["buckets"]
+            ],
+            justify={"launches": "right", "per second": "right"},
+        )
+    g = s["gaps"]
+    print(f"gaps: {g['gap_records']:,} GAP record(s), {g['dropped_records']:,} record(s) dropped")
+    print_table(
+        "breadcrumb coverage per track (tenant id)",
+        ("tenant", "launches", "begin", "completed", "coverage", "failed", "unclaimed"),
+        [
+            (
+                t["tenant_id"],
+                t["launches"],
+                t["begin"],
+                t["completed"],
+                f"{t['coverage'] * 100:.1f}%" if t["coverage"] is not None else "-",
+                t["failed"],
+                t["unclaimed"],
+            )
+            for t in s["tracks"]
+        ],
+        justify=dict.fromkeys(
+            ("tenant", "launches", "begin", "completed", "coverage", "failed", "unclaimed"), "right"
+        ),
+    )
+    for w in s["crash_windows"]:
+        print(
+            f"crash window: tenant {w['tenant_id']} slot {w['slot_idx']} "
+            f"({opcode_label(w['opcode'], names)}) was running when "
+            f"{FailureClass(w['failure_class']).label} {code_label(w['backend_error_code'])} was seen"
+        )
+    return 0
+
+
+# --------------------------------------------------------------------- tail
+
+
+def _tail_line(d: dict[str, Any], names: dict[int, str]) -> str:
+    text = (
+        f"{format_timestamp(d['timestamp_ns'])}  tenant {d['tenant_id']}  slot {d['slot_idx']}  "
+        f"{opcode_label(d['opcode'], names)}  {status_label(d['slot_status'])}  "
+        f"args {' '.join(f'{a:#x}' for a in d['args'])}  epoch {d['epoch']}"
+    )
+    if d["failure_class"] or d["backend_error_code"]:
+        text += f"  {d['failure_class_name']} {code_label(d['backend_error_code'])}"
+    if d["output_digest"]:
+        text += f"  digest {d['output_digest']:016x}"
+    return text
+
+
+def _emit(recs: npt.NDArray[np.void], as_json: bool, names: dict[int, str]) -> None:
+    out = sys.stdout
+    for d in record_dicts(recs):
+        out.write((json.dumps(d) if as_json else _tail_line(d, names)) + "\n")
+    out.flush()
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    follower = LogFollower(args.log)
+    names = opcode_names_for(args.log)
+    first = follower.last(args.lines)
+    _emit(first, args.json, names)
+    if not args.follow:
+        return 0
+    seen = 0
+    started = time.monotonic()
+    try:
+        while True:
+            if args.max_seconds is not None and time.monotonic() - started >= args.max_seconds:
+                return 0
+            new = follower.poll()
+            if new.size:
+                if args.max_records is not None:
+                    new = new[: args.max_records - seen]
+                _emit(new, args.json, names)
+                seen += int(new.shape[0])
+                if args.max_records is not None and seen >= args.max_records:
+                    return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C is how -f ends
+
+
+# --------------------------------------------------------------------- diff
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    a = _records(args.a, args.salvage)
+    b = _records(args.b, args.salvage)
+    res = diff_records(a, b, by_track=args.by_track, limit=1000 if args.json else max(args.limit, 1))
+    if args.json:
+        print(json.dumps({"a": args.a, "b": args.b, **res.to_dict()}, sort_keys=True))
+        return 0 if res.agree else 1
+    names = {**opcode_names_for(args.b), **opcode_names_for(args.a)}
+    align = "per track (tenant id)" if args.by_track else "as one sequence"
+    print(f"A: {args.a} ({res.launches_a:,} launch(es))")
+    print(f"B: {args.b} ({res.launches_b:,} launch(es))")
+    print(f"aligned {align} by launch order: {res.compared:,} pair(s) compared")
+
+    def show(kind: str, v: Any) -> str:
+        if v is None:
+            return "-"
+        if kind == "opcode":
+            return opcode_label(int(v), names)
+        if kind == "missing":
+            return f"{opcode_label(v['opcode'], names)} slot {v['slot_idx']}"
+        if kind == "args":
+            return " ".join(f"{x:#x}" for x in v)
+        return str(v)
+
+    for label, slots in (("A", res.unclaimed_a), ("B", res.unclaimed_b)):
+        if slots:
+            listed = ", ".join(f"tenant {t} slot {s}" for t, s in slots[:10])
+            more = f" and {len(slots) - 10} more" if len(slots) > 10 else ""
+            print(
+                f"{label}: {len(slots)} megakernel slot(s) published but never claimed by the device: "
+                f"{listed}{more}"
+            )
+    if res.agree:
+        print("AGREE: no divergence")
+        return 0
+    d = res.first
+    assert d is not None
+    print(
+        f"first divergence: {d.kind} at launch #{d.position} of "
+        f"{'tenant ' + str(d.tenant_id) if args.by_track else 'the log'}: "
+        f"A {show(d.kind, d.a)} (record {d.a_record if d.a_record is not None else '-'}), "
+        f"B {show(d.kind, d.b)} (record {d.b_record if d.b_record is not None else '-'})"
+    )
+    print_table(
+        f"divergences (first {len(res.divergences)})",
+        ("kind", "tenant", "launch #", "A slot", "A", "B slot", "B"),
+        [
+            (
+                x.kind,
+                x.tenant_id if args.by_track else "-",
+                x.position,
+                "-" if x.a_slot is None else x.a_slot,
+                show(x.kind, x.a),
+                "-" if x.b_slot is None else x.b_slot,
+                show(x.kind, x.b),
+            )
+            for x in res.divergences
+        ],
+    )
+    summary = ", ".join(f"{k} {n:,}" for k, n in res.counts.items())
+    print(f"DIVERGE: {sum(res.counts.values()):,} divergence(s): {summary}")
+    return 1
+
+
+# ------------------------------------------------------- merge/export/report
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    with progress_bar(f"merging {len(args.logs)} log(s)") as update:
+        s = merge_to(
+            args.logs, args.output, args.format, force=args.force, salvage=args.salvage, progress=update
+        )
+    if s.shared_tenants:
+        shown = ", ".join(map(str, s.shared_tenants[:10]))
+        print(
+            f"vrrl: warning: tenant id(s) {shown} occur in more than one input, so the VRRL output "
+            f"cannot tell their records' origin; use --format jsonl or parquet for an origin column",
+            file=sys.stderr,
+        )
+    print(f"{args.output}: {s.records:,} record(s) from {s.inputs} log(s) ({s.fmt})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with progress_bar(f"exporting {args.log}") as update:
+        n = export_log(
+            args.log, args.output, args.format, force=args.force, salvage=args.salvage, progress=update
+        )
+    print(f"{args.output}: {n:,} record(s) ({args.format})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    n = write_report(args.log, args.output, last=args.last, force=args.force, salvage=args.salvage)
+    print(f"{args.output}: report of {n:,} record(s)")
+    return 0
