@@ -206,8 +206,10 @@ def _classify_cuda(
         return Classification(_UN, 0, "cudaSuccess", False, "an error object carrying status 0 (success)")
     info = CUDA_ERROR_TABLE.get(status)
     if info is None:
+        # A runtime newer than this table may name the code in its message; a name we know belongs to
+        # another code, so it cannot be this one (the twin words unknown codes as cudaErrorUnknown).
         m = _CUDA_NAME_RE.match(message)
-        name = m.group(1) if m else f"unknown CUDA error {status}"
+        name = m.group(1) if m and m.group(1) not in CUDA_NAME_TO_CODE else f"unknown CUDA error {status}"
         return Classification(_UN, status, name, False, f"CUDA code {status} is not in the 12.x/13.x table")
     name = info.driver_name if driver and info.driver_name else info.name
     cls, reason = info.failure_class, info.reason
@@ -323,7 +325,8 @@ def _chain(exc: BaseException, limit: int = 8) -> list[BaseException]:
     while e is not None and id(e) not in seen and len(out) < limit:
         out.append(e)
         seen.add(id(e))
-        e = e.__cause__ if e.__cause__ is not None else e.__context__
+        # ``raise … from None`` hides the context on purpose: so do we.
+        e = e.__cause__ if e.__cause__ is not None else (None if e.__suppress_context__ else e.__context__)
     return out
 
 
@@ -540,12 +543,19 @@ _Part: TypeAlias = "np.ndarray[Any, Any] | memoryview | bytes | bytearray"
 
 def _is_device_array(obj: object) -> bool:
     module = getattr(type(obj), "__module__", "") or ""
-    return hasattr(obj, "__cuda_array_interface__") or (
-        module.startswith(("cupy", "cupyx")) and hasattr(obj, "get") and hasattr(obj, "dtype")
+    return (
+        hasattr(obj, "__cuda_array_interface__")
+        or callable(getattr(obj, "to_host", None))  # a backend DeviceBuffer (CuPy or twin)
+        or (module.startswith(("cupy", "cupyx")) and hasattr(obj, "get") and hasattr(obj, "dtype"))
     )
 
 
 def _device_to_host(obj: Any, stream: Any) -> np.ndarray[Any, Any]:
+    if callable(getattr(obj, "to_host", None)):
+        host: Any = obj.to_host()  # synchronises the device first
+        if not isinstance(host, np.ndarray):
+            raise TypeError(f"expected numpy from {type(obj).__name__}.to_host(), got {type(host).__name__}")
+        return host
     module = getattr(type(obj), "__module__", "") or ""
     if not module.startswith(("cupy", "cupyx")):
         import cupy
@@ -658,8 +668,9 @@ def output_digest(obj: Any, *, stream: Any = None) -> int | None:
     Takes bytes, bytearray, memoryview and other buffer-protocol objects
     (pinned host buffers), numpy arrays of any dtype and layout (the C-order
     bytes of the logical array, as ``tobytes()`` gives them; a contiguous array
-    is hashed in place), CuPy arrays (copied to the host on ``stream``), or a
-    list/tuple of these (hashed as one concatenated stream). Returns None when a
+    is hashed in place), CuPy arrays (copied to the host on ``stream``), a
+    backend's device buffer (anything with ``to_host()``), or a list/tuple of
+    these (hashed as one concatenated stream). Returns None when a
     device array can no longer be read (a dead context) — never raises for
     that. Raises :class:`EvidenceTypeError` for anything else.
 
