@@ -34,6 +34,15 @@ extern "C" __global__ void vrrl_demo_spin(unsigned long long ns) {
     }
 }
 
+// Holds its stream until the host sets *flag (mapped host memory) or timeout_ns passes: tests use it to keep
+// work queued behind it deterministically.
+extern "C" __global__ void vrrl_demo_wait(const unsigned int* flag, unsigned long long timeout_ns) {
+    const unsigned long long t0 = vrrl_globaltimer();
+    while (*reinterpret_cast<const volatile unsigned int*>(flag) == 0u && vrrl_globaltimer() - t0 < timeout_ns) {
+        VRRL_SPIN_HINT();
+    }
+}
+
 // A persistent "megakernel": every thread loops, claiming work items from a counter in device memory. The host
 // publishes items by writing work_slots[i] (mapped host memory) and then raising *published to i + 1; it sets
 // *stop when no more will come. For each item picked up the thread records a device-sequenced breadcrumb with

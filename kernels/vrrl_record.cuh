@@ -25,7 +25,8 @@
     ((cond) ? (void)0 : __assertfail(#cond, __FILE__, __LINE__, __func__, sizeof(char)))
 #endif
 
-// Must match vrrl_gpu/_format.py RECORD_DTYPE field by field (tests/test_kernels.py compares the offsets).
+// The C record: must match vrrl_gpu/_format.py RECORD_DTYPE field by field
+// (tests/test_kernels.py compares the offsets).
 // The Python dtype is packed with a u64 timestamp at offset 4; an 8-byte field at a 4-byte offset would be a
 // misaligned access on the GPU (error 716), so the two u64 fields are split into little-endian u32 halves here
 // and every member is a naturally aligned u32: no padding, no packing attribute needed, 64 bytes exactly.

@@ -68,7 +68,13 @@ class CupyBackend(Backend):
         cp = _import_cupy()
         self._cp = cp
         self._rt = cp.cuda.runtime
-        count = self._rt.getDeviceCount()
+        try:
+            count = int(self._rt.getDeviceCount())
+        except Exception as e:  # CUDARuntimeError without a driver: say what is missing, keep the cause
+            raise BackendUnavailableError(
+                f"the cupy backend needs a CUDA driver and device; getDeviceCount() failed: {e}; "
+                f"use device='twin' on machines without an NVIDIA GPU"
+            ) from e
         if count < 1:
             raise BackendUnavailableError("the cupy backend needs a CUDA device; getDeviceCount() returned 0")
         self._device_id = int(cp.cuda.Device().id if device_id is None else device_id)
