@@ -268,7 +268,19 @@ _CELL_FORMATS = {
     "f": "f4x",
     "d": "d",
 }
-_INT_CODES = frozenset("bBhHiIqQ")
+_NUMPY_SCALARS: dict[str, Callable[[Any], np.generic]] = {
+    "?": np.bool_,
+    "b": np.int8,
+    "B": np.uint8,
+    "h": np.int16,
+    "H": np.uint16,
+    "i": np.int32,
+    "I": np.uint32,
+    "q": np.int64,
+    "Q": np.uint64,
+    "f": np.float32,
+    "d": np.float64,
+}
 
 
 def _scalar_value(sig: KernelSignature, i: int, code: str, value: object) -> int | float | bool:
@@ -365,7 +377,7 @@ def numpy_args(
                 )
             out.append(native)
         else:
-            out.append(np.dtype(p.code).type(_scalar_value(sig, i, p.code, a)))
+            out.append(_NUMPY_SCALARS[p.code](_scalar_value(sig, i, p.code, a)))
     return tuple(out)
 
 
