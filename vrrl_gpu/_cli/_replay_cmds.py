@@ -1,0 +1,450 @@
+"""``vrrl replay`` (re-run a log's launches, minimise a crash) and ``vrrl recover`` (orphaned segments)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from vrrl_gpu._cli._output import print_table
+from vrrl_gpu._cli._progress import progress_bar
+from vrrl_gpu._sidecar import opcode_label
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="re-run a log's launches through a registry and check that the recorded failure happens again",
+        description=(
+            "Re-runs the launches of LOG, in publish order, in a fresh child process: each opcode is "
+            "performed by the registry's callable fn(words, epoch, tenant_id, slot_idx). Nothing in the log "
+            "is executed. "
+            "Exit status: 0 the recorded outcome was reproduced, 1 it was not, 2 bad input."
+        ),
+    )
+    p.add_argument("log", help="the VRRL log of the crashed job")
+    p.add_argument(
+        "--registry",
+        metavar="MODULE:ATTR",
+        help="a mapping of opcode (number or name) to callable: 'package.module:NAME' or 'file.py:NAME'",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cupy", "twin", "none"),
+        default="auto",
+        help="the replay child's Recorder: auto (GPU if any, else the CPU twin), cupy, twin, or none "
+        "(run the callables without recording) (default: auto)",
+    )
+    p.add_argument(
+        "--from", dest="start", type=_nonnegative, metavar="N", help="first launch position to replay"
+    )
+    p.add_argument("--to", dest="stop", type=_nonnegative, metavar="N", help="last launch position to replay")
+    p.add_argument("--stop-at-failure", action="store_true", help="stop at the first failure of any kind")
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a launch that takes longer is reported as hung and the trial's process is killed (default: 60)",
+    )
+    p.add_argument(
+        "--compare-digests",
+        action="store_true",
+        help="compare output digests with those the log recorded (end breadcrumbs and failure records)",
+    )
+    p.add_argument("--replay-log", metavar="PATH", help="where the replay records (default: LOG.replay.vrrl)")
+    p.add_argument(
+        "--list", action="store_true", help="list the launch sequence and the recorded failure; run nothing"
+    )
+    p.add_argument(
+        "--minimize",
+        action="store_true",
+        help="shrink the launches before the failure to a minimal sequence that still reproduces it",
+    )
+    p.add_argument(
+        "-o", "--output", metavar="SMALL.vrrl", help="with --minimize: write the minimal sequence here"
+    )
+    p.add_argument("--jobs", type=_positive_int, default=None, help="with --minimize: trials run at once")
+    p.add_argument("--salvage", action="store_true", help="skip damaged slots of LOG instead of refusing it")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "recover",
+        help="drain staging segments of dead processes from /dev/shm into their logs",
+        description=(
+            "Finds staging segments (staging='shm') whose owner process is gone, copies every committed "
+            "record "
+            "into the log named in the segment (or --into), after a RECOVERED meta-record, and removes the "
+            "segment. Segments whose owner still runs are skipped; other users' segments are refused."
+        ),
+    )
+    p.add_argument("segments", nargs="*", metavar="SHM", help="segment files to recover")
+    p.add_argument("--all", action="store_true", help="recover every orphaned segment of yours")
+    p.add_argument(
+        "--into", metavar="LOG", help="write the records into LOG instead of the segment's own log"
+    )
+    p.add_argument(
+        "--shm-dir", default=None, metavar="DIR", help="where to look with --all (default: /dev/shm)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object per segment")
+    p.set_defaults(func=cmd_recover)
+
+
+def _nonnegative(text: str) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    v = _nonnegative(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError("expected a positive integer, got 0")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return v
+
+
+# ---------------------------------------------------------------------------------------------- replay
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from vrrl_gpu._cli import UsageError
+    from vrrl_gpu._replay import read_plan
+
+    plan = read_plan(args.log, salvage=args.salvage)
+    if args.list:
+        return _list(plan, args)
+    if not args.registry:
+        raise UsageError(
+            "vrrl replay: --registry MODULE:ATTR is required (or --list to only show the launches)"
+        )
+    if not plan.launches:
+        raise UsageError(f"vrrl replay: {args.log} holds no launch records; there is nothing to replay")
+    if args.output and not args.minimize:
+        raise UsageError("vrrl replay: -o/--output goes with --minimize")
+    if args.minimize:
+        return _minimize(plan, args)
+    from vrrl_gpu._replay import replay
+
+    n = len(plan.select(args.start, args.stop))
+    with progress_bar("replaying", enabled=None if not args.json else False) as update:
+        report = replay(
+            plan,
+            args.registry,
+            start=args.start,
+            stop=args.stop,
+            device=args.device,
+            timeout=args.timeout,
+            stop_at_failure=args.stop_at_failure,
+            compare_digests=args.compare_digests,
+            replay_log=args.replay_log,
+            progress=lambda done: update(done, n),
+        )
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        _print_report(report, args)
+    return 0 if report.ok else 1
+
+
+def _describe_launch(launch: Any, names: Any) -> str:
+    return f"position {launch.position} (slot {launch.slot_idx}, {opcode_label(launch.opcode, names)})"
+
+
+def _print_report(report: Any, args: argparse.Namespace) -> None:
+    plan, out = report.plan, report.outcome
+    names = plan.names
+    lo = report.launches[0].position
+    hi = report.launches[-1].position
+    print(f"log:        {plan.path}: {len(plan.launches)} launches; replayed positions {lo}..{hi}")
+    if plan.lost_records:
+        print(
+            f"warning:    the log lost {plan.lost_records} records (GAP meta-records); the replay may differ"
+        )
+    exp = report.expected
+    if exp is None:
+        print("recorded:   no failure in this range")
+    else:
+        launch = plan.launches[exp.position]
+        print(
+            f"recorded:   {_describe_launch(launch, names)}: {exp.failure_class.label} "
+            f"{_code(exp.code)} [{_status(exp.slot_status)}]"
+        )
+    f = out.first_failure
+    where = f"{out.completed} of {len(report.launches)} launches completed, backend {out.backend or '-'}"
+    if f is None:
+        print(f"replayed:   no failure ({where})")
+    else:
+        launch = report.launches[f.position] if f.position < len(report.launches) else None
+        at = _describe_launch(launch, names) if launch is not None else f"after position {hi}"
+        what = (
+            f"{f.failure_class.label} {f.name} ({f.code})"
+            if f.kind == "exception"
+            else f"{f.kind}: {f.reason}"
+        )
+        print(f"replayed:   {at}: {what} ({where})")
+        for g in out.failures[1:]:
+            extra = report.launches[g.position] if g.position < len(report.launches) else None
+            label = _describe_launch(extra, names) if extra is not None else "-"
+            print(f"            also {label}: {g.failure_class.label} {g.name} ({g.code})")
+    if args.compare_digests:
+        mm = report.digest_mismatch
+        if report.digests_compared == 0:
+            print(
+                "digests:    none compared (logs hold digests only in end breadcrumbs and failure records)"
+            )
+        elif mm is None:
+            print(f"digests:    {report.digests_compared} compared, all equal")
+        else:
+            got = "none" if mm.replayed is None else f"{mm.replayed:#018x}"
+            print(
+                f"digests:    {report.digests_compared} compared; first difference at position {mm.position} "
+                f"(slot {mm.slot_idx}, {opcode_label(mm.opcode, names)}): recorded {mm.recorded:#018x}, "
+                f"replayed {got}"
+            )
+    if out.replay_log:
+        print(f"replay log: {out.replay_log}")
+    if out.output_tail and f is not None and f.kind == "crashed":
+        print(f"child output (last lines):\n{out.output_tail}")
+    print(f"result:     {'REPRODUCED' if report.ok else 'NOT REPRODUCED'}")
+
+
+def _code(code: int) -> str:
+    from vrrl_gpu._evidence import code_name
+
+    return code_name(code) if code else "(no code)"
+
+
+def _status(value: int) -> str:
+    from vrrl_gpu._cli._output import status_label
+
+    return status_label(value)
+
+
+def _list(plan: Any, args: argparse.Namespace) -> int:
+    launches = plan.select(args.start, args.stop) if plan.launches else ()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "log": plan.path,
+                    "launches": [_launch_json(x, plan.names) for x in launches],
+                    "recorded_failure": plan.failure.to_json(plan.names) if plan.failure else None,
+                    "lost_records": plan.lost_records,
+                }
+            )
+        )
+        return 0
+    _print_launches(f"{plan.path}: {len(plan.launches)} launches", launches, plan)
+    if plan.failure is not None:
+        fl = plan.failure
+        print(
+            f"recorded failure: {_describe_launch(plan.launches[fl.position], plan.names)}: "
+            f"{fl.failure_class.label} {_code(fl.code)} [{_status(fl.slot_status)}]"
+        )
+    else:
+        print("recorded failure: none")
+    return 0
+
+
+def _launch_json(launch: Any, names: Any) -> dict[str, Any]:
+    return {
+        "position": launch.position,
+        "slot_idx": launch.slot_idx,
+        "tenant_id": launch.tenant_id,
+        "opcode": launch.opcode,
+        "opcode_name": opcode_label(launch.opcode, names),
+        "args": list(launch.args),
+        "epoch": launch.epoch,
+    }
+
+
+def _print_launches(title: str, launches: Sequence[Any], plan: Any) -> None:
+    fail_pos = plan.failure.position if plan.failure is not None else -1
+    rows = [
+        (
+            x.position,
+            x.slot_idx,
+            opcode_label(x.opcode, plan.names),
+            " ".join(f"{a:#x}" for a in x.args),
+            x.epoch,
+            x.tenant_id,
+            "<- failure" if x.position == fail_pos else "",
+        )
+        for x in launches
+    ]
+    print_table(
+        title,
+        ("pos", "slot", "opcode", "args", "epoch", "tenant", ""),
+        rows,
+        justify={"pos": "right", "slot": "right", "epoch": "right", "tenant": "right"},
+    )
+
+
+def _minimize(plan: Any, args: argparse.Namespace) -> int:
+    from vrrl_gpu._cli import UsageError
+    from vrrl_gpu._replay import minimize, write_sequence_log
+
+    if plan.failure is None:
+        raise UsageError(f"vrrl replay: {args.log} holds no failure record; there is nothing to minimise")
+    if args.stop is not None:
+        raise UsageError("vrrl replay: --minimize always ends at the failure; drop --to")
+    out_path = args.output or _default_output(args.log)
+    if os.path.exists(out_path):
+        raise UsageError(f"vrrl replay: {out_path} exists; remove it or pass another -o")
+    fl = plan.failure
+    if not args.json:
+        print(
+            f"minimising: {plan.path}: failure at "
+            f"{_describe_launch(plan.launches[fl.position], plan.names)}: "
+            f"{fl.failure_class.label} {_code(fl.code)}; {fl.position + 1 - (args.start or 0)} launches"
+        )
+        sys.stdout.flush()
+    with progress_bar("minimising (trials)", enabled=None if not args.json else False) as update:
+        result = minimize(
+            plan,
+            args.registry,
+            start=args.start,
+            device=args.device,
+            timeout=args.timeout,
+            jobs=args.jobs,
+            on_trial=lambda n, length, ok: update(n, None),
+        )
+    if not result.reproduced:
+        first = result.first_outcome
+        got = "no failure"
+        if first is not None and first.first_failure is not None:
+            ff = first.first_failure
+            got = f"{ff.kind} {ff.failure_class.label} {ff.name} ({ff.code}) at trial position {ff.position}"
+        if args.json:
+            print(json.dumps({"log": plan.path, "reproduced": False, "trials": result.trials, "replay": got}))
+        else:
+            print(f"the full sequence does not reproduce the recorded failure (the replay gave: {got})")
+            print("result:     NOT REPRODUCED")
+        return 1
+    written = write_sequence_log(
+        out_path,
+        plan,
+        result.kept,
+        note={"kept_positions": [x.position for x in result.kept], "trials": result.trials},
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "log": plan.path,
+                    "reproduced": True,
+                    "recorded_failure": fl.to_json(plan.names),
+                    "original_length": result.original_length,
+                    "suffix_length": result.suffix_length,
+                    "trials": result.trials,
+                    "kept": [_launch_json(x, plan.names) for x in result.kept],
+                    "output": out_path,
+                    "records_written": written,
+                }
+            )
+        )
+        return 0
+    first_pos = fl.position + 1 - result.suffix_length
+    print(
+        f"shortest reproducing suffix: {result.suffix_length} launches (positions {first_pos}..{fl.position})"
+    )
+    print(
+        f"minimal sequence: {len(result.kept)} of {result.original_length} launches still reproduce it "
+        f"({result.trials} trials)"
+    )
+    _print_launches(None, result.kept, plan)  # type: ignore[arg-type]
+    print(f"wrote {out_path}: {written} records ({len(result.kept)} launches + the failure record)")
+    print(f"replay it: vrrl replay {out_path} --registry {args.registry}")
+    return 0
+
+
+def _default_output(log: str) -> str:
+    stem = log[: -len(".vrrl")] if log.endswith(".vrrl") else log
+    return stem + ".min.vrrl"
+
+
+# ---------------------------------------------------------------------------------------------- recover
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from vrrl_gpu._cli import UsageError
+    from vrrl_gpu._recover import recover_segment
+    from vrrl_gpu._staging import DEFAULT_SHM_DIR, list_segments
+    from vrrl_gpu.errors import RecoverError, StagingError
+
+    if bool(args.segments) == bool(args.all):
+        raise UsageError("vrrl recover: name segment files (SHM ...) or pass --all, not both and not neither")
+    notes: list[str] = []
+    results: list[dict[str, Any]] = []
+    status = 0
+    if args.all:
+        directory = args.shm_dir or DEFAULT_SHM_DIR
+        targets: list[str] = []
+        for info in list_segments(directory):
+            if isinstance(info, StagingError):
+                notes.append(f"skipped: {info}")
+            elif not info.mine:
+                notes.append(
+                    f"skipped {info.path}: it belongs to uid {info.file_uid}, not you (uid {os.getuid()})"
+                )
+            elif info.owner_alive:
+                notes.append(f"skipped {info.path}: its owner, pid {info.owner_pid}, is still running")
+            else:
+                targets.append(info.path)
+        if not targets and not notes:
+            notes.append(f"no staging segments in {directory}")
+    else:
+        targets = list(args.segments)
+    for path in targets:
+        try:
+            r = recover_segment(path, into=args.into)
+        except RecoverError as e:
+            if "still running" in str(e):
+                notes.append(f"skipped {path}: {e}")
+                status = max(status, 1)
+                continue
+            raise
+        results.append(
+            {
+                "segment": r.segment,
+                "log": r.log_path,
+                "owner_pid": r.owner_pid,
+                "recovered": r.recovered,
+                "lost": r.lost,
+                "duplicates": r.duplicates,
+            }
+        )
+    if args.json:
+        for d in results:
+            print(json.dumps(d))
+    else:
+        for d in results:
+            extra = f", {d['lost']} lost" if d["lost"] else ""
+            extra += f", {d['duplicates']} already in the log" if d["duplicates"] else ""
+            print(
+                f"recovered {d['recovered']} records of pid {d['owner_pid']} from {d['segment']} "
+                f"into {d['log']}{extra}"
+            )
+    for n in notes:
+        print(f"vrrl recover: {n}", file=sys.stderr)
+    return status
