@@ -481,6 +481,15 @@ def test_nvml_reclassifies_on_a_device_loss_xid_only(monkeypatch: pytest.MonkeyP
     assert classify(runtime.CUDARuntimeError(719), nvml=True).failure_class is PB
 
 
+def test_nvml_device_lost_for_hang_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_evidence, "_nvml_findings", lambda: NvmlFindings(xids=(95,)))
+    assert _evidence.nvml_device_lost()
+    monkeypatch.setattr(_evidence, "_nvml_findings", lambda: NvmlFindings(xids=(13,)))
+    assert not _evidence.nvml_device_lost()
+    monkeypatch.setattr(_evidence, "_nvml_findings", lambda: None)
+    assert not _evidence.nvml_device_lost()
+
+
 def test_nvml_is_not_asked_unless_requested(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom() -> NvmlFindings:
         raise AssertionError("NVML must not be consulted")

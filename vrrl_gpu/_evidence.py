@@ -88,6 +88,7 @@ __all__ = [
     "code_name",
     "NvmlFindings",
     "start_nvml_watch",
+    "nvml_device_lost",
     # digests and evidence
     "output_digest",
     "FailureEvidence",
@@ -515,16 +516,27 @@ def _nvml_findings() -> NvmlFindings | None:
         return None
 
 
-def _nvml_cross_check(c: Classification) -> Classification:
-    findings = _nvml_findings()
-    if findings is None:
-        return c
+def _nvml_loss_reasons(findings: NvmlFindings) -> list[str]:
     why: list[str] = []
     if findings.gpu_lost:
         why.append("NVML reports the GPU is lost (NVML_ERROR_GPU_IS_LOST)")
     for x in dict.fromkeys(findings.xids):
         if x in DEVICE_LOSS_XIDS:
             why.append(f"NVML saw Xid {x} ({DEVICE_LOSS_XIDS[x]})")
+    return why
+
+
+def nvml_device_lost() -> bool:
+    """True when NVML reports a GPU lost or a device-loss Xid; False without NVML (for hang reports)."""
+    findings = _nvml_findings()
+    return findings is not None and bool(_nvml_loss_reasons(findings))
+
+
+def _nvml_cross_check(c: Classification) -> Classification:
+    findings = _nvml_findings()
+    if findings is None:
+        return c
+    why = _nvml_loss_reasons(findings)
     if not why:
         return c
     return replace(c, failure_class=_DL, reason=f"{c.reason}; reclassified as DeviceLoss: {'; '.join(why)}")
