@@ -139,6 +139,8 @@ def _timeline(
         hi = max(hi, w.end_ns)
     if fails.size:
         hi = max(hi, int(records["timestamp_ns"][fails].max()))
+    gap_ts = records["timestamp_ns"][gaps].astype(np.int64)
+    gaps = gaps[(gap_ts >= lo) & (gap_ts <= hi)]  # only those inside the drawn span
     span = max(1, hi - lo)
 
     lanes = sorted(set(ls.tenant[sel].tolist()) | {w.tenant_id for w in shown_windows})
