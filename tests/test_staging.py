@@ -289,14 +289,15 @@ def test_out_of_order_lap_jumps_to_the_oldest_intact_sequence() -> None:
     assert r.next_seq == 8
 
 
-def test_claimed_slots_count_as_lapped_before_their_commit_shows() -> None:
+def test_claims_far_ahead_do_not_drop_intact_records() -> None:
     ring = make_ring(8)
     for s in range(8):
         produce(ring, s)
-    ring.note_produced(9)  # 8 and 9 claimed: slots 0 and 1 may be mid-overwrite right now
+    ring.note_produced(40)  # the host enqueued far ahead of the device: nothing is overwritten yet
     r = ring.consume()
-    assert r.gaps == [(0, 2)]
-    assert seqs_of(r.records) == list(range(2, 8))
+    assert seqs_of(r.records) == list(range(8))
+    assert r.dropped == 0
+    assert r.backlog == 41
 
 
 def test_torn_copy_is_discarded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -327,21 +328,53 @@ def test_torn_copy_is_discarded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert int(r.records["opcode"].max()) != 0xBAD
 
 
-def test_in_progress_overwrite_without_commit_is_caught_by_the_claim(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The seqlock's blind spot: a newer record half-written, its commit not yet stored."""
+def test_in_progress_overwrite_is_caught_by_the_invalidated_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A newer record half-written, its commit not stored yet: the producer zeroed the word first."""
     ring = make_ring(8)
     for s in range(8):
         produce(ring, s)
 
     def race(first: int, count: int) -> None:
-        ring.note_produced(8)  # sequence 8 is claimed ...
-        ring.records[0]["opcode"] = 0xBAD  # ... and its write into slot 0 has begun
+        ring.commits[0] = 0  # the producer of sequence 8 invalidates slot 0 ...
+        ring.records[0]["opcode"] = 0xBAD  # ... and its record write has begun
 
     monkeypatch.setattr(ring, "_copy_hook", race)
     r = ring.consume()
+    assert r.count == 0  # the copy from slot 0 on is discarded; slot 0 is not ready any more
+    assert r.next_seq == 0
+    monkeypatch.setattr(ring, "_copy_hook", None)
+    produce(ring, 8)
+    r = ring.consume()
     assert r.gaps == [(0, 1)]
-    assert seqs_of(r.records) == list(range(1, 8))
-    assert r.records.tobytes() == expected_array(range(1, 8)).tobytes()
+    assert seqs_of(r.records) == list(range(1, 9))
+    assert r.records.tobytes() == expected_array(range(1, 9)).tobytes()
+
+
+def test_older_writer_clobbering_a_newer_record_is_never_emitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A producer more than N behind (a stalled stream) overwrites a newer record with an older one."""
+    ring = make_ring(8)
+    for s in range(8):
+        produce(ring, s)
+    assert ring.consume().count == 8
+    for s in range(8, 16):
+        produce(ring, s)
+    calls = []
+
+    def race(first: int, count: int) -> None:
+        calls.append(first)
+        if len(calls) == 1:
+            pack_reference(ring, 2, **fields_for(2))  # type: ignore[arg-type]  # sequence 2 lands in slot 2
+
+    monkeypatch.setattr(ring, "_copy_hook", race)
+    r = ring.consume()
+    # 8, 9 kept; slot 2 (sequence 10) changed under the copy: that copy is dropped. The consumer waits
+    # at 10 (slot 2 now says sequence 2, an older one, so 10 might still come).
+    assert seqs_of(r.records) == [8, 9]
+    assert r.next_seq == 10
+    r = ring.consume(final=True)
+    assert r.gaps == [(10, 1)]
+    assert seqs_of(r.records) == list(range(11, 16))
+    assert r.records.tobytes() == expected_array(range(11, 16)).tobytes()
 
 
 def test_final_drain_skips_never_committed_sequences() -> None:
@@ -354,9 +387,9 @@ def test_final_drain_skips_never_committed_sequences() -> None:
     assert r.next_seq == 2
     r = ring.consume(final=True)
     assert seqs_of(r.records) == [3, 5]
-    assert r.gaps == [(2, 1), (4, 1)]
-    assert r.gap_positions == [0, 1]
-    assert r.next_seq == 6  # nothing after 5 was committed; the claims for 6, 7 are not counted as lost
+    assert r.gaps == [(2, 1), (4, 1), (6, 2)]  # every claimed sequence is delivered or counted
+    assert r.gap_positions == [0, 1, 2]
+    assert r.next_seq == 8
     assert ring.consume(final=True).count == 0
 
 
@@ -424,9 +457,6 @@ class ConsumerModel(RuleBasedStateMachine):
     def model_consume(self, limit: int, final: bool) -> tuple[list[int], list[int]]:
         s, out, lost = self.pos, [], []
         while len(out) < limit:
-            if not final and self.claimed - self.n > s:
-                lost.extend(range(s, self.claimed - self.n))
-                s = self.claimed - self.n
             w = self.slot_seq.get(s % self.n)
             if w == s:
                 out.append(s)
@@ -435,6 +465,9 @@ class ConsumerModel(RuleBasedStateMachine):
             if (w is not None and w > s) or final:
                 later = [v for v in self.slot_seq.values() if v >= s]
                 if not later:
+                    if final:
+                        lost.extend(range(s, self.claimed))
+                        s = max(s, self.claimed)
                     break
                 lost.extend(range(s, min(later)))
                 s = min(later)

@@ -78,7 +78,8 @@ class DrainStatistics:
     ``batches``: log writes; ``peak_backlog``: most sequences seen outstanding
     in one ring at one poll; ``last_sequence``: per ring, the last sequence
     written to the log (None before the first); ``positions``: per ring, the
-    next sequence expected; ``running``: the thread is alive; ``failed``: it died.
+    next sequence expected; ``running``: the thread is alive; ``failed``: it died;
+    ``host_written``: records written through :meth:`Drainer.write_host`.
     """
 
     drained: int
@@ -90,6 +91,7 @@ class DrainStatistics:
     positions: tuple[int, ...]
     running: bool
     failed: bool
+    host_written: int = 0
 
 
 class Drainer:
@@ -108,8 +110,6 @@ class Drainer:
         options: DrainOptions | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
-        if not rings:
-            raise StagingError("a Drainer needs at least one staging ring, got none")
         if len({id(r) for r in rings}) != len(rings):
             raise StagingError("the same staging ring was given twice; each ring has exactly one consumer")
         self._rings = tuple(rings)
@@ -129,6 +129,7 @@ class Drainer:
         self._batches = 0
         self._peak_backlog = 0
         self._last_seq: list[int | None] = [None] * len(self._rings)
+        self._host_written = 0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -184,6 +185,43 @@ class Drainer:
     def rings(self) -> tuple[StagingRing, ...]:
         return self._rings
 
+    def add_ring(self, ring: StagingRing) -> None:
+        """Drain one more ring from the next pass on (a new stream's, or the device-sequenced one)."""
+        with self._pass_lock:
+            if any(r is ring for r in self._rings):
+                raise StagingError("this staging ring is drained already; each ring has exactly one consumer")
+            self._rings = (*self._rings, ring)
+            with self._stats_lock:
+                self._last_seq.append(None)
+
+    def write_host(self, records: npt.NDArray[np.void], *, flush_first: bool = True) -> None:
+        """Append host-written records (evidence, publish records) to the log, in one write.
+
+        The drain thread is paused meanwhile, so the log keeps one writer at a
+        time; with ``flush_first`` what is committed in staging goes first, so
+        the log stays in time order. Works after the thread died (evidence
+        must still reach the log), raising :class:`DrainError` only if this
+        write itself fails.
+        """
+        try:
+            with self._pass_lock:
+                if flush_first and self._error is None:
+                    self._drain_all(final=False)
+                n = self._log.extend(records)
+        except BaseException as e:
+            raise DrainError(self._describe(e, "write")) from e
+        with self._stats_lock:
+            self._host_written += n
+            self._batches += 1
+
+    def sync(self) -> None:
+        """``fsync`` the log, between drain passes (raises :class:`DrainError` when it fails)."""
+        try:
+            with self._pass_lock:
+                self._log.sync()
+        except BaseException as e:
+            raise DrainError(self._describe(e, "sync")) from e
+
     # ---------------------------------------------------------------- control
 
     def check(self) -> None:
@@ -220,6 +258,7 @@ class Drainer:
                 positions=tuple(r.consumer_position for r in self._rings),
                 running=self._thread is not None and self._thread.is_alive(),
                 failed=self._error is not None,
+                host_written=self._host_written,
             )
 
     # ------------------------------------------------------------------ work
@@ -248,12 +287,15 @@ class Drainer:
             self._error = e
 
     def _drain_all(self, *, final: bool) -> int:
+        """Pass until the rings are empty, or until what was outstanding at the start has moved
+        (so a producer that never pauses cannot keep a flush going forever)."""
+        outstanding = sum(ring.backlog() for ring in self._rings)
         total = 0
         while True:
             moved = self._drain_pass(final=final)
-            if not moved:
-                return total
             total += moved
+            if not moved or total >= outstanding:
+                return total
 
     def _drain_pass(self, *, final: bool) -> int:
         """One pass: consume every ring, write one batch, persist positions. Returns sequences moved."""
@@ -313,8 +355,9 @@ class Drainer:
 
     def _describe(self, err: BaseException, where: str) -> str:
         stats = self.statistics()
+        what = "thread" if where in ("check", "close") else where
         return (
-            f"the drain {'thread' if where != 'flush' else 'flush'} failed: {type(err).__name__}: {err}; "
+            f"the drain {what} failed: {type(err).__name__}: {err}; "
             f"{stats.drained:,} records reached the log before it, the rest stay in staging "
             f"(positions {list(stats.positions)})"
         )

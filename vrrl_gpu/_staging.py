@@ -346,11 +346,9 @@ class StagingRing:
     def note_produced(self, seq: int) -> None:
         """Record that sequence ``seq`` is claimed: the producer count becomes at least ``seq + 1``.
 
-        Call it when ``seq`` is handed out, *before* its record is written and
-        from under the caller's sequence lock (one writer). The consumer then
-        treats any record whose slot a newer claimed sequence may be
-        overwriting as lapped, which closes the seqlock's blind spot (a write
-        in progress whose commit is not yet visible).
+        Host producers call it when ``seq`` is handed out, from under their
+        sequence lock (one writer). It feeds :meth:`backlog`, and lets a final
+        drain account for claimed sequences that never arrived.
         """
         if seq + 1 > int(self._ctl64[_W_PRODUCER]):
             self._ctl64[_W_PRODUCER] = seq + 1
@@ -374,8 +372,9 @@ class StagingRing:
         consumer jumps to the oldest sequence still intact in the ring and
         reports the skipped ones as a gap. ``final=True`` is for when no
         producer is running any more (close, a dead device, a dead process):
-        sequences that were never committed are skipped as gaps too, so the
-        call drains everything that is in the ring. ``persist=False`` leaves
+        sequences that were never committed are skipped as gaps too, up to
+        :attr:`producer_count`, so the call drains everything in the ring and
+        accounts for every claimed sequence. ``persist=False`` leaves
         the control block's position alone (call :meth:`persist_position` once
         the records are safe).
         """
@@ -405,15 +404,13 @@ class StagingRing:
         rounds = 0
         while emitted < limit and rounds < _MAX_ROUNDS:
             rounds += 1
-            if not final:
-                claimed = int(self._ctl64[_W_PRODUCER])
-                if claimed - n > s:
-                    # Those slots are claimed by newer sequences: their contents may be mid-overwrite.
-                    skip(claimed - n)
             i0 = s & mask
             if int(self._commits[i0]) != s + 1:
                 t = self._resume_point(s, final)
                 if t is None:
+                    claimed = int(self._ctl64[_W_PRODUCER])
+                    if final and claimed > s:
+                        skip(claimed)  # claimed, never committed (or overwritten by an older sequence)
                     break
                 if t > s:
                     skip(t)
@@ -430,17 +427,10 @@ class StagingRing:
             c2 = self._read_words(self._commits, i0, r)
             ok = (c2 - _U64(s)) == self._ones[:r]
             r2 = r if bool(ok.all()) else int(ok.argmin())
-            run_start = s
-            lost = 0
-            if not final:
-                claimed = int(self._ctl64[_W_PRODUCER])  # read after the copy: claims made during it count
-                lost = min(r2, max(0, claimed - n - s))
-            if lost:
-                skip(s + lost)
-            if r2 > lost:
-                chunks.append(raw[lost:r2])
-                emitted += r2 - lost
-            s = run_start + r2
+            if r2:
+                chunks.append(raw[:r2])
+                emitted += r2
+                s += r2
             if r2 == k:
                 window = min(window * 8, n)
         self._pos = s
@@ -520,7 +510,10 @@ def pack_reference(
     slot_status: int,
     timestamp_ns: int,
 ) -> None:
-    """Write the record for ``seq`` then its commit word, byte for byte as ``vrrl_pack`` does.
+    """Write the record for ``seq`` and commit it, leaving the bytes ``vrrl_pack`` leaves.
+
+    The order is the producer protocol: commit word 0, record, commit word
+    ``seq + 1`` (docs/staging-protocol.md says why the first store matters).
 
     The evidence words ``failure_class``, ``backend_error_code`` and
     ``output_digest`` are zero, as the kernel writes them.
@@ -528,7 +521,10 @@ def pack_reference(
     if len(words) != 4:
         raise RecordValueError(f"words must hold 4 integers, got {len(words)}")
     off = ring.records_offset + RECORD_SIZE * (seq & ring.mask)
+    commit_off = CONTROL_SIZE + 8 * (seq & ring.mask)
     try:
+        # Invalidate first: a consumer that copied the slot meanwhile sees the word change and drops the copy.
+        _COMMIT_STRUCT.pack_into(ring._mv, commit_off, 0)
         _RECORD_STRUCT.pack_into(
             ring._mv,
             off,
@@ -547,8 +543,7 @@ def pack_reference(
             0,
             0,
         )
-        commit = seq + 1
-        _COMMIT_STRUCT.pack_into(ring._mv, CONTROL_SIZE + 8 * (seq & ring.mask), commit)
+        _COMMIT_STRUCT.pack_into(ring._mv, commit_off, seq + 1)
     except struct.error as e:
         raise RecordValueError(f"a record field is out of range for its u32/u64 word: {e}") from None
 
