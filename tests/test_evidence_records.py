@@ -5,6 +5,8 @@ from __future__ import annotations
 import builtins
 import pickle
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -123,8 +125,7 @@ def test_public_names() -> None:
 def test_the_classification_page_equals_the_generated_one() -> None:
     page = DOCS / "error-classification.md"
     assert page.read_text(encoding="utf-8") == render_classification_markdown(), (
-        "docs/error-classification.md is out of date: python -m vrrl_gpu._evidence --write "
-        "docs/error-classification.md"
+        "docs/error-classification.md is out of date: run python docs/gen_error_classification.py"
     )
 
 
@@ -145,6 +146,12 @@ def test_the_regeneration_entry_point(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["--check", str(target)]) == 1
     assert main([]) == 0
     assert capsys.readouterr().out == render_classification_markdown()
+
+
+def test_the_generator_script_checks_the_page() -> None:
+    r = subprocess.run([sys.executable, str(DOCS / "gen_error_classification.py"), "--check"],
+                       check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_the_error_handling_page_names_only_real_errors() -> None:

@@ -29,7 +29,7 @@ Stable code space (``backend_error_code``, u32; these numbers never change)
 In each library range, ``base + 0xFFFF`` means "status missing or outside
 ``0 .. 0xFFFE``". Everything else (``0x0009_0000 ..``) is unassigned and decodes
 as Unclassified. ``docs/error-classification.md`` is generated from the tables
-by :func:`render_classification_markdown` (``python -m vrrl_gpu._evidence``).
+by :func:`render_classification_markdown` (``python docs/gen_error_classification.py``).
 """
 
 from __future__ import annotations
@@ -805,8 +805,8 @@ def render_classification_markdown() -> str:
     out: list[str] = [
         "# Error classification",
         "",
-        ("<!-- Generated from vrrl_gpu/_cuda_errors.py by `python -m vrrl_gpu._evidence --write "
-        "docs/error-classification.md`. Do not edit by hand: a test keeps this file equal to the code. -->"),
+        ("<!-- Generated from vrrl_gpu/_cuda_errors.py by `python docs/gen_error_classification.py`. "
+        "Do not edit by hand: a test keeps this file equal to the code. -->"),
         "",
         ("`vrrl_gpu.classify(exc)` turns an exception into a failure class, a stable code (the record's "
         "`backend_error_code`), a name, a sticky flag and a one-line reason. These are its tables."),
