@@ -1,4 +1,4 @@
-"""Replay and minimisation, CPU only: registries of plain Python callables raising real CuPy exception objects.
+"""Replay and minimisation, CPU only: registries of plain Python callables raising real CuPy exceptions.
 
 Trials run in real child processes (device "none": no Recorder), so these test
 the whole path: registry import in the child, the JSON protocol, timeouts, the
@@ -183,7 +183,8 @@ def test_plan_keeps_only_the_failing_session_and_skips_meta(tmp_path: Path) -> N
     path = write_log(tmp_path / "s.vrrl", _seq(6, fire=5), fail_at=5, prefix=old + meta)
     plan = read_plan(path)
     assert len(plan.launches) == 6  # the first session's 5 launches are not part of this crash
-    assert plan.failure is not None and plan.failure.position == 5
+    assert plan.failure is not None
+    assert plan.failure.position == 5
     assert plan.lost_records == 4
 
 
@@ -200,7 +201,8 @@ def test_failure_without_breadcrumb_stands_in_for_its_launch(tmp_path: Path) -> 
         log.extend(recs)
     plan = read_plan(tmp_path / "n.vrrl")
     assert [x.opcode for x in plan.launches] == [7, 7, 7, 8]
-    assert plan.failure is not None and plan.failure.position == 3
+    assert plan.failure is not None
+    assert plan.failure.position == 3
 
 
 # ------------------------------------------------------------------------------------------ the registry
@@ -243,7 +245,9 @@ def test_missing_opcodes_named_before_anything_runs(
     rc = main(["replay", str(crash_log), "--registry", f"{reg}:PARTIAL", "--device", "none"])
     err = capsys.readouterr().err
     assert rc == 2
-    assert "load" in err and "no entry" in err and len(err.strip().splitlines()) == 1
+    assert "load" in err
+    assert "no entry" in err
+    assert len(err.strip().splitlines()) == 1
     assert not mark.exists()  # not one launch ran
 
 
@@ -268,21 +272,26 @@ def test_replay_range_without_the_arming_launch_does_not_reproduce(
     rc = main(["replay", str(crash_log), "--registry", f"{reg}:REGISTRY", "--device", "none", "--from", "30"])
     out = capsys.readouterr().out
     assert rc == 1
-    assert "NOT REPRODUCED" in out and "replayed:   no failure" in out
+    assert "NOT REPRODUCED" in out
+    assert "replayed:   no failure" in out
 
 
 def test_replay_outside_range_compares_to_no_failure(reg: str, crash_log: Path) -> None:
     report = replay(read_plan(crash_log), f"{reg}:REGISTRY", device="none", start=0, stop=10)
-    assert report.expected is None and report.reproduced and report.outcome.status == "clean"
+    assert report.expected is None
+    assert report.reproduced
+    assert report.outcome.status == "clean"
 
 
 def test_nonsticky_failure_continues_unless_stop_at_failure(reg: str, tmp_path: Path) -> None:
     path = write_log(tmp_path / "soft.vrrl", _seq(6, soft=2), fail_at=2, exc=ValueError("a host-side bug"))
     plan = read_plan(path)
     report = replay(plan, f"{reg}:REGISTRY", device="none")
-    assert report.reproduced and report.outcome.completed == 5
+    assert report.reproduced
+    assert report.outcome.completed == 5
     stopped = replay(plan, f"{reg}:REGISTRY", device="none", stop_at_failure=True)
-    assert stopped.reproduced and stopped.outcome.completed == 2
+    assert stopped.reproduced
+    assert stopped.outcome.completed == 2
 
 
 def test_hung_launch_is_killed_and_reported(reg: str, tmp_path: Path) -> None:
@@ -291,7 +300,8 @@ def test_hung_launch_is_killed_and_reported(reg: str, tmp_path: Path) -> None:
     ]
     out = run_trial(launches, f"{reg}:REGISTRY", device="none", timeout=0.5)
     assert out.status == "hung"
-    assert out.first_failure is not None and out.first_failure.position == 1
+    assert out.first_failure is not None
+    assert out.first_failure.position == 1
     assert out.completed == 1
 
 
@@ -301,7 +311,8 @@ def test_child_death_is_reported_as_crash(reg: str) -> None:
     ]
     out = run_trial(launches, f"{reg}:REGISTRY", device="none")
     assert out.status == "crashed"
-    assert out.first_failure is not None and out.first_failure.position == 1
+    assert out.first_failure is not None
+    assert out.first_failure.position == 1
     assert out.returncode == 3
 
 
@@ -360,7 +371,8 @@ def test_minimize_end_to_end(
     assert out["suffix_length"] == 18
     small_plan = read_plan(small)
     assert [x.slot_idx for x in small_plan.launches] == [22, 33, 39]
-    assert small_plan.failure is not None and small_plan.failure.code == 700
+    assert small_plan.failure is not None
+    assert small_plan.failure.code == 700
     # The minimal log is a reproduction on its own.
     assert main(["replay", str(small), "--registry", f"{reg}:REGISTRY", "--device", "none"]) == 0
     assert "REPRODUCED" in capsys.readouterr().out
@@ -381,13 +393,16 @@ def test_minimize_reports_when_the_full_sequence_does_not_reproduce(reg: str, tm
     # The log says launch 5 failed with 700, but the registry's 'fire' cannot fail without arm and load.
     path = write_log(tmp_path / "flaky.vrrl", _seq(6, fire=5), fail_at=5)
     result = minimize(read_plan(path), f"{reg}:REGISTRY", device="none")
-    assert not result.reproduced and result.kept == () and result.trials == 1
+    assert not result.reproduced
+    assert result.kept == ()
+    assert result.trials == 1
 
 
 def test_list_shows_positions_and_failure(crash_log: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", str(crash_log), "--list", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert len(out["launches"]) == 40 and out["recorded_failure"]["position"] == 39
+    assert len(out["launches"]) == 40
+    assert out["recorded_failure"]["position"] == 39
 
 
 @settings(max_examples=60, deadline=None)
