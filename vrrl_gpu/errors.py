@@ -37,6 +37,7 @@ __all__ = [
     "EvidenceTypeError",
     "TwinCudaError",
     "KernelArgumentError",
+    "MissingExtraError",
     "VrrlWarning",
 ]
 
@@ -243,6 +244,10 @@ class TwinCudaError(VrrlError, RuntimeError):
 
 class KernelArgumentError(VrrlError, TypeError):
     """Kernel arguments do not fit the kernel's parameters (count, type or range), found before launching."""
+
+
+class MissingExtraError(VrrlError, ImportError):
+    """An optional dependency (an extra such as ``parquet`` = pyarrow) is needed and not installed."""
 
 
 class VrrlWarning(RuntimeWarning):
