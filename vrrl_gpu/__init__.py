@@ -32,6 +32,22 @@ from vrrl_gpu._format import (
     SlotStatus,
 )
 from vrrl_gpu._kernels import kernel_source, kernels_dir
+from vrrl_gpu._recover import RecoveryResult, find_orphans, recover_orphans, recover_segment
+from vrrl_gpu._replay import (
+    Launch,
+    MinimizeResult,
+    RecordedFailure,
+    ReplayPlan,
+    ReplayReport,
+    TrialOutcome,
+    current_recorder,
+    load_registry,
+    minimize,
+    read_plan,
+    replay,
+    run_trial,
+    write_sequence_log,
+)
 from vrrl_gpu._ringlog import RingLog, ScanResult
 from vrrl_gpu.backends import (
     Backend,
@@ -86,6 +102,24 @@ __all__ = [
     "get_backend",
     "kernel_source",
     "kernels_dir",
+    # replay and recovery
+    "Launch",
+    "MinimizeResult",
+    "RecordedFailure",
+    "ReplayPlan",
+    "ReplayReport",
+    "TrialOutcome",
+    "current_recorder",
+    "load_registry",
+    "minimize",
+    "read_plan",
+    "replay",
+    "run_trial",
+    "write_sequence_log",
+    "RecoveryResult",
+    "find_orphans",
+    "recover_orphans",
+    "recover_segment",
     # errors
     *_errors_all,
 ]
