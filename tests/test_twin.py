@@ -356,7 +356,7 @@ def test_a_fault_on_one_stream_poisons_every_stream(fresh: TwinBackend) -> None:
 def test_a_worker_exception_is_reraised_not_swallowed(
     fresh: TwinBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def boom(item: object) -> None:
+    def boom(item: object, err: object) -> None:
         raise ZeroDivisionError("injected into the stream worker")
 
     monkeypatch.setattr(fresh, "_execute", boom)

@@ -77,6 +77,7 @@ __all__ = [
     "check_arg_count",
     "pointer_value",
     "pack_args",
+    "ArgPacker",
     "numpy_args",
     "PACK_SOURCE",
 ]
@@ -219,8 +220,22 @@ class RingPointers:
 _DIM_LIMITS = (2**31 - 1, 65535, 65535)
 
 
+_DIMS_CACHE: dict[object, Dim3] = {}
+
+
 def normalize_dims(value: int | Sequence[int], what: str) -> Dim3:
     """``grid``/``block`` as three ints; like CuPy, missing dimensions are 1 and 0 becomes 1."""
+    if type(value) in (int, tuple):
+        hit = _DIMS_CACHE.get(value)
+        if hit is not None:
+            return hit
+    dims3 = _normalize_dims(value, what)
+    if type(value) in (int, tuple) and len(_DIMS_CACHE) < 4096:
+        _DIMS_CACHE[value] = dims3
+    return dims3
+
+
+def _normalize_dims(value: int | Sequence[int], what: str) -> Dim3:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         dims = [int(value)]
     elif isinstance(value, (tuple, list)) and 1 <= len(value) <= 3:
@@ -268,6 +283,8 @@ _CELL_FORMATS = {
     "f": "f4x",
     "d": "d",
 }
+_INT_CODES = frozenset("bBhHiIqQ")
+_U64_LIMIT = 1 << 64
 _NUMPY_SCALARS: dict[str, Callable[[Any], np.generic]] = {
     "?": np.bool_,
     "b": np.int8,
@@ -352,6 +369,52 @@ def pack_args(
         else:
             vals.append(_scalar_value(sig, i, p.code, a))
     return struct.pack("".join(fmt), *vals)
+
+
+class ArgPacker:
+    """The fast path of :func:`pack_args` for one signature: a precompiled struct, the pointer positions.
+
+    ``pack_into`` writes the 8-byte cells at ``offset``; anything the struct
+    rejects (or a bool for an integer) is re-checked by :func:`pack_args`,
+    which raises the descriptive :class:`KernelArgumentError`.
+    """
+
+    def __init__(self, sig: KernelSignature) -> None:
+        self.sig = sig
+        self.n = len(sig.params)
+        self.struct = struct.Struct("<" + "".join(_CELL_FORMATS[p.code] for p in sig.params))
+        self.pointer_idx = tuple(i for i, p in enumerate(sig.params) if p.code == "p")
+        self.int_idx = tuple(i for i, p in enumerate(sig.params) if p.code in _INT_CODES)
+
+    def pack_into(
+        self,
+        buf: Any,
+        offset: int,
+        args: Sequence[object],
+        pointer_hook: Callable[[int, object], int | None],
+    ) -> None:
+        """Write the argument cells of ``args`` into ``buf`` at ``offset``."""
+        if len(args) != self.n:
+            check_arg_count(self.sig, args)
+        vals = list(args)
+        for i in self.pointer_idx:
+            a = vals[i]
+            if type(a) is int and 0 <= a < _U64_LIMIT:
+                continue
+            addr = pointer_value(self.sig, i, a)
+            if addr is None:
+                addr = pointer_hook(i, a)
+            if addr is None:
+                pack_args(self.sig, args, pointer_hook)  # raises the descriptive error
+            vals[i] = addr
+        for i in self.int_idx:
+            if type(vals[i]) is bool:
+                pack_args(self.sig, args, pointer_hook)
+        try:
+            self.struct.pack_into(buf, offset, *vals)
+        except (struct.error, TypeError, OverflowError) as e:
+            pack_args(self.sig, args, pointer_hook)  # raises with the argument named
+            raise KernelArgumentError(f"{self.sig.name}: arguments do not fit the parameters: {e}") from e
 
 
 def numpy_args(

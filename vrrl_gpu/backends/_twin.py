@@ -30,6 +30,7 @@ import os
 import queue
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -44,6 +45,7 @@ import numpy.typing as npt
 
 from vrrl_gpu._kernels import KernelSignature, kernel_path, kernels_dir, parse_kernels, sources_digest
 from vrrl_gpu.backends._base import (
+    ArgPacker,
     Backend,
     DeviceBuffer,
     DeviceCounter,
@@ -52,7 +54,6 @@ from vrrl_gpu.backends._base import (
     check_host_buffer,
     grid_exceeds_limits,
     normalize_dims,
-    pack_args,
 )
 from vrrl_gpu.errors import (
     BackendUnavailableError,
@@ -97,8 +98,8 @@ _LAUNCH_ARGTYPES = [
     ctypes.POINTER(ctypes.c_uint),  # dims[6]
     ctypes.c_void_p,  # void** args
     ctypes.c_uint,  # max_workers
-    ctypes.POINTER(ctypes.c_int),  # host abort flag
-    ctypes.c_char_p,  # error message buffer
+    ctypes.c_void_p,  # const int* host abort flag
+    ctypes.c_void_p,  # char* error message buffer
     ctypes.c_size_t,
 ]
 
@@ -107,6 +108,9 @@ _LAUNCH_ARGTYPES = [
 class _TwinKernel:
     fn: Any  # the ctypes trampoline
     lib: ctypes.CDLL  # keeps the library loaded
+    packer: ArgPacker
+    pointers: struct.Struct  # the void* array after the cells: n little-endian u64
+    offsets: tuple[int, ...]  # 0, 8, 16, ...
 
 
 class _Library:
@@ -132,7 +136,14 @@ class _Library:
                     options=TWIN_CXX_FLAGS,
                     log="",
                 )
-            self.kernels[name] = _TwinKernel(fn=fn, lib=lib)
+            n = len(sig.params)
+            self.kernels[name] = _TwinKernel(
+                fn=fn,
+                lib=lib,
+                packer=ArgPacker(sig),
+                pointers=struct.Struct(f"<{n}Q"),
+                offsets=tuple(8 * i for i in range(n)),
+            )
 
 
 _compiler_lock = threading.Lock()
@@ -222,8 +233,8 @@ def _build(source: Path, cache_dir: Path) -> _Library:
 class _Launch:
     kernel: KernelHandle
     dims: Any  # ctypes c_uint * 6
-    block: Any  # the argument block (keeps it alive)
-    ptrs: Any  # void* array into `block`
+    block: Any  # the argument cells, then the void* array pointing at them (kept alive here)
+    args_ptr: int  # address of the void* array
     workers: int
 
 
@@ -236,6 +247,7 @@ class TwinStream:
         self._q: queue.SimpleQueue[_Launch | None] = queue.SimpleQueue()
         self._cv = threading.Condition()
         self._pending = 0
+        self._err = ctypes.create_string_buffer(_ERRBUF)  # one kernel at a time per stream
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -253,7 +265,7 @@ class TwinStream:
             if item is None:
                 return
             try:
-                self._backend._execute(item)
+                self._backend._execute(item, self._err)
             except BaseException as e:  # stored and re-raised by the next backend call: never swallowed
                 self._backend._store_worker_exception(e)
             finally:
@@ -303,6 +315,7 @@ class TwinBackend(Backend):
         self._sticky: TwinCudaError | None = None
         self._worker_exc: BaseException | None = None
         self._abort = ctypes.c_int(0)
+        self._abort_addr = ctypes.addressof(self._abort)
         self._libs: dict[Path, _Library] = {}
         self._registered: dict[int, int] = {}  # start -> end of host-registered ranges
         self._streams: list[TwinStream] = []
@@ -486,23 +499,24 @@ class TwinBackend(Backend):
                 1, f"{kernel.name}: {shared_mem} bytes of dynamic shared memory; at most 49152"
             )
         s = self._stream(stream)
-        block_bytes = ctypes.create_string_buffer(
-            pack_args(kernel.signature, args, _numpy_pointer), 8 * max(1, len(args))
-        )
+        tk: _TwinKernel = kernel.native
+        n = tk.packer.n
+        block_bytes = ctypes.create_string_buffer(16 * n + 8)
+        tk.packer.pack_into(block_bytes, 0, args, _numpy_pointer)
         base = ctypes.addressof(block_bytes)
-        ptrs = (ctypes.c_void_p * max(1, len(args)))(*[base + 8 * i for i in range(len(args))])
-        dims = (ctypes.c_uint * 6)(*g, *b)
+        tk.pointers.pack_into(block_bytes, 8 * n, *[base + o for o in tk.offsets])
+        dims = _dims_array(g, b)
         workers = int(min(self._max_workers, threads * g[0] * g[1] * g[2]))
-        s._enqueue(_Launch(kernel=kernel, dims=dims, block=block_bytes, ptrs=ptrs, workers=workers))
+        s._enqueue(
+            _Launch(kernel=kernel, dims=dims, block=block_bytes, args_ptr=base + 8 * n, workers=workers)
+        )
 
-    def _execute(self, item: _Launch) -> None:
+    def _execute(self, item: _Launch, err: Any) -> None:
         # CUDA drops the work still queued behind a sticky error; so does the twin.
         if self._sticky is not None or self._worker_exc is not None or self._abort.value:
             return
-        err = ctypes.create_string_buffer(_ERRBUF)
         k: _TwinKernel = item.kernel.native
-        ptrs = ctypes.cast(item.ptrs, ctypes.c_void_p)
-        code = k.fn(item.dims, ptrs, item.workers, ctypes.byref(self._abort), err, _ERRBUF)
+        code = k.fn(item.dims, item.args_ptr, item.workers, self._abort_addr, ctypes.addressof(err), _ERRBUF)
         if code != 0:
             self._poison(TwinCudaError(code, f"{item.kernel.name}: {err.value.decode(errors='replace')}"))
 
@@ -562,6 +576,20 @@ class TwinBackend(Backend):
             )
         with contextlib.suppress(Exception):
             self._registered.clear()
+
+
+_DIMS_ARRAYS: dict[tuple[int, ...], Any] = {}
+
+
+def _dims_array(g: tuple[int, int, int], b: tuple[int, int, int]) -> Any:
+    """The six launch dimensions as a C array; shared per shape (the trampoline only reads it)."""
+    key = (*g, *b)
+    arr = _DIMS_ARRAYS.get(key)
+    if arr is None:
+        arr = (ctypes.c_uint * 6)(*key)
+        if len(_DIMS_ARRAYS) < 4096:
+            _DIMS_ARRAYS[key] = arr
+    return arr
 
 
 def _numpy_pointer(i: int, value: object) -> int | None:
