@@ -30,10 +30,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vrrl_gpu._drain import Drainer  # noqa: E402
-from vrrl_gpu._ringlog import RingLog  # noqa: E402
-from vrrl_gpu._staging import StagingRing  # noqa: E402
-from vrrl_gpu.backends import Backend, RingPointers, TwinBackend  # noqa: E402
+from vrrl_gpu._drain import Drainer
+from vrrl_gpu._ringlog import RingLog
+from vrrl_gpu._staging import StagingRing
+from vrrl_gpu.backends import Backend, RingPointers, TwinBackend
 
 RING_SLOTS = 1 << 16
 
@@ -112,9 +112,10 @@ def device_figures_cupy(b: Any, m: int, repeat: int) -> dict[str, float]:
             rounds.append(cupy.cuda.get_elapsed_time(e0, e1) * 1e3 / m)
         return statistics.median(rounds)
 
-    out["device us per pack kernel"] = run(
-        lambda i: b.pack(ptrs, i, slot_idx=i, tenant_id=0, opcode=1, words=(i, 0, 0, 0), epoch=0, stream=stream)
-    )
+    def pack(i: int) -> None:
+        b.pack(ptrs, i, slot_idx=i, tenant_id=0, opcode=1, words=(i, 0, 0, 0), epoch=0, stream=stream)
+
+    out["device us per pack kernel"] = run(pack)
     out["device us per empty kernel"] = run(lambda i: b.launch(spin, 1, 1, (0,), stream=stream))
     return out
 
@@ -158,8 +159,9 @@ def drain_figures(b: Backend, threads: tuple[int, int], per_thread: int) -> dict
         try:
             with Drainer([ring], log) as drainer:
                 t0 = time.perf_counter()
-                b.launch(k, threads[0], threads[1], (ptrs.records_ptr, ptrs.commits_ptr, ptrs.mask, counter, 0, 0,
-                                                      1, per_thread, 0xFFFFFFFF, after.device_ptr))  # fmt: skip
+                kargs = (ptrs.records_ptr, ptrs.commits_ptr, ptrs.mask, counter, 0, 0, 1, per_thread,
+                         0xFFFFFFFF, after.device_ptr)  # fmt: skip
+                b.launch(k, threads[0], threads[1], kargs)
                 b.synchronize()
                 t_produced = time.perf_counter() - t0
                 while True:
