@@ -1050,7 +1050,8 @@ def minimize(
             outcome = first[0] if first else None
             return MinimizeResult((), failure, counter[0], 0, len(before) + 1, False, outcome)
         # Shortest reproducing suffix: k launches just before the failure. k_hi always reproduces.
-        k_lo, k_hi = 0, len(before)
+        # A failure that needs no earlier launch is the common case: one trial settles it.
+        k_lo, k_hi = (0, 0) if before and one([]) else (0, len(before))
         while k_lo < k_hi:
             span = k_hi - k_lo
             points = sorted({k_lo + span * (j + 1) // (workers + 1) for j in range(workers)} - {k_hi})

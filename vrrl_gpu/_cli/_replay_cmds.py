@@ -209,9 +209,7 @@ def _print_report(report: Any, args: argparse.Namespace) -> None:
     if args.compare_digests:
         mm = report.digest_mismatch
         if report.digests_compared == 0:
-            print(
-                "digests:    none compared (logs hold digests only in end breadcrumbs and failure records)"
-            )
+            print("digests:    none compared (logs hold digests only in end breadcrumbs and failure records)")
         elif mm is None:
             print(f"digests:    {report.digests_compared} compared, all equal")
         else:
@@ -366,16 +364,24 @@ def _minimize(plan: Any, args: argparse.Namespace) -> int:
         return 0
     first_pos = fl.position + 1 - result.suffix_length
     print(
-        f"shortest reproducing suffix: {result.suffix_length} launches (positions {first_pos}..{fl.position})"
+        f"shortest reproducing suffix: {_n(result.suffix_length, 'launch')} "
+        f"(positions {first_pos}..{fl.position})"
     )
     print(
         f"minimal sequence: {len(result.kept)} of {result.original_length} launches still reproduce it "
         f"({result.trials} trials)"
     )
     _print_launches(None, result.kept, plan)  # type: ignore[arg-type]
-    print(f"wrote {out_path}: {written} records ({len(result.kept)} launches + the failure record)")
-    print(f"replay it: vrrl replay {out_path} --registry {args.registry}")
+    print(
+        f"wrote {out_path}: {_n(written, 'record')} ({_n(len(result.kept), 'launch')} + the failure record)"
+    )
+    device = f" --device {args.device}" if args.device != "auto" else ""
+    print(f"replay it: vrrl replay {out_path} --registry {args.registry}{device}")
     return 0
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else ("es" if noun.endswith("h") else "s"))
 
 
 def _default_output(log: str) -> str:
