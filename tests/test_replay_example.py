@@ -17,9 +17,12 @@ from vrrl_gpu._replay import read_plan
 
 REGISTRY = str(Path(__file__).resolve().parent.parent / "examples" / "replay_registry.py") + ":REGISTRY"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("g++") is None, reason="the twin backend needs a C++ compiler (g++)"
-)
+pytestmark = [
+    pytest.mark.skipif(shutil.which("g++") is None, reason="the twin backend needs a C++ compiler (g++)"),
+    pytest.mark.skipif(
+        "vrrl_gpu._cli._demo" not in COMMAND_MODULES, reason="the 'vrrl demo' command is not registered yet"
+    ),
+]
 
 
 def test_demo_crash_replays_and_minimises_on_the_twin(
