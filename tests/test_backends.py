@@ -276,3 +276,27 @@ def test_cupy_stream_query_passes_the_raw_code_through(fake_cupy: _FakeCupy) -> 
     b = cupy_mod.CupyBackend()
     assert b.stream_query(SimpleNamespace(ptr=0x99)) == 600
     assert ("streamQuery", 0x99) in fake_cupy.calls
+
+
+def test_stream_key_and_error_for(fake_cupy: _FakeCupy) -> None:
+    twin = TwinBackend()
+    try:
+        assert twin.stream_key(None) == 0
+        s = twin.new_stream()
+        assert twin.stream_key(s) == s.ptr != 0
+        e = twin.error_for(719)
+        assert isinstance(e, TwinCudaError)
+        assert e.cuda_error_code == 719
+    finally:
+        twin.close()
+    b = cupy_mod.CupyBackend()
+    assert b.stream_key(SimpleNamespace(ptr=0x77)) == 0x77
+
+
+def test_cupy_error_for_is_cupys_runtime_error() -> None:
+    runtime = pytest.importorskip("cupy_backends.cuda.api.runtime")
+    b = cupy_mod.CupyBackend.__new__(cupy_mod.CupyBackend)
+    b._rt = runtime  # no device needed to build the exception
+    e = b.error_for(700)
+    assert type(e).__name__ == "CUDARuntimeError"
+    assert e.status == 700  # type: ignore[attr-defined]

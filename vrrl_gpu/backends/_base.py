@@ -41,6 +41,12 @@ exceptions, unchanged, or :class:`~vrrl_gpu.errors.TwinCudaError`):
     CUDA semantics: 0 all work done, 600 not ready, anything else the error.
 ``synchronize(stream=None)``
     Waits for ``stream`` (or the whole device) and raises the CUDA error.
+``stream_key(stream) -> int``
+    A stable key for a stream (its ``ptr``), for per-stream bookkeeping.
+``error_for(code) -> Exception``
+    The exception this backend raises for a CUDA error code (CuPy's
+    ``CUDARuntimeError``; the twin's :class:`~vrrl_gpu.errors.TwinCudaError`),
+    for codes found by ``stream_query``.
 ``calibrate() -> int``
     ``ts_offset`` in ns: UNIX-epoch ns minus ``%globaltimer`` (0 on the twin).
 ``close()``
@@ -494,6 +500,14 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def calibrate(self) -> int: ...
+
+    @abc.abstractmethod
+    def error_for(self, code: int) -> Exception: ...
+
+    def stream_key(self, stream: Any) -> int:
+        """A stable key for ``stream`` (None: the current stream): its ``ptr``."""
+        s = self.current_stream() if stream is None else stream
+        return int(s.ptr)
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -243,6 +243,11 @@ class CupyBackend(Backend):
         with self._device():
             self._rt.deviceSynchronize()
 
+    def error_for(self, code: int) -> Exception:
+        """``CUDARuntimeError(code)``, what CuPy raises at a synchronize for that code."""
+        err: Exception = self._rt.CUDARuntimeError(int(code))
+        return err
+
     def calibrate(self) -> int:
         """UNIX ns minus %globaltimer: the tightest of several host-bracketed reads into mapped memory."""
         k = self._pack_kernel("vrrl_read_globaltimer")

@@ -554,6 +554,12 @@ class TwinBackend(Backend):
             s._wait()
         self._check_usable()
 
+    def error_for(self, code: int) -> TwinCudaError:
+        """A :class:`TwinCudaError` for ``code`` (with the sticky error's detail when it is that one)."""
+        sticky = self._sticky
+        detail = sticky.detail if sticky is not None and sticky.cuda_error_code == code else ""
+        return TwinCudaError(code, detail)
+
     def calibrate(self) -> int:
         """0: the twin's %globaltimer is CLOCK_REALTIME already."""
         self._check_usable()
