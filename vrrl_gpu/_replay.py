@@ -140,7 +140,7 @@ class ReplayPlan:
     launches: tuple[Launch, ...]
     failure: RecordedFailure | None
     names: Mapping[int, str]
-    #: Records the recorder reported lost (GAP meta-records) inside the session: the replay may then differ.
+    #: Records the recorder reported lost (GAP meta-records) before the failure: the replay may then differ.
     lost_records: int = 0
     #: The session started at this record index (0 when the log has no SESSION_START meta-record).
     session_start: int = 0
@@ -181,7 +181,7 @@ def read_plan(path: str | os.PathLike[str], *, salvage: bool = False) -> ReplayP
     last_by_slot: dict[int, int] = {}  # slot_idx -> index into launches, of the latest launch with that slot
     digests: dict[int, int] = {}
     failure: RecordedFailure | None = None
-    lost = 0
+    gap_at: list[tuple[int, int]] = []  # (record index, records lost)
     rows = records[session:session_end]
     cols = {name: rows[name].tolist() for name in ("slot_idx", "tenant_id", "opcode", "epoch", "slot_status")}
     cols_fc = rows["failure_class"].tolist()
@@ -193,7 +193,7 @@ def read_plan(path: str | os.PathLike[str], *, salvage: bool = False) -> ReplayP
         if op >= META_OPCODE_BASE:
             if op == int(MetaOpcode.GAP) and st == int(SlotStatus.META):
                 a = args[k]
-                lost += a[2] | (a[3] << 32)
+                gap_at.append((session + k, a[2] | (a[3] << 32)))
             continue
         fc = cols_fc[k]
         is_launch = st in _LAUNCH_STATUSES and fc == 0
@@ -235,6 +235,9 @@ def read_plan(path: str | os.PathLike[str], *, salvage: bool = False) -> ReplayP
             dataclasses.replace(ln, recorded_digest=digests[ln.position]) if ln.position in digests else ln
             for ln in launches
         ]
+    # Records lost after the failure (the launches that followed a sticky error) do not change its replay.
+    end = failure.record_index if failure is not None else len(records)
+    lost = sum(n for at, n in gap_at if at < end)
     return ReplayPlan(
         path=p,
         records=records,
