@@ -20,6 +20,7 @@ __all__ = ["main", "build_parser", "UsageError", "COMMAND_MODULES"]
 #: Each module defines ``register(subparsers)``, which adds its commands and sets ``func`` on them.
 COMMAND_MODULES = (
     "vrrl_gpu._cli._log_cmds",
+    "vrrl_gpu._cli._demo",
     "vrrl_gpu._cli._replay_cmds",
     "vrrl_gpu._cli._analysis_cmds",
 )

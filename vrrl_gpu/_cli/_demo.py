@@ -1,0 +1,157 @@
+"""``vrrl demo``: record a small built-in workload, optionally make one launch misbehave."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from typing import Any
+
+from vrrl_gpu._cli._output import print_table
+
+__all__ = ["register", "run_demo", "FAULT_KINDS"]
+
+#: --fault-kind → the demo kernel's fault_kind argument (kernels/vrrl_demo.cu); "oom" is a host allocation.
+FAULT_KINDS = {"illegal-address": 1, "trap": 2, "assert": 3, "oom": 0}
+
+#: Exit code of a demo whose injected fault was recorded (the CUDA error itself is not re-raised).
+EXIT_FAULT_RECORDED = 3
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="record a small built-in workload into LOG (the main job); --fault-at K makes launch K fail",
+        description=(
+            "Runs N launches of a small axpy kernel through a Recorder, each preceded by the pack kernel "
+            "that writes its breadcrumb, drains them into LOG and prints a summary. With --fault-at K, "
+            f"launch K misbehaves; the command then exits {EXIT_FAULT_RECORDED} once the evidence is logged."
+        ),
+    )
+    p.add_argument("log", help="the VRRL log to write (created when missing)")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cupy", "twin"),
+        default="auto",
+        help="auto: the GPU through CuPy when there is one, else the CPU twin (default: auto)",
+    )
+    p.add_argument("--launches", type=_positive, default=1000, help="launches to record (default: 1000)")
+    p.add_argument(
+        "--elements", type=_positive, default=4096, help="vector length of each launch (default: 4096)"
+    )
+    p.add_argument(
+        "--capacity", type=_positive, default=65536, help="log capacity in records (default: 65536)"
+    )
+    p.add_argument("--breadcrumbs", choices=("begin", "begin+end"), default="begin")
+    p.add_argument("--staging", choices=("pinned", "shm"), default="pinned")
+    p.add_argument(
+        "--check-every",
+        type=_positive,
+        default=64,
+        metavar="M",
+        help="poll for asynchronous errors every M launches (default: 64)",
+    )
+    p.add_argument("--fault-at", type=_nonnegative, default=None, metavar="K", help="launch K misbehaves")
+    p.add_argument("--fault-kind", choices=tuple(FAULT_KINDS), default="illegal-address")
+    p.set_defaults(func=cmd_demo)
+
+
+def _positive(text: str) -> int:
+    v = int(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return v
+
+
+def _nonnegative(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return v
+
+
+def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the demo; returns a summary. A recorded fault is returned as ``summary["fault"]``, not raised."""
+    from vrrl_gpu._recorder import Recorder
+    from vrrl_gpu.errors import VrrlWarning
+
+    summary: dict[str, Any] = {"log": args.log, "launches_requested": args.launches}
+    t0 = time.perf_counter()
+    launched = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", VrrlWarning)
+        rec = Recorder(
+            args.log,
+            device=args.device,
+            capacity=args.capacity,
+            breadcrumbs=args.breadcrumbs,
+            staging=args.staging,
+        )
+    for w in caught:
+        print(f"vrrl: warning: {w.message}", file=sys.stderr)
+    summary["backend"] = rec.backend.name
+    try:
+        backend = rec.backend
+        kernel = backend.load("vrrl_demo.cu", "vrrl_demo_axpy")
+        n = args.elements
+        x = backend.alloc_device(4 * n)
+        y = backend.alloc_device(4 * n)
+        axpy = rec.opcode("axpy")
+        alloc = rec.opcode("alloc")
+        block = 256
+        grid = (n + block - 1) // block
+        for i in range(args.launches):
+            fault = args.fault_at is not None and i == args.fault_at
+            if fault and args.fault_kind == "oom":
+                with rec.slot(alloc, words=(i, 0, 0, 0)):
+                    backend.alloc_device(1 << 50)  # far beyond any device: fails at the call
+            kind = FAULT_KINDS[args.fault_kind] if fault else 0
+            rec.launch(kernel, grid, block, (y, x, 1.0, n, kind), opcode=axpy, words=(i, n, kind, 0))
+            launched += 1
+            if (i + 1) % args.check_every == 0:
+                rec.check()
+        rec.synchronize()
+    except Exception as exc:
+        summary["fault"] = exc
+    finally:
+        try:
+            rec.close()
+        except Exception as exc:
+            summary.setdefault("fault", exc)
+    summary["launched"] = launched
+    summary["seconds"] = time.perf_counter() - t0
+    stats = rec.statistics()
+    summary["drained"] = stats.drained
+    summary["dropped"] = stats.dropped
+    return summary
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.fault_at is not None and args.fault_at >= args.launches:
+        from vrrl_gpu._cli import UsageError
+
+        raise UsageError(f"vrrl demo: --fault-at {args.fault_at} must be below --launches {args.launches}")
+    s = run_demo(args)
+    rate = s["launched"] / s["seconds"] if s["seconds"] > 0 else 0.0
+    rows = [
+        ("backend", s["backend"]),
+        ("launches", f"{s['launched']:,} of {s['launches_requested']:,}"),
+        ("records drained", f"{s['drained']:,}"),
+        ("records dropped", f"{s['dropped']:,}"),
+        ("rate", f"{rate:,.0f} launches/s"),
+    ]
+    fault = s.get("fault")
+    if fault is not None:
+        from vrrl_gpu._evidence import classify
+
+        c = classify(fault)
+        rows.append(("fault", f"{c.failure_class.label}: {c.name} ({c.code})"))
+    print_table(f"vrrl demo → {s['log']}", ("field", "value"), rows)
+    if fault is not None:
+        print(
+            f"vrrl: the injected fault was recorded in {s['log']}: {' '.join(str(fault).split())}",
+            file=sys.stderr,
+        )
+        return EXIT_FAULT_RECORDED
+    return 0
