@@ -32,6 +32,7 @@ from vrrl_gpu._format import (
     SlotStatus,
 )
 from vrrl_gpu._kernels import kernel_source, kernels_dir
+from vrrl_gpu._recorder import HangReport, Recorder, RecorderOptions, recorder_disabled
 from vrrl_gpu._recover import RecoveryResult, find_orphans, recover_orphans, recover_segment
 from vrrl_gpu._replay import (
     Launch,
@@ -102,6 +103,11 @@ __all__ = [
     "get_backend",
     "kernel_source",
     "kernels_dir",
+    # the recorder
+    "HangReport",
+    "Recorder",
+    "RecorderOptions",
+    "recorder_disabled",
     # replay and recovery
     "Launch",
     "MinimizeResult",
