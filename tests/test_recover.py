@@ -196,3 +196,55 @@ def test_into_redirects_and_usage_errors(
         assert lg.records().shape[0] == 5
     assert main(["recover"]) == 2
     assert main(["recover", seg, "--all"]) == 2
+
+
+RECORDER_JOB = textwrap.dedent(
+    """
+    import sys
+    from vrrl_gpu import Recorder
+    rec = Recorder(sys.argv[1], device="twin", staging="shm", staging_slots=4096)
+    op = rec.opcode("step")
+    for i in range(100000):
+        with rec.slot(op, words=(i, 0, 0, 0)):
+            pass
+        if i % 20 == 19:
+            rec.synchronize()  # the breadcrumbs up to here are committed in the segment
+            print(i + 1, flush=True)
+    """
+)
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm")
+def test_recorder_with_shm_staging_killed_mid_run(tmp_path: Path) -> None:
+    """The issue's scenario: a Recorder (twin, shm staging) is SIGKILLed; recovery completes its log."""
+    log_path = tmp_path / "job.vrrl"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RECORDER_JOB, str(log_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    seen = 0
+    while seen < 200:
+        line = proc.stdout.readline()
+        assert line, "the recording child ended early"
+        seen = int(line)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    proc.stdout.close()
+
+    orphans = find_orphans(log_path)
+    assert orphans, "the killed recorder left no staging segment"
+    recovered = 0
+    for info in orphans:
+        r = recover_segment(info.path)
+        recovered += r.recovered
+        assert not os.path.exists(info.path)
+    with RingLog.open(log_path, readonly=True) as log:
+        recs = log.records()
+    crumbs = recs[(recs["slot_status"] == 0) & (recs["opcode"] < 0xFFFFFF00)]
+    slots = crumbs["slot_idx"].astype(np.int64)
+    assert slots.shape[0] >= seen
+    assert (slots == np.arange(slots.shape[0])).all()  # every committed breadcrumb once, in order
+    assert (crumbs["args"][:, 0] == crumbs["slot_idx"]).all()  # none torn
+    # Whatever the child's own drain had not written yet came from the segment, after a RECOVERED record.
+    meta = recs[recs["opcode"] == int(MetaOpcode.RECOVERED)]
+    assert int(meta["args"][:, 1].sum()) == recovered
