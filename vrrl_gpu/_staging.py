@@ -416,6 +416,9 @@ class StagingRing:
                     skip(t)
                 continue
             k = min(limit - emitted, window)
+            # Shrink the run to where the producer has got to, so a round costs about what it returns.
+            while k > _FIRST_WINDOW and int(self._commits[(s + k - 1) & mask]) != s + k:
+                k //= 2
             c = self._read_words(self._commits, i0, k)
             ready = (c - _U64(s)) == self._ones[:k]
             r = k if bool(ready.all()) else int(ready.argmin())
