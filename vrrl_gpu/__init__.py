@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from vrrl_gpu import errors
 from vrrl_gpu._cuda_errors import CUDA_ERROR_TABLE, CudaErrorInfo
+from vrrl_gpu._drain import Drainer, DrainOptions, DrainStatistics
 from vrrl_gpu._evidence import (
     Classification,
     FailureEvidence,
@@ -50,6 +51,7 @@ from vrrl_gpu._replay import (
     write_sequence_log,
 )
 from vrrl_gpu._ringlog import RingLog, ScanResult
+from vrrl_gpu._staging import ShmSegment, StagingRing
 from vrrl_gpu.backends import (
     Backend,
     DeviceBuffer,
@@ -83,6 +85,12 @@ __all__ = [
     # ring file
     "RingLog",
     "ScanResult",
+    # staging and the drain thread
+    "StagingRing",
+    "ShmSegment",
+    "Drainer",
+    "DrainOptions",
+    "DrainStatistics",
     # failure evidence
     "CUDA_ERROR_TABLE",
     "Classification",
