@@ -58,7 +58,7 @@ from __future__ import annotations
 import abc
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -197,12 +197,30 @@ class DeviceBuffer(_Closable):
 
 @dataclass(frozen=True)
 class KernelHandle:
-    """A loaded kernel: its name, source, parsed signature, and the backend's native object."""
+    """A loaded kernel: its name, source, parsed signature, and the backend's native object.
+
+    Callable like ``cupy.RawKernel``: ``k(grid, block, args, shared_mem=0, stream=None)``
+    launches it through the backend that loaded it (unrecorded).
+    """
 
     name: str
     source: Path
     signature: KernelSignature
     native: Any
+    backend: Backend | None = field(default=None, repr=False, compare=False)
+
+    def __call__(
+        self,
+        grid: int | Sequence[int],
+        block: int | Sequence[int],
+        args: Sequence[object],
+        *,
+        shared_mem: int = 0,
+        stream: Any = None,
+    ) -> None:
+        if self.backend is None:
+            raise KernelArgumentError(f"kernel {self.name} was not loaded by a backend; use Backend.load()")
+        self.backend.launch(self, grid, block, args, stream=stream, shared_mem=shared_mem)
 
 
 @dataclass(frozen=True)
@@ -508,6 +526,13 @@ class Backend(abc.ABC):
         """A stable key for ``stream`` (None: the current stream): its ``ptr``."""
         s = self.current_stream() if stream is None else stream
         return int(s.ptr)
+
+    def check_device(self) -> None:  # noqa: B027 - a default that backends with one device keep
+        """Raise :class:`~vrrl_gpu.errors.WrongDeviceError` when the caller's current device is not ours."""
+
+    def is_capturing(self, stream: Any) -> bool:
+        """True while ``stream`` is being captured into a CUDA graph (never on the twin)."""
+        return False
 
     @abc.abstractmethod
     def close(self) -> None: ...

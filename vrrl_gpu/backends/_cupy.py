@@ -25,7 +25,7 @@ from vrrl_gpu.backends._base import (
     normalize_dims,
     numpy_args,
 )
-from vrrl_gpu.errors import BackendUnavailableError, KernelSourceError
+from vrrl_gpu.errors import BackendUnavailableError, KernelSourceError, WrongDeviceError
 
 __all__ = ["CupyBackend", "cupy_device_count", "NVRTC_OPTIONS"]
 
@@ -199,11 +199,12 @@ class CupyBackend(Backend):
             self._modules[path] = mod
         with self._device():
             fn = mod.get_function(kernel_name)  # compiles (cubin for this device) and loads, once per device
-        return KernelHandle(name=kernel_name, source=path, signature=sigs[kernel_name], native=fn)
+        sig = sigs[kernel_name]
+        return KernelHandle(name=kernel_name, source=path, signature=sig, native=fn, backend=self)
 
     def launch(
         self,
-        kernel: KernelHandle,
+        kernel: Any,
         grid: int | Sequence[int],
         block: int | Sequence[int],
         args: Sequence[object],
@@ -211,7 +212,15 @@ class CupyBackend(Backend):
         stream: Any = None,
         shared_mem: int = 0,
     ) -> None:
-        """``kernel(grid, block, args, shared_mem=, stream=)``; stream None is CuPy's current stream."""
+        """``kernel(grid, block, args, shared_mem=, stream=)``; stream None is CuPy's current stream.
+
+        ``kernel`` may also be a ``cupy.RawKernel`` (or anything with its call
+        signature): it is called as it is, its arguments untouched.
+        """
+        if not isinstance(kernel, KernelHandle):
+            kernel(normalize_dims(grid, "grid"), normalize_dims(block, "block"), tuple(args),
+                   shared_mem=int(shared_mem), stream=stream)  # fmt: skip
+            return
         conv = numpy_args(kernel.signature, args, self._cupy_pointer)
         kernel.native(normalize_dims(grid, "grid"), normalize_dims(block, "block"), conv,
                       shared_mem=int(shared_mem), stream=stream)  # fmt: skip
@@ -242,6 +251,21 @@ class CupyBackend(Backend):
             return
         with self._device():
             self._rt.deviceSynchronize()
+
+    def check_device(self) -> None:
+        """One Recorder per device: launching while another device is current is refused."""
+        current = int(self._rt.getDevice())
+        if current != self._device_id:
+            raise WrongDeviceError(
+                f"this recorder drives CUDA device {self._device_id}, but device {current} is current; "
+                f"create one Recorder per device, or switch back: cupy.cuda.Device({self._device_id}).use()"
+            )
+
+    def is_capturing(self, stream: Any) -> bool:
+        """``Stream.is_capturing()`` of CuPy (False for streams without it)."""
+        s = self.current_stream() if stream is None else stream
+        probe = getattr(s, "is_capturing", None)
+        return bool(probe()) if probe is not None else False
 
     def error_for(self, code: int) -> Exception:
         """``CUDARuntimeError(code)``, what CuPy raises at a synchronize for that code."""

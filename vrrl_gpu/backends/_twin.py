@@ -471,7 +471,8 @@ class TwinBackend(Backend):
             raise TwinCudaError(
                 500, f"no kernel {kernel_name!r} in {path.name}; it has {sorted(lib.kernels)}"
             )
-        return KernelHandle(name=kernel_name, source=path, signature=lib.sigs[kernel_name], native=k)
+        sig = lib.sigs[kernel_name]
+        return KernelHandle(name=kernel_name, source=path, signature=sig, native=k, backend=self)
 
     def launch(
         self,
