@@ -124,7 +124,7 @@ class _StreamState:
     stream: Any
     ring: StagingRing
     ptrs: RingPointers
-    release: Callable[[], None]
+    release: Callable[[bool], None]
     launches: deque[_Launch]
     by_seq: dict[int, _Launch] = field(default_factory=dict)
     next_seq: int = 0
@@ -167,7 +167,9 @@ class Recorder:
         self._slot_counter = 0
         self._epoch = 0
         self._streams: dict[int, _StreamState] = {}
-        self._device_ring: tuple[StagingRing, RingPointers, DeviceCounter, Callable[[], None]] | None = None
+        self._device_ring: tuple[StagingRing, RingPointers, DeviceCounter, Callable[[bool], None]] | None = (
+            None
+        )
         self._opcode_names: dict[int, str] = {}
         self._last_arrival = time.monotonic()
         self._hang_reported: set[int] = set()
@@ -389,23 +391,7 @@ class Recorder:
         """
         with self._lock:
             self._require_usable()
-            if self._device_ring is None:
-                ring, ptrs, release = self._new_ring()
-                try:
-                    counter = self._backend.alloc_counter()
-                except BaseException:
-                    release()
-                    raise
-
-                def release_all() -> None:
-                    try:
-                        counter.close()
-                    finally:
-                        release()
-
-                self._device_ring = (ring, ptrs, counter, release_all)
-                self._drainer.add_ring(ring)
-            ring, ptrs, counter, _ = self._device_ring
+            _ring, ptrs, counter = self._ensure_device_ring()
             return {
                 "records": ptrs.records_ptr,
                 "commits": ptrs.commits_ptr,
@@ -414,6 +400,27 @@ class Recorder:
                 "ts_offset": self._ts_offset,
                 "tenant_id": self._opts.tenant_id,
             }
+
+    def _ensure_device_ring(self) -> tuple[StagingRing, RingPointers, DeviceCounter]:
+        if self._device_ring is None:
+            ring, ptrs, release = self._new_ring()
+            try:
+                counter = self._backend.alloc_counter()
+            except BaseException:
+                release(True)
+                raise
+
+            def release_all(cuda_ok: bool) -> None:
+                try:
+                    if cuda_ok:
+                        counter.close()
+                finally:
+                    release(cuda_ok)
+
+            self._device_ring = (ring, ptrs, counter, release_all)
+            self._drainer.add_ring(ring)
+        ring, ptrs, counter, _ = self._device_ring
+        return ring, ptrs, counter
 
     def check(self) -> None:
         """Poll every stream without waiting; on a CUDA error attribute it, record it and re-raise it."""
@@ -526,7 +533,7 @@ class Recorder:
     def _raise_drain_errors(self) -> None:
         self._drainer.check()
 
-    def _new_ring(self) -> tuple[StagingRing, RingPointers, Callable[[], None]]:
+    def _new_ring(self) -> tuple[StagingRing, RingPointers, Callable[[bool], None]]:
         n = self._opts.staging_slots
         size = StagingRing.layout_size(n)
         if self._opts.staging == "shm":
@@ -541,10 +548,12 @@ class Recorder:
                 seg.array, n, log_path=os.path.abspath(self._path), owner_pid=os.getpid()
             )
 
-            def release() -> None:
+            def release(cuda_ok: bool) -> None:
                 try:
-                    alloc.close()
+                    if cuda_ok:
+                        alloc.close()
                 finally:
+                    # The records are in the log by now; the segment is plain host memory and a file.
                     seg.close()
                     seg.unlink()
 
@@ -553,10 +562,15 @@ class Recorder:
             ring = StagingRing.create(
                 alloc.host, n, log_path=os.path.abspath(self._path), owner_pid=os.getpid()
             )
-            release = alloc.close
+
+            def release(cuda_ok: bool) -> None:
+                if cuda_ok:
+                    alloc.close()
+
         return ring, RingPointers.from_staging(alloc, ring), release
 
     def _stream_state(self, stream: Any) -> _StreamState:
+        self._backend.check_device()
         s = self._backend.current_stream() if stream is None else stream
         key = int(self._backend.stream_key(s))
         st = self._streams.get(key)
@@ -610,6 +624,22 @@ class Recorder:
             begin_seq=-1,
             outputs=outputs,
         )
+        if self._backend.is_capturing(st.stream):
+            # A host-chosen sequence would be frozen into every replay of the graph: the device claims it.
+            _ring, ptrs, counter = self._ensure_device_ring()
+            self._backend.pack_devseq(
+                ptrs,
+                counter,
+                tenant_id=self._opts.tenant_id,
+                opcode=info.opcode,
+                words=info.words,
+                epoch=info.epoch,
+                slot_status=int(SlotStatus.BEGIN),
+                ts_offset=self._ts_offset,
+                stream=st.stream,
+            )
+            self._slot_counter += 1
+            return info
         info.begin_seq = self._pack(st, info, SlotStatus.BEGIN)
         self._slot_counter += 1
         st.launches.append(info)
@@ -617,7 +647,7 @@ class Recorder:
         return info
 
     def _end(self, st: _StreamState, info: _Launch) -> None:
-        if self._opts.breadcrumbs == "begin+end":
+        if self._opts.breadcrumbs == "begin+end" and info.begin_seq >= 0:
             info.end_seq = self._pack(st, info, SlotStatus.COMPLETED)
 
     def _launch_failed(self, st: _StreamState, info: _Launch, exc: BaseException) -> None:
@@ -807,11 +837,9 @@ class Recorder:
             self._opts.on_hang(report)
 
 
-def _release(release: Callable[[], None], release_cuda: bool) -> None:
-    if not release_cuda:
-        return
+def _release(release: Callable[[bool], None], release_cuda: bool) -> None:
     try:
-        release()
+        release(release_cuda)
     except Exception as exc:  # a destructor-like path: warn, never raise over the real error
         warnings.warn(f"vrrl_gpu: releasing staging memory failed: {exc}", VrrlWarning, stacklevel=3)
 
