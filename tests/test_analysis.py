@@ -340,3 +340,29 @@ def test_follower_sees_records_published_after_it_started(tmp_path: Path) -> Non
         writer.extend(records([rec(9, 9)]))
         assert f.poll()["slot_idx"].tolist() == [9]
         assert f.last(100)["slot_idx"].tolist() == list(range(2, 10))
+
+
+def test_merge_memory_stays_bounded_by_the_budget_not_the_input(tmp_path: Path) -> None:
+    import tracemalloc
+
+    n_logs, per = 40, 1500
+    paths = []
+    for i in range(n_logs):
+        r = np.zeros(per, RECORD_DTYPE)
+        r["timestamp_ns"] = T0 + np.arange(per) * n_logs + i
+        r["tenant_id"] = i
+        paths.append(write_log(tmp_path / f"{i}.vrrl", r))
+    input_bytes = n_logs * per * RECORD_DTYPE.itemsize  # 3.75 MiB
+    tracemalloc.start()
+    try:
+        count = 0
+        last = 0
+        for batch, _origin in merge_logs(paths, batch_records=512, memory_records=640):
+            count += batch.shape[0]
+            assert int(batch["timestamp_ns"][0]) >= last
+            last = int(batch["timestamp_ns"][-1])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == n_logs * per
+    assert peak < input_bytes / 4, f"peak {peak} bytes for {input_bytes} bytes of input"

@@ -25,6 +25,7 @@ import numpy.typing as npt
 from vrrl_gpu._analysis import (
     code_label,
     crash_windows,
+    failure_mask,
     find_launches,
     iter_record_chunks,
     merge_logs,
@@ -103,6 +104,8 @@ def record_rows(
     """
     cols = {n: records[n].tolist() for n in records.dtype.names or () if n != "magic"}
     org = origin.tolist() if origin is not None else None
+    class_label = {v: FailureClass(v).label for v in set(cols["failure_class"])}
+    status_name = {v: _status_name(v) for v in set(cols["slot_status"])}
     for i in range(records.shape[0]):
         fc = int(cols["failure_class"][i])
         op = int(cols["opcode"][i])
@@ -121,8 +124,8 @@ def record_rows(
             "failure_class": fc,
             "backend_error_code": cols["backend_error_code"][i],
             "output_digest": cols["output_digest"][i],
-            "failure_class_name": FailureClass(fc).label,
-            "slot_status_name": _status_name(int(cols["slot_status"][i])),
+            "failure_class_name": class_label[fc],
+            "slot_status_name": status_name[cols["slot_status"][i]],
             "opcode_name": name,
         }
         if org is not None:
@@ -495,26 +498,32 @@ def chrome_trace(
             }
         )
 
-    for i in range(len(ls)):
-        op = int(ls.opcode[i])
-        start = int(ls.ts[i])
+    # Column lists, not numpy scalars, in the per-launch loop: it runs once per launch.
+    labels = {op: opcode_label(op, opcode_names) for op in np.unique(ls.opcode).tolist()}
+    statuses = {st: _status_name(st) for st in np.unique(ls.status).tolist()}
+    cols = zip(
+        ls.opcode.tolist(), ls.ts.tolist(), ls.tenant.tolist(), ls.slot.tolist(), ls.args.tolist(),
+        ls.epoch.tolist(), ls.status.tolist(), ls.completed.tolist(), ls.end_ts.tolist(),
+        strict=True,
+    )  # fmt: skip
+    for op, start, tenant, slot, words, epoch, status, completed, end in cols:
         ev: dict[str, Any] = {
-            "name": opcode_label(op, opcode_names),
+            "name": labels[op],
             "cat": "launch",
             "pid": pid,
-            "tid": int(ls.tenant[i]),
+            "tid": tenant,
             "ts": _us(start, base),
             "args": {
-                "slot_idx": int(ls.slot[i]),
+                "slot_idx": slot,
                 "opcode": op,
-                "args": ls.args[i].tolist(),
-                "epoch": int(ls.epoch[i]),
-                "status": _status_name(int(ls.status[i])),
+                "args": words,
+                "epoch": epoch,
+                "status": statuses[status],
             },
         }
-        if ls.completed[i] and int(ls.end_ts[i]) >= start:
+        if completed and end >= start:
             ev["ph"] = "X"
-            ev["dur"] = max(0.001, round((int(ls.end_ts[i]) - start) / 1000.0, 3))
+            ev["dur"] = max(0.001, round((end - start) / 1000.0, 3))
         else:
             ev["ph"] = "i"
             ev["s"] = "t"
@@ -522,7 +531,8 @@ def chrome_trace(
 
     meta = meta_mask(records)
     failure_statuses = (SlotStatus.FAILED_AT_LAUNCH, SlotStatus.FAULTED, SlotStatus.HUNG)
-    for j in range(records.shape[0]):
+    marked = np.flatnonzero(meta | failure_mask(records))  # everything else is covered by the launches
+    for j in marked.tolist():
         r = records[j]
         st, fc, code = int(r["slot_status"]), int(r["failure_class"]), int(r["backend_error_code"])
         t, op = int(r["tenant_id"]), int(r["opcode"])
