@@ -30,10 +30,18 @@ from typing import Any, TypeVar, cast
 
 from vrrl_gpu._drain import Drainer, DrainOptions
 from vrrl_gpu._evidence import Classification, FailureEvidence, classify
-from vrrl_gpu._format import MAX_CAPACITY, META_OPCODE_BASE, FailureClass, Record, SlotStatus, as_record_array
+from vrrl_gpu._format import (
+    MAX_CAPACITY,
+    META_OPCODE_BASE,
+    FailureClass,
+    MetaOpcode,
+    Record,
+    SlotStatus,
+    as_record_array,
+)
 from vrrl_gpu._ringlog import RingLog
 from vrrl_gpu._sidecar import Sidecar, opcode_for_name, read_sidecar, write_sidecar
-from vrrl_gpu._staging import ShmSegment, StagingRing
+from vrrl_gpu._staging import ShmSegment, StagingRing, meta_record
 from vrrl_gpu.backends import Backend, get_backend
 from vrrl_gpu.backends._base import DeviceCounter, RingPointers
 from vrrl_gpu.errors import (
@@ -192,6 +200,9 @@ class Recorder:
             self._drainer = Drainer([], self._log, options=opts.drain)
             self._drainer.start()
             undo.callback(self._drainer.close)
+            self._write_meta(MetaOpcode.SESSION_START, (os.getpid(), 0, 0, 0))
+            offset = self._ts_offset & 0xFFFFFFFFFFFFFFFF  # two's complement: the offset may be negative
+            self._write_meta(MetaOpcode.CALIBRATION, (offset & _U32, offset >> 32, 0, 0))
             self._sidecar = self._make_sidecar()
             write_sidecar(self._path, self._sidecar)
             if opts.watchdog is not None:
@@ -471,6 +482,7 @@ class Recorder:
             self._closed = True
         self._stop_watchdog()
         try:
+            self._write_meta(MetaOpcode.SESSION_END, (os.getpid(), 0, 0, 0))
             self._drainer.close()
         except BaseException as exc:
             error = error or exc
@@ -731,6 +743,11 @@ class Recorder:
         )
         self._drainer.write_host(as_record_array([rec]))
         self._log_sync_quietly()
+
+    def _write_meta(self, opcode: MetaOpcode, args: Words) -> None:
+        self._drainer.write_host(
+            meta_record(opcode, args, timestamp_ns=time.time_ns(), tenant_id=self._opts.tenant_id)
+        )
 
     def _log_sync_quietly(self) -> None:
         with contextlib.suppress(VrrlError):
