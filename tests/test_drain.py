@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -16,7 +17,7 @@ from vrrl_gpu._drain import Drainer, DrainOptions, DrainStatistics
 from vrrl_gpu._format import MAX_CAPACITY, RECORD_DTYPE, RECORD_MAGIC, MetaOpcode, SlotStatus
 from vrrl_gpu._ringlog import RingLog
 from vrrl_gpu._staging import StagingRing, pack_reference
-from vrrl_gpu.errors import DrainError, StagingError, VrrlIoError
+from vrrl_gpu.errors import BackendUnavailableError, DrainError, StagingError, VrrlIoError
 
 U32 = 0xFFFFFFFF
 GOLDEN = 0x9E3779B97F4A7C15
@@ -305,10 +306,11 @@ def run_race(
     total: int,
     write: Callable[[StagingRing, int, int], None],
     chunk: int = 16,
+    make: Callable[[int], StagingRing] = make_ring,
 ) -> tuple[npt.NDArray[np.void], DrainStatistics]:
     """``producers`` threads claim chunks of sequences and ``write(ring, first, count)`` them while a
     Drainer races them into a log; returns the log's records and the drainer's statistics."""
-    ring = make_ring(n_slots)
+    ring = make(n_slots)
     claim_lock = threading.Lock()
     next_seq = [0]
     errors: list[BaseException] = []
@@ -339,11 +341,19 @@ def run_race(
         return lg.records(), drainer.statistics()
 
 
-def check_race(records: npt.NDArray[np.void], stats: DrainStatistics, total: int) -> None:
+def check_race(
+    records: npt.NDArray[np.void], stats: DrainStatistics, total: int, *, device_clock: bool = False
+) -> None:
     data, meta = split(records)
     seqs = seqs_of(data)
+    want = expected(seqs)
+    if device_clock:
+        # The twin stamps records with its own clock (CLOCK_REALTIME), not with the host's value.
+        stamps = data["timestamp_ns"]
+        assert bool(np.all((stamps > np.uint64(TS0)) & (stamps < np.uint64(time.time_ns()))))
+        want["timestamp_ns"] = stamps
     # Not one torn or mixed record: every byte follows from the record's own sequence number.
-    assert data.tobytes() == expected(seqs).tobytes()
+    assert data.tobytes() == want.tobytes()
     assert bool(np.all(np.diff(seqs.astype(np.int64)) > 0))
     gaps = gap_ranges(meta)
     # Delivered and lost sequences partition 0..total-1 exactly.
@@ -381,3 +391,59 @@ def test_stress_numpy_producers_race_the_drainer(tmp_path: Path) -> None:
     check_race(records, stats, total)
     assert stats.drained > 0
     assert stats.dropped > 0  # a 128-slot ring against four producers: the race really happened
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fast_switching")
+def test_stress_twin_pack_kernels_race_the_drainer(tmp_path: Path) -> None:
+    """The same race with the real pack kernel, compiled by the twin backend, on four twin streams."""
+    backends = pytest.importorskip("vrrl_gpu.backends")
+    try:
+        backend = backends.get_backend("twin")
+    except BackendUnavailableError as e:
+        pytest.skip(f"the twin backend is not available here: {e}")
+    total = 250_000  # a twin launch costs ~20 us of host time; the numpy race above covers 1,000,000
+    allocs: list[Any] = []
+    streams: dict[int, Any] = {}
+    stream_lock = threading.Lock()
+
+    def write(ring: StagingRing, first: int, count: int) -> None:
+        me = threading.get_ident()
+        with stream_lock:
+            if me not in streams:
+                streams[me] = backend.new_stream()
+            if not allocs:
+                raise AssertionError("ring pointers missing")
+        stream = streams[me]
+        ptrs = allocs[0]
+        for s in range(first, first + count):
+            wait_for_slot(ring, s)  # host side, before the launch: the write happens after s - N committed
+            f = fields_for(s)
+            backend.pack(
+                ptrs,
+                s,
+                slot_idx=f["slot_idx"],
+                tenant_id=f["tenant_id"],
+                opcode=f["opcode"],
+                words=f["words"],
+                epoch=f["epoch"],
+                slot_status=f["slot_status"],
+                stream=stream,
+            )
+        backend.synchronize(stream)
+
+    def ring_factory(n: int) -> StagingRing:
+        alloc = backend.alloc_pinned(StagingRing.layout_size(n))
+        ring = StagingRing.create(alloc.host, n)
+        allocs.append(backends.RingPointers.from_staging(alloc, ring))
+        allocs.append(alloc)
+        return ring
+
+    try:
+        records, stats = run_race(
+            tmp_path, n_slots=128, producers=4, total=total, write=write, make=ring_factory
+        )
+    finally:
+        backend.close()
+    check_race(records, stats, total, device_clock=True)
+    assert stats.drained > 0
