@@ -7,8 +7,9 @@
 //     vrrl_record_devseq(ring, slot_idx, opcode, a0, a1, a2, a3, epoch, VRRL_STATUS_DEVICE_CLAIMED);
 //
 // The same source compiles with NVRTC (CUDA) and, with -DVRRL_TWIN -include twin_shim.h, with g++ (the CPU twin).
-// Producer protocol (the contract shared with vrrl_gpu/_staging.py): for sequence s, write all 64 bytes of record
-// slot s & mask, __threadfence_system(), then a volatile 8-byte store commit[s & mask] = s + 1.
+// Producer protocol (the contract shared with vrrl_gpu/_staging.py): for sequence s, store commit[s & mask] = 0,
+// __threadfence_system(), write all 64 bytes of record slot s & mask, __threadfence_system(), then a volatile
+// 8-byte store commit[s & mask] = s + 1.
 #pragma once
 
 #ifndef VRRL_TWIN
@@ -123,6 +124,14 @@ __device__ __forceinline__ void vrrl_write_commit(vrrl_record* records, unsigned
                                                   unsigned int error_code, long long ts_offset) {
     const unsigned long long ts = vrrl_globaltimer() + static_cast<unsigned long long>(ts_offset);
     const unsigned long long i = seq & mask;
+    // Invalidate the slot before overwriting it: otherwise a consumer copying the slot's previous record while
+    // this one is half-written would re-read the old commit word unchanged and keep a mixed record.
+#ifdef VRRL_TWIN
+    vrrl_twin::store_commit(commits + i, 0ull);
+#else
+    *reinterpret_cast<volatile unsigned long long*>(commits + i) = 0ull;
+#endif
+    __threadfence_system();
     uint4* dst = reinterpret_cast<uint4*>(records + i);
     dst[0] = make_uint4(VRRL_RECORD_MAGIC, static_cast<unsigned int>(ts), static_cast<unsigned int>(ts >> 32),
                         slot_idx);
