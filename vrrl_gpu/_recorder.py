@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from vrrl_gpu._drain import Drainer, DrainOptions
+from vrrl_gpu._drain import Drainer, DrainOptions, DrainStatistics
 from vrrl_gpu._evidence import Classification, FailureEvidence, classify
 from vrrl_gpu._format import (
     MAX_CAPACITY,
@@ -45,6 +45,7 @@ from vrrl_gpu._staging import ShmSegment, StagingRing, meta_record
 from vrrl_gpu.backends import Backend, get_backend
 from vrrl_gpu.backends._base import DeviceCounter, RingPointers
 from vrrl_gpu.errors import (
+    MissingExtraError,
     RecorderClosedError,
     RecorderPoisonedError,
     RecordValueError,
@@ -70,7 +71,9 @@ class RecorderOptions:
     """Options of a :class:`Recorder` (also accepted as keyword arguments).
 
     ``staging_slots`` is the size of each per-stream staging ring (a power of
-    two); ``watchdog`` (seconds) enables the hang watchdog.
+    two); ``watchdog`` (seconds) enables the hang watchdog; ``nvtx`` opens an
+    NVTX range (domain ``vrrl``) named ``"<opcode name> #<slot>"`` around each
+    recorded launch, so Nsight Systems timelines line up with the log.
     """
 
     capacity: int = 65536
@@ -83,6 +86,7 @@ class RecorderOptions:
     on_hang: Callable[[HangReport], None] | None = None
     nvml: bool = False
     recover_orphans: bool = True
+    nvtx: bool = False
     drain: DrainOptions | None = None
 
     def __post_init__(self) -> None:
@@ -184,6 +188,7 @@ class Recorder:
         self._watchdog_stop = threading.Event()
         self._watchdog_thread: threading.Thread | None = None
         self._watchdog_error: BaseException | None = None
+        self._nvtx: Any = _load_nvtx() if opts.nvtx else None
         with contextlib.ExitStack() as undo:
             self._backend: Backend = get_backend(opts.device)
             undo.callback(self._backend.close)
@@ -279,8 +284,14 @@ class Recorder:
         w = _words(words)
         with self._lock:
             self._require_usable()
-            st = self._stream_state(stream)
-            info = self._begin(st, opcode, w, outputs)
+            try:
+                st = self._stream_state(stream)
+                info = self._begin(st, opcode, w, outputs)
+            except BaseException as exc:
+                self._enqueue_failed(exc)
+                raise
+            if self._nvtx is not None:
+                self._nvtx_push(info)
             try:
                 self._backend.launch(
                     kernel, grid, block, tuple(args), stream=st.stream, shared_mem=shared_mem
@@ -289,6 +300,9 @@ class Recorder:
             except BaseException as exc:
                 self._launch_failed(st, info, exc)
                 raise
+            finally:
+                if self._nvtx is not None:
+                    self._nvtx.pop_range(domain=_NVTX_DOMAIN)
 
     def wrap(
         self,
@@ -343,17 +357,30 @@ class Recorder:
         w = _words(words)
         with self._lock:
             self._require_usable()
-            st = self._stream_state(stream)
-            info = self._begin(st, opcode, w, outputs)
+            try:
+                st = self._stream_state(stream)
+                info = self._begin(st, opcode, w, outputs)
+            except BaseException as exc:
+                self._enqueue_failed(exc)
+                raise
+        if self._nvtx is not None:
+            self._nvtx_push(info)
         try:
             yield info.slot_idx
         except BaseException as exc:
             with self._lock:
                 self._launch_failed(st, info, exc)
             raise
+        finally:
+            if self._nvtx is not None:
+                self._nvtx.pop_range(domain=_NVTX_DOMAIN)
         with self._lock:
             if self._poison is None:
-                self._end(st, info)
+                try:
+                    self._end(st, info)
+                except BaseException as exc:
+                    self._enqueue_failed(exc)
+                    raise
 
     def recorded(self, opcode: int, words: Sequence[int] | None = None) -> Callable[[F], F]:
         """Decorator form of :meth:`slot`: each call of the function is one recorded slot."""
@@ -662,6 +689,12 @@ class Recorder:
         if self._opts.breadcrumbs == "begin+end" and info.begin_seq >= 0:
             info.end_seq = self._pack(st, info, SlotStatus.COMPLETED)
 
+    def _enqueue_failed(self, exc: BaseException) -> None:
+        """Enqueuing a breadcrumb (or a new stream's ring) raised: a sticky error there is an earlier fault."""
+        cls = self._classify(exc)
+        if cls.fatal:
+            self._async_fault(exc, classification=cls)
+
     def _launch_failed(self, st: _StreamState, info: _Launch, exc: BaseException) -> None:
         """The launch call (or a slot body) raised: record it, attribute earlier faults, maybe poison."""
         if isinstance(exc, (RecorderPoisonedError, RecorderClosedError)):
@@ -676,8 +709,9 @@ class Recorder:
             # The context died before this call: the culprit is in a crash window, not this launch.
             if st.launches and st.launches[-1] is info:
                 st.launches.pop()
-            self._async_fault(exc, classification=cls)
-            return
+            if self._async_fault(exc, classification=cls):
+                return
+            # Every stream in flight had finished: the error is this call's own.
         ev = FailureEvidence.from_exception(
             exc, slot_status=int(SlotStatus.FAILED_AT_LAUNCH), outputs=info.outputs, classification=cls
         )
@@ -685,8 +719,10 @@ class Recorder:
         if cls.fatal:
             self._poison = exc
 
-    def _async_fault(self, exc: BaseException, *, classification: Classification | None = None) -> None:
-        """A CUDA error seen at a check/sync: drain, blame each stream's crash window, fsync, maybe poison."""
+    def _async_fault(self, exc: BaseException, *, classification: Classification | None = None) -> int:
+        """A CUDA error seen at a check/sync: drain, blame each stream's crash window, fsync, maybe poison.
+
+        Returns how many launches were blamed."""
         cls = classification or self._classify(exc)
         if cls.fatal:
             self._poison = exc
@@ -705,9 +741,9 @@ class Recorder:
             self._write_evidence(culprit, ev)
             blamed += 1
             st.outstanding = False
-        if blamed == 0 and not cls.fatal:
-            return
-        self._log_sync_quietly()
+        if blamed or cls.fatal:
+            self._log_sync_quietly()
+        return blamed
 
     def _crash_window(self, st: _StreamState) -> _Launch | None:
         """The launch the device had reached on this stream: the newest breadcrumb that arrived.
@@ -723,9 +759,9 @@ class Recorder:
             return st.launches[-1] if st.launches else None
         if info.end_seq == arrived:
             # The newest arrival is an end breadcrumb: the next launch on this stream began (its begin may be
-            # lost with the device) but never ended; fall back to the finished one when there is none.
+            # lost with the device) but never ended. With no next launch the stream had finished: not to blame.
             later = [launch for launch in st.launches if launch.slot_idx > info.slot_idx]
-            return later[0] if later else info
+            return later[0] if later else None
         return info
 
     def _write_evidence(self, info: _Launch, ev: FailureEvidence) -> None:
@@ -743,6 +779,11 @@ class Recorder:
         )
         self._drainer.write_host(as_record_array([rec]))
         self._log_sync_quietly()
+
+    def _nvtx_push(self, info: _Launch) -> None:
+        assert self._nvtx is not None
+        name = self._opcode_names.get(info.opcode, f"{info.opcode:#x}")
+        self._nvtx.push_range(message=f"{name} #{info.slot_idx}", domain=_NVTX_DOMAIN)
 
     def _write_meta(self, opcode: MetaOpcode, args: Words) -> None:
         self._drainer.write_host(
@@ -904,10 +945,41 @@ def _merge_options(
 
 
 class _DisabledRecorder(Recorder):
-    """``VRRL_DISABLE=1``: launches still happen, nothing is recorded, nothing is allocated."""
+    """``VRRL_DISABLE=1``: launches still happen, nothing is recorded, nothing is allocated.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    ``backend`` is created on first use only, so kernels loaded through it still run.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "",
+        *,
+        options: RecorderOptions | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._epoch = 0
+        self._path = os.fspath(path)
+        self._opts = _merge_options(options, kwargs)
+        self._lazy_backend: Backend | None = None
+
+    @property
+    def backend(self) -> Backend:
+        if self._lazy_backend is None:
+            self._lazy_backend = get_backend(self._opts.device)
+        return self._lazy_backend
+
+    @property
+    def poisoned(self) -> bool:
+        return False
+
+    def statistics(self) -> DrainStatistics:
+        return DrainStatistics(0, 0, 0, 0, 0, (), (), running=False, failed=False)
+
+    def device_ring(self) -> dict[str, int]:
+        raise RecorderClosedError(
+            "recording is disabled (VRRL_DISABLE=1), so there is no device ring for a kernel to record into; "
+            "unset VRRL_DISABLE to record"
+        )
 
     def opcode(self, name: str) -> int:
         return 0
@@ -946,13 +1018,28 @@ class _DisabledRecorder(Recorder):
         return None
 
     def synchronize(self) -> None:
-        return None
+        if self._lazy_backend is not None:  # the user's kernels still ran on it
+            self._lazy_backend.synchronize()
 
     def close(self) -> None:
-        return None
+        if self._lazy_backend is not None:
+            self._lazy_backend.close()
 
     def __repr__(self) -> str:
         return "Recorder(disabled by VRRL_DISABLE)"
+
+
+_NVTX_DOMAIN = "vrrl"
+
+
+def _load_nvtx() -> Any:
+    try:
+        import nvtx
+    except ImportError as e:
+        raise MissingExtraError(
+            "nvtx=True needs the nvtx package; install it with: pip install 'vrrl_gpu[nvtx]'"
+        ) from e
+    return nvtx
 
 
 def _identity(fn: F) -> F:

@@ -1,0 +1,82 @@
+"""A pytest plugin: each test that uses CUDA through the ``vrrl_recorder`` fixture records into its own log.
+
+Enabled by installing vrrl_gpu (entry point ``pytest11``). Options:
+
+``--vrrl-dir DIR``
+    Where the logs go (default: each test's ``tmp_path``). Logs of passing
+    tests are deleted; logs of failing tests are kept and named in the report.
+``--vrrl-device auto|cupy|twin``
+    The backend of the fixture's Recorder (default: auto).
+
+>>> def test_step(vrrl_recorder):                                  # doctest: +SKIP
+...     k = vrrl_recorder.backend.load("vrrl_demo.cu", "vrrl_demo_axpy")
+...     vrrl_recorder.launch(k, 1, 32, (y, x, 1.0, 32, 0), opcode=vrrl_recorder.opcode("axpy"))
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vrrl_gpu._sidecar import sidecar_path
+
+__all__ = ["pytest_addoption", "pytest_runtest_makereport", "vrrl_recorder"]
+
+_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vrrl", "vrrl_gpu flight recorder")
+    group.addoption("--vrrl-dir", default=None, metavar="DIR",
+                    help="keep the VRRL logs of failing tests that use the vrrl_recorder fixture in DIR")
+    group.addoption("--vrrl-device", default="auto", choices=("auto", "cupy", "twin"),
+                    help="backend of the vrrl_recorder fixture (default: auto)")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
+    return report
+
+
+def _log_name(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:200] + ".vrrl"
+
+
+@pytest.fixture
+def vrrl_recorder(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A Recorder logging this test's launches; its log survives only if the test fails."""
+    from vrrl_gpu._recorder import Recorder
+
+    base = request.config.getoption("--vrrl-dir")
+    directory = Path(base) if base else tmp_path
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / _log_name(request.node.nodeid)
+    for stale in (path, sidecar_path(path)):
+        stale.unlink(missing_ok=True)
+    rec = Recorder(path, device=request.config.getoption("--vrrl-device"))
+    close_error: BaseException | None = None
+    try:
+        yield rec
+    finally:
+        try:
+            rec.close()
+        except BaseException as exc:  # a CUDA error found at close: the test failed, keep the log
+            close_error = exc
+    reports = request.node.stash.get(_REPORTS, {})
+    failed = close_error is not None or any(r.failed for r in reports.values())
+    if failed:
+        request.node.user_properties.append(("vrrl_log", str(path)))
+        request.node.add_report_section("teardown", "vrrl", f"VRRL log kept: {path}")
+    else:
+        for p in (path, sidecar_path(path)):
+            p.unlink(missing_ok=True)
+    if close_error is not None:
+        raise close_error
