@@ -690,7 +690,7 @@ class Recorder:
             info.end_seq = self._pack(st, info, SlotStatus.COMPLETED)
 
     def _enqueue_failed(self, exc: BaseException) -> None:
-        """Enqueuing a breadcrumb (or a new stream's ring) raised: a sticky error there is an earlier fault."""
+        """Enqueuing a breadcrumb (or making a stream's ring) raised: a sticky error is an earlier fault."""
         cls = self._classify(exc)
         if cls.fatal:
             self._async_fault(exc, classification=cls)
@@ -759,7 +759,7 @@ class Recorder:
             return st.launches[-1] if st.launches else None
         if info.end_seq == arrived:
             # The newest arrival is an end breadcrumb: the next launch on this stream began (its begin may be
-            # lost with the device) but never ended. With no next launch the stream had finished: not to blame.
+            # lost with the device) but never ended. With no next launch, the stream had finished its work.
             later = [launch for launch in st.launches if launch.slot_idx > info.slot_idx]
             return later[0] if later else None
         return info
