@@ -43,7 +43,9 @@ def _host_costs(device: str, calls: int, tmp: str) -> tuple[str, list[tuple[str,
     rows: list[tuple[str, float]] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VrrlWarning)
-        rec = Recorder(os.path.join(tmp, "begin.vrrl"), device=device, capacity=1 << 20, staging_slots=1 << 14)
+        rec = Recorder(
+            os.path.join(tmp, "begin.vrrl"), device=device, capacity=1 << 20, staging_slots=1 << 14
+        )
     try:
         be = rec.backend
         k = be.load("vrrl_demo.cu", "vrrl_demo_spin")
@@ -53,26 +55,41 @@ def _host_costs(device: str, calls: int, tmp: str) -> tuple[str, list[tuple[str,
         sync = rec.synchronize
         bare = _per_call_us(lambda: be.launch(k, 1, 1, args), calls, sync)
         rows.append(("bare backend launch", bare))
-        rows.append(("rec.launch (begin)", _per_call_us(lambda: rec.launch(k, 1, 1, args, opcode=op), calls, sync)))
+        rows.append(
+            ("rec.launch (begin)", _per_call_us(lambda: rec.launch(k, 1, 1, args, opcode=op), calls, sync))
+        )
         rows.append(("wrapped kernel (begin)", _per_call_us(lambda: wrapped(1, 1, args), calls, sync)))
         name = be.name
     finally:
         rec.close()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VrrlWarning)
-        rec2 = Recorder(os.path.join(tmp, "be.vrrl"), device=device, capacity=1 << 20, staging_slots=1 << 14,
-                        breadcrumbs="begin+end")
+        rec2 = Recorder(
+            os.path.join(tmp, "be.vrrl"),
+            device=device,
+            capacity=1 << 20,
+            staging_slots=1 << 14,
+            breadcrumbs="begin+end",
+        )
     try:
         k2 = rec2.backend.load("vrrl_demo.cu", "vrrl_demo_spin")
         op2 = rec2.opcode("spin")
-        rows.append(("rec.launch (begin+end)",
-                     _per_call_us(lambda: rec2.launch(k2, 1, 1, (0,), opcode=op2), calls, rec2.synchronize)))
+        rows.append(
+            (
+                "rec.launch (begin+end)",
+                _per_call_us(lambda: rec2.launch(k2, 1, 1, (0,), opcode=op2), calls, rec2.synchronize),
+            )
+        )
         # VRRL_DISABLE: the recorder object is a no-op; the kernel still launches.
         os.environ["VRRL_DISABLE"] = "1"
         try:
             off = Recorder(os.path.join(tmp, "off.vrrl"), device=device)
-            rows.append(("rec.launch, VRRL_DISABLE=1",
-                         _per_call_us(lambda: off.launch(k2, 1, 1, (0,), opcode=0), calls, rec2.synchronize)))
+            rows.append(
+                (
+                    "rec.launch, VRRL_DISABLE=1",
+                    _per_call_us(lambda: off.launch(k2, 1, 1, (0,), opcode=0), calls, rec2.synchronize),
+                )
+            )
             t0 = time.perf_counter()
             for _ in range(calls):
                 with off.slot(0):
@@ -123,7 +140,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         name, rows = _host_costs(opts.device, opts.calls, tmp)
         e2e = _end_to_end(opts.e2e, tmp) if name == "cupy" else []
-    print(f"backend: {name}; host: {platform.machine()}, {os.cpu_count()} cpu(s), Python {platform.python_version()}")
+    print(
+        f"backend: {name}; host: {platform.machine()}, {os.cpu_count()} cpu(s), "
+        f"Python {platform.python_version()}"
+    )
     if name == "twin":
         print("(the CPU twin: these are not GPU figures)")
     bare = rows[0][1]

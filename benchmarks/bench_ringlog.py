@@ -83,14 +83,20 @@ def main() -> None:
             dt = time.perf_counter() - t0
             rows.append(("append() one at a time", f"{opts.appends / dt / 1e6:.3f} M rec/s", "baseline"))
 
-        r = subprocess.run([sys.executable, "-c", _RSS_CHILD, path], capture_output=True, text=True, check=True)
-        before_kb, after_kb, n = (int(x) for x in r.stdout.split())
+        r = subprocess.run(
+            [sys.executable, "-c", _RSS_CHILD, path], capture_output=True, text=True, check=True
+        )
+        before_kb, after_kb, _n = (int(x) for x in r.stdout.split())
         size = os.path.getsize(path)
         rise = (after_kb - before_kb) * 1024
-        rows.append(("peak RSS rise reading 64 MiB", f"{rise / 2**20:.1f} MiB ({rise / size:.2f}x log)", "<= 1.5x"))
+        rows.append(
+            ("peak RSS rise reading 64 MiB", f"{rise / 2**20:.1f} MiB ({rise / size:.2f}x log)", "<= 1.5x")
+        )
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpu(s), Python {platform.python_version()}, "
-          f"numpy {np.__version__}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cpu(s), Python {platform.python_version()}, "
+        f"numpy {np.__version__}"
+    )
     w = max(len(r[0]) for r in rows)
     print(f"{'measure':<{w}}  {'result':<28}  target")
     for name, value, target in rows:

@@ -12,18 +12,35 @@ import pytest
 from vrrl_gpu._cli import main
 
 JSON_KEYS = [
-    "timestamp_ns", "slot_idx", "tenant_id", "opcode", "args", "epoch", "slot_status",
-    "failure_class", "backend_error_code", "output_digest", "failure_class_name",
+    "timestamp_ns",
+    "slot_idx",
+    "tenant_id",
+    "opcode",
+    "args",
+    "epoch",
+    "slot_status",
+    "failure_class",
+    "backend_error_code",
+    "output_digest",
+    "failure_class_name",
 ]
 
 
-def test_dump_json_is_the_format_fields_in_publish_order(vectors: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dump_json_is_the_format_fields_in_publish_order(
+    vectors: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["dump", "--json", str(vectors / "wrapped.vrrl")]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     expected = [json.loads(x) for x in (vectors / "wrapped.jsonl").read_text().splitlines()]
     assert [list(d) for d in lines] == [JSON_KEYS] * len(expected)
     assert [{k: v for k, v in d.items() if k != "failure_class_name"} for d in lines] == expected
-    assert lines[0]["failure_class_name"] in {"None", "DeviceLoss", "TransientQueue", "ProgramBug", "Unclassified"}
+    assert lines[0]["failure_class_name"] in {
+        "None",
+        "DeviceLoss",
+        "TransientQueue",
+        "ProgramBug",
+        "Unclassified",
+    }
 
 
 def test_dump_csv_has_the_same_columns(vectors: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -42,7 +59,9 @@ def test_dump_table_names_classes_and_codes(vectors: Path, capsys: pytest.Captur
     assert "5 record(s)" in out
 
 
-def test_info_json_counts_records_evidence_and_wrap(vectors: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_info_json_counts_records_evidence_and_wrap(
+    vectors: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["info", "--json", str(vectors / "wrapped.vrrl")]) == 0
     info = json.loads(capsys.readouterr().out)
     expected = [json.loads(x) for x in (vectors / "wrapped.jsonl").read_text().splitlines()]
@@ -50,7 +69,11 @@ def test_info_json_counts_records_evidence_and_wrap(vectors: Path, capsys: pytes
     assert info["cursor"] == 3
     assert info["records"] == len(expected)
     assert info["wrapped"] is True
-    with_ev = [d for d in expected if d["slot_status"] or d["failure_class"] or d["backend_error_code"] or d["output_digest"]]
+    with_ev = [
+        d
+        for d in expected
+        if d["slot_status"] or d["failure_class"] or d["backend_error_code"] or d["output_digest"]
+    ]
     assert info["with_evidence"] == len(with_ev)
     ts = [d["timestamp_ns"] for d in expected]
     assert info["span_ns"] == max(ts) - min(ts)
@@ -63,10 +86,21 @@ def test_info_table_runs(vectors: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "capacity" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("name", "code"), [
-    ("small", 0), ("wrapped", 0), ("empty", 0), ("bad-record-magic", 1), ("truncated-body", 1),
-    ("bad-magic", 2), ("bad-version", 2), ("truncated-header", 2), ("zero-capacity", 2), ("huge-capacity", 2),
-])
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("small", 0),
+        ("wrapped", 0),
+        ("empty", 0),
+        ("bad-record-magic", 1),
+        ("truncated-body", 1),
+        ("bad-magic", 2),
+        ("bad-version", 2),
+        ("truncated-header", 2),
+        ("zero-capacity", 2),
+        ("huge-capacity", 2),
+    ],
+)
 def test_verify_exit_codes(vectors: Path, capsys: pytest.CaptureFixture[str], name: str, code: int) -> None:
     assert main(["verify", str(vectors / f"{name}.vrrl")]) == code
     captured = capsys.readouterr()
@@ -89,10 +123,19 @@ def test_dump_salvage_reads_damaged_logs(vectors: Path, capsys: pytest.CaptureFi
     assert "skipped 1 corrupt" in captured.err
 
 
-@pytest.mark.parametrize("argv", [
-    [], ["dump"], ["nosuch"], ["dump", "--json", "--csv", "x"], ["info", "/nonexistent/log.vrrl"],
-])
-def test_bad_arguments_and_files_give_one_line_and_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["dump"],
+        ["nosuch"],
+        ["dump", "--json", "--csv", "x"],
+        ["info", "/nonexistent/log.vrrl"],
+    ],
+)
+def test_bad_arguments_and_files_give_one_line_and_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
@@ -102,7 +145,9 @@ def test_bad_arguments_and_files_give_one_line_and_exit_2(argv: list[str], capsy
 def test_console_entry_point_and_module_run_without_traceback(vectors: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "vrrl_gpu", "dump", str(vectors / "bad-magic.vrrl")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr

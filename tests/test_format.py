@@ -38,33 +38,66 @@ def test_record_dtype_matches_the_format_table_field_by_field() -> None:
 def test_header_dtype_matches_the_format() -> None:
     assert HEADER_DTYPE.itemsize == 32
     assert [HEADER_DTYPE.fields[n][1] for n in ("magic", "version", "flags", "capacity", "cursor")] == [  # type: ignore[index]
-        0, 8, 12, 16, 24,
+        0,
+        8,
+        12,
+        16,
+        24,
     ]
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (0, FailureClass.NONE), (1, FailureClass.DEVICE_LOSS), (2, FailureClass.TRANSIENT_QUEUE),
-    (3, FailureClass.PROGRAM_BUG), (4, FailureClass.UNCLASSIFIED), (5, FailureClass.UNCLASSIFIED),
-    (0xFFFFFFFF, FailureClass.UNCLASSIFIED),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0, FailureClass.NONE),
+        (1, FailureClass.DEVICE_LOSS),
+        (2, FailureClass.TRANSIENT_QUEUE),
+        (3, FailureClass.PROGRAM_BUG),
+        (4, FailureClass.UNCLASSIFIED),
+        (5, FailureClass.UNCLASSIFIED),
+        (0xFFFFFFFF, FailureClass.UNCLASSIFIED),
+    ],
+)
 def test_failure_class_decodes_unknown_values_as_unclassified(value: int, expected: FailureClass) -> None:
     assert FailureClass(value) is expected
 
 
 def test_failure_class_labels_use_the_format_spelling() -> None:
-    assert [c.label for c in FailureClass] == ["None", "DeviceLoss", "TransientQueue", "ProgramBug", "Unclassified"]
+    assert [c.label for c in FailureClass] == [
+        "None",
+        "DeviceLoss",
+        "TransientQueue",
+        "ProgramBug",
+        "Unclassified",
+    ]
 
 
 def _rec(**kw: object) -> Record:
-    base: dict[str, object] = dict(timestamp_ns=1, slot_idx=2, tenant_id=3, opcode=4, args=(5, 6, 7, 8), epoch=9)
+    base: dict[str, object] = {
+        "timestamp_ns": 1,
+        "slot_idx": 2,
+        "tenant_id": 3,
+        "opcode": 4,
+        "args": (5, 6, 7, 8),
+        "epoch": 9,
+    }
     base.update(kw)
     return Record(**base)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("bad", [
-    {"slot_idx": -1}, {"slot_idx": 1 << 32}, {"timestamp_ns": 1 << 64}, {"args": (1, 2, 3)},
-    {"args": (1, 2, 3, -4)}, {"opcode": 1.5}, {"epoch": True}, {"output_digest": -1},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"slot_idx": -1},
+        {"slot_idx": 1 << 32},
+        {"timestamp_ns": 1 << 64},
+        {"args": (1, 2, 3)},
+        {"args": (1, 2, 3, -4)},
+        {"opcode": 1.5},
+        {"epoch": True},
+        {"output_digest": -1},
+    ],
+)
 def test_record_rejects_out_of_range_fields(bad: dict[str, object]) -> None:
     with pytest.raises(RecordValueError):
         _rec(**bad)

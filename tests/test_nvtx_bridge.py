@@ -17,8 +17,14 @@ class FakeNvtx(types.ModuleType):
         super().__init__("nvtx")
         self.events: list[tuple[str, str | None, str | None]] = []
 
-    def push_range(self, message: str | None = None, color: object = None, domain: str | None = None,
-                   category: object = None, payload: object = None) -> None:
+    def push_range(
+        self,
+        message: str | None = None,
+        color: object = None,
+        domain: str | None = None,
+        category: object = None,
+        payload: object = None,
+    ) -> None:
         self.events.append(("push", message, domain))
 
     def pop_range(self, domain: str | None = None) -> None:
@@ -42,9 +48,12 @@ def test_each_launch_and_slot_gets_a_balanced_range(tmp_path: Path, fake_nvtx: F
         with pytest.raises(ZeroDivisionError), rec.slot(op):
             1 / 0  # noqa: B018 - the body raises; the range must still be popped
     assert fake_nvtx.events == [
-        ("push", "spin #0", "vrrl"), ("pop", None, "vrrl"),
-        ("push", "library_call #1", "vrrl"), ("pop", None, "vrrl"),
-        ("push", "spin #2", "vrrl"), ("pop", None, "vrrl"),
+        ("push", "spin #0", "vrrl"),
+        ("pop", None, "vrrl"),
+        ("push", "library_call #1", "vrrl"),
+        ("pop", None, "vrrl"),
+        ("push", "spin #2", "vrrl"),
+        ("pop", None, "vrrl"),
     ]
 
 

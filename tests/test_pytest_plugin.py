@@ -8,7 +8,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-TESTS = '''
+TESTS = """
 import pytest
 
 def _launch(rec, fault):
@@ -27,7 +27,7 @@ def test_fails_in_body(vrrl_recorder):
 
 def test_faults_on_device(vrrl_recorder):
     _launch(vrrl_recorder, 1)
-'''
+"""
 
 
 def test_logs_of_failing_tests_are_kept_and_named(pytester: pytest.Pytester, tmp_path: Path) -> None:
@@ -53,10 +53,10 @@ def test_logs_of_failing_tests_are_kept_and_named(pytester: pytest.Pytester, tmp
 
 def test_without_vrrl_dir_logs_go_to_tmp_path(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        test_one='''
+        test_one="""
 def test_where(vrrl_recorder, tmp_path):
     assert vrrl_recorder.path.startswith(str(tmp_path))
-'''
+"""
     )
     result = pytester.runpytest_subprocess("--vrrl-device=twin", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)

@@ -63,10 +63,12 @@ def test_append_writes_magic_and_advances_cursor(tmp_path: Path) -> None:
         recs = log.records()
         assert recs["magic"].tolist() == [RECORD_MAGIC]
         assert log.cursor == 1
-        assert list(log)[0].args == (1, 2, 3, 4)
+        assert next(iter(log)).args == (1, 2, 3, 4)
 
 
-def test_extend_is_batched_one_pwrite_per_contiguous_span(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_extend_is_batched_one_pwrite_per_contiguous_span(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with RingLog.open(tmp_path / "a.vrrl", capacity=8) as log:
         log.extend(make_records(6))
         calls: list[tuple[int, int]] = []

@@ -22,9 +22,15 @@ def _meta(path: Path) -> dict[str, int]:
     return {k: int(v) for k, v in (kv.split("=") for kv in path.read_text().split())}
 
 
-@pytest.mark.parametrize(("name", "jsonl"), [
-    ("small", "small"), ("wrapped", "wrapped"), ("empty", "empty"), ("cursor-beyond-capacity", "wrapped"),
-])
+@pytest.mark.parametrize(
+    ("name", "jsonl"),
+    [
+        ("small", "small"),
+        ("wrapped", "wrapped"),
+        ("empty", "empty"),
+        ("cursor-beyond-capacity", "wrapped"),
+    ],
+)
 def test_good_vectors_read_exactly_as_their_jsonl(vectors: Path, name: str, jsonl: str) -> None:
     expected = [json.loads(line) for line in (vectors / f"{jsonl}.jsonl").read_text().splitlines()]
     with RingLog.open(vectors / f"{name}.vrrl", readonly=True) as log:
@@ -37,25 +43,31 @@ def test_good_vectors_read_exactly_as_their_jsonl(vectors: Path, name: str, json
 
 
 def test_cursor_beyond_capacity_reads_like_wrapped(vectors: Path) -> None:
-    with RingLog.open(vectors / "cursor-beyond-capacity.vrrl", readonly=True) as a, \
-         RingLog.open(vectors / "wrapped.vrrl", readonly=True) as b:
+    with (
+        RingLog.open(vectors / "cursor-beyond-capacity.vrrl", readonly=True) as a,
+        RingLog.open(vectors / "wrapped.vrrl", readonly=True) as b,
+    ):
         assert a.cursor == 43
         assert a.records().tobytes() == b.records().tobytes()
 
 
-@pytest.mark.parametrize(("name", "error", "says"), [
-    ("bad-magic", HeaderMismatchError, "magic"),
-    ("bad-version", HeaderMismatchError, "version"),
-    ("zero-capacity", ZeroCapacityError, "capacity 0"),
-    ("huge-capacity", CapacityOverflowError, "1,048,577"),
-    ("truncated-header", TruncatedLogError, "found a file of 20 bytes"),
-    ("truncated-body", TruncatedLogError, "expected 544 bytes, found 160"),
-    ("bad-record-magic", CorruptRecordError, "slot 2"),
-])
-def test_bad_vectors_raise_their_specific_error(vectors: Path, name: str, error: type[VrrlError], says: str) -> None:
-    with pytest.raises(error, match=says):
-        with RingLog.open(vectors / f"{name}.vrrl", readonly=True) as log:
-            log.records()
+@pytest.mark.parametrize(
+    ("name", "error", "says"),
+    [
+        ("bad-magic", HeaderMismatchError, "magic"),
+        ("bad-version", HeaderMismatchError, "version"),
+        ("zero-capacity", ZeroCapacityError, "capacity 0"),
+        ("huge-capacity", CapacityOverflowError, "1,048,577"),
+        ("truncated-header", TruncatedLogError, "found a file of 20 bytes"),
+        ("truncated-body", TruncatedLogError, "expected 544 bytes, found 160"),
+        ("bad-record-magic", CorruptRecordError, "slot 2"),
+    ],
+)
+def test_bad_vectors_raise_their_specific_error(
+    vectors: Path, name: str, error: type[VrrlError], says: str
+) -> None:
+    with pytest.raises(error, match=says), RingLog.open(vectors / f"{name}.vrrl", readonly=True) as log:
+        log.records()
 
 
 def test_bad_vectors_also_refuse_a_writer(vectors: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -90,7 +90,11 @@ class FailureClass(enum.IntEnum):
 
     @property
     def label(self) -> str:
-        """The format's spelling: ``None``, ``DeviceLoss``, ``TransientQueue``, ``ProgramBug``, ``Unclassified``."""
+        """The name the format uses: None, DeviceLoss, TransientQueue, ProgramBug or Unclassified.
+
+        >>> FailureClass.DEVICE_LOSS.label
+        'DeviceLoss'
+        """
         return _CLASS_LABELS[self]
 
 
@@ -270,7 +274,7 @@ class Record:
                 slot_idx=d["slot_idx"],
                 tenant_id=d["tenant_id"],
                 opcode=d["opcode"],
-                args=tuple(d["args"]),  # type: ignore[arg-type]  # length checked in __post_init__
+                args=tuple(d["args"]),  # length checked in __post_init__
                 epoch=d["epoch"],
                 slot_status=d.get("slot_status", 0),
                 failure_class=d.get("failure_class", 0),
@@ -301,8 +305,9 @@ def as_record_array(records: npt.ArrayLike | Iterable[Record]) -> npt.NDArray[np
         for name in RECORD_DTYPE.names or ():
             out[name] = records[name]
         return out.reshape(-1)
-    items = list(records)  # type: ignore[arg-type]
-    bad = next((r for r in items if not isinstance(r, Record)), None)
-    if bad is not None:
-        raise RecordValueError(f"expected Record objects or a RECORD_DTYPE array, got {type(bad).__name__}")
-    return np.array([r.to_tuple() for r in items], dtype=RECORD_DTYPE)
+    rows: list[tuple[Any, ...]] = []
+    for r in cast("Iterable[object]", records):
+        if not isinstance(r, Record):
+            raise RecordValueError(f"expected Record objects or a RECORD_DTYPE array, got {type(r).__name__}")
+        rows.append(r.to_tuple())
+    return np.array(rows, dtype=RECORD_DTYPE)

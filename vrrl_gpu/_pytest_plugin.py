@@ -31,10 +31,18 @@ _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vrrl", "vrrl_gpu flight recorder")
-    group.addoption("--vrrl-dir", default=None, metavar="DIR",
-                    help="keep the VRRL logs of failing tests that use the vrrl_recorder fixture in DIR")
-    group.addoption("--vrrl-device", default="auto", choices=("auto", "cupy", "twin"),
-                    help="backend of the vrrl_recorder fixture (default: auto)")
+    group.addoption(
+        "--vrrl-dir",
+        default=None,
+        metavar="DIR",
+        help="keep the VRRL logs of failing tests that use the vrrl_recorder fixture in DIR",
+    )
+    group.addoption(
+        "--vrrl-device",
+        default="auto",
+        choices=("auto", "cupy", "twin"),
+        help="backend of the vrrl_recorder fixture (default: auto)",
+    )
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

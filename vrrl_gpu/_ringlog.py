@@ -15,8 +15,8 @@ import fcntl
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
+
 import numpy as np
 import numpy.typing as npt
 
@@ -116,7 +116,9 @@ def _decode_header(raw: bytes, file_size: int, path: str) -> Header:
         )
     capacity = int(h["capacity"])
     if capacity == 0:
-        raise ZeroCapacityError(f"{path}: header says capacity 0; a VRRL log has 1 ..= {MAX_CAPACITY:,} slots")
+        raise ZeroCapacityError(
+            f"{path}: header says capacity 0; a VRRL log has 1 ..= {MAX_CAPACITY:,} slots"
+        )
     if capacity > MAX_CAPACITY:
         raise CapacityOverflowError(
             f"{path}: header says capacity {capacity:,}; a VRRL log has 1 ..= {MAX_CAPACITY:,} slots"
@@ -177,7 +179,9 @@ class RingLog:
             if not isinstance(e.__cause__, FileNotFoundError):
                 raise
         if capacity is None:
-            raise RecordValueError(f"{p} does not exist; pass capacity=N (1 ..= {MAX_CAPACITY:,}) to create it")
+            raise RecordValueError(
+                f"{p} does not exist; pass capacity=N (1 ..= {MAX_CAPACITY:,}) to create it"
+            )
         return cls._create(p, capacity)
 
     @classmethod
@@ -219,13 +223,8 @@ class RingLog:
             if writable:
                 _lock(fd, p)
             header = _read_header_fd(fd, p)
-            if writable and header.file_size < header.expected_size:
-                raise TruncatedLogError(
-                    f"{p}: header says {header.capacity} slots, so expected {header.expected_size} bytes, "
-                    f"found {header.file_size}; read it with salvage=True (vrrl dump --salvage)",
-                    expected=header.expected_size,
-                    found=header.file_size,
-                )
+            if writable:
+                _check_full_length(header, p)
         except BaseException:
             os.close(fd)
             raise
@@ -262,7 +261,9 @@ class RingLog:
     def append(self, record: Record) -> None:
         """Append one record (a batch of one: one write for the slot, one for the cursor)."""
         if not isinstance(record, Record):
-            raise RecordValueError(f"append() takes a Record, got {type(record).__name__}; use extend() for arrays")
+            raise RecordValueError(
+                f"append() takes a Record, got {type(record).__name__}; use extend() for arrays"
+            )
         self.extend((record,))
 
     def extend(self, records: npt.ArrayLike | Iterable[Record]) -> int:
@@ -321,13 +322,8 @@ class RingLog:
             self._cursor = header.cursor
         cap = header.capacity
         present = max(0, min(cap, (header.file_size - HEADER_SIZE) // RECORD_SIZE))
-        if present < cap and not salvage:
-            raise TruncatedLogError(
-                f"{self._path}: header says {cap} slots, so expected {header.expected_size} bytes, "
-                f"found {header.file_size}; read it with salvage=True (vrrl dump --salvage)",
-                expected=header.expected_size,
-                found=header.file_size,
-            )
+        if not salvage:
+            _check_full_length(header, self._path)
         start = header.start_slot
         out = np.empty(present, RECORD_DTYPE)
         n_out = 0
@@ -419,7 +415,9 @@ class RingLog:
     def _require_writable(self) -> int:
         fd = self._require_open()
         if not self._writable:
-            raise VrrlIoError(f"{self._path}: the log was opened read-only; open it without readonly=True to write")
+            raise VrrlIoError(
+                f"{self._path}: the log was opened read-only; open it without readonly=True to write"
+            )
         return fd
 
 
@@ -435,6 +433,16 @@ def _lock(fd: int, path: str) -> None:
         raise VrrlIoError(f"{path}: cannot lock the log: {e.strerror or e}") from e
 
 
+def _check_full_length(header: Header, path: str) -> None:
+    if header.file_size < header.expected_size:
+        raise TruncatedLogError(
+            f"{path}: header says {header.capacity} slots, so expected {header.expected_size} bytes, "
+            f"found {header.file_size}; read it with salvage=True (vrrl dump --salvage)",
+            expected=header.expected_size,
+            found=header.file_size,
+        )
+
+
 def _read_header_fd(fd: int, path: str) -> Header:
     try:
         raw = os.pread(fd, HEADER_SIZE, 0)
@@ -445,7 +453,7 @@ def _read_header_fd(fd: int, path: str) -> Header:
 
 
 def _pwrite_all(fd: int, data: bytes | npt.NDArray[np.void], offset: int, path: str) -> None:
-    view = memoryview(data).cast("B")
+    view = (data.data if isinstance(data, np.ndarray) else memoryview(data)).cast("B")
     try:
         while view:
             n = os.pwrite(fd, view, offset)
@@ -456,7 +464,7 @@ def _pwrite_all(fd: int, data: bytes | npt.NDArray[np.void], offset: int, path: 
 
 
 def _pread_into(fd: int, window: npt.NDArray[np.void], offset: int, path: str) -> None:
-    view = memoryview(window).cast("B")
+    view = window.data.cast("B")
     want = len(view)
     got = 0
     try:
@@ -473,4 +481,3 @@ def _pread_into(fd: int, window: npt.NDArray[np.void], offset: int, path: str) -
         raise
     except OSError as e:
         raise VrrlIoError(f"{path}: read at byte {offset + got} failed: {e.strerror or e}") from e
-

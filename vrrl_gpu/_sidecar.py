@@ -49,7 +49,8 @@ def opcode_for_name(name: str) -> int:
     It is the first 4 bytes of BLAKE3 of the UTF-8 name, little-endian, kept
     below the reserved meta-opcode range.
     """
-    if not isinstance(name, str) or not name:
+    text: object = name  # callers may pass anything; check it as such
+    if not isinstance(text, str) or not text:
         raise SidecarError(f"an opcode name must be a non-empty string, got {name!r}")
     value = int.from_bytes(blake3.blake3(name.encode("utf-8")).digest()[:4], "little")
     return value % META_OPCODE_BASE
@@ -77,7 +78,7 @@ class Sidecar:
         return {"schema": _SCHEMA, **d}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any], *, source: str = "sidecar") -> Sidecar:
+    def from_json(cls, d: object, *, source: str = "sidecar") -> Sidecar:
         if not isinstance(d, Mapping) or d.get("schema") != _SCHEMA:
             got = d.get("schema") if isinstance(d, Mapping) else type(d).__name__
             raise SidecarError(f"{source}: expected schema {_SCHEMA!r}, got {got!r}")
@@ -94,7 +95,7 @@ class Sidecar:
         for key in known:
             if key in d:
                 expected = type(getattr(cls(), key))
-                if not isinstance(d[key], expected) or isinstance(d[key], bool) and expected is int:
+                if not isinstance(d[key], expected) or (isinstance(d[key], bool) and expected is int):
                     raise SidecarError(
                         f"{source}: field {key!r} must be {expected.__name__}, got {type(d[key]).__name__}"
                     )

@@ -36,7 +36,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("dump", help="print the records of a log in publish order")
     p.add_argument("log", help="path of a VRRL v1 log")
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="JSON lines, one record a line, the format's field names")
+    fmt.add_argument(
+        "--json", action="store_true", help="JSON lines, one record a line, the format's field names"
+    )
     fmt.add_argument("--csv", action="store_true", help="CSV with the same columns as --json")
     p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing the log")
     p.set_defaults(func=cmd_dump)
@@ -69,7 +71,9 @@ def summarize(path: str, scan: ScanResult) -> dict[str, Any]:
         | (recs["backend_error_code"] != 0)
         | (recs["output_digest"] != 0)
     )
-    classes = np.array([int(FailureClass(int(c))) for c in recs["failure_class"][evidence_mask]], dtype=np.int64)
+    classes = np.array(
+        [int(FailureClass(int(c))) for c in recs["failure_class"][evidence_mask]], dtype=np.int64
+    )
     by_class = {
         fc.label: int((classes == int(fc)).sum()) for fc in FailureClass if int((classes == int(fc)).sum())
     }

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vrrl_gpu._format import FailureClass, SlotStatus
-from vrrl_gpu._sidecar import opcode_label, read_sidecar
+from vrrl_gpu._sidecar import read_sidecar
 from vrrl_gpu.errors import SidecarError
 
 __all__ = [
@@ -111,10 +111,12 @@ def print_table(
     Console(file=out, width=max(80, sum(len(c) for c in columns) + 200)).print(table)
 
 
-def _plain_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
+def _plain_table(
+    title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO
+) -> None:
     cells = [[str(c) for c in columns], *[[str(v) for v in r] for r in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     if title:
         print(title, file=out)
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip(), file=out)
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=out)
