@@ -138,7 +138,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ("backend", s["backend"]),
         ("launches", f"{s['launched']:,} of {s['launches_requested']:,}"),
         ("records drained", f"{s['drained']:,}"),
-        ("records dropped", f"{s['dropped']:,}"),
+        ("records lost", f"{s['dropped']:,} (lapped, or never written after a fault)"),
         ("rate", f"{rate:,.0f} launches/s"),
     ]
     fault = s.get("fault")
