@@ -870,3 +870,34 @@ def test_watchdog_on_hang_error_surfaces_at_the_next_call(make_rec: Callable[...
     with pytest.raises(LookupError):
         rec.close()
     assert failures(log_records(rec.path)) == [(0, HUNG, TQ, 0)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_watchdog_reports_while_the_host_waits_in_synchronize(
+    make_rec: Callable[..., Recorder], mode: str
+) -> None:
+    """The usual hang: the last launch never finishes and the host blocks in synchronize(). The watchdog
+    must report it then (in both modes), and must not need the lock the waiting host holds."""
+    reports: list[Any] = []
+    holds: list[Hold] = []
+
+    def on_hang(r: Any) -> None:
+        reports.append(r)
+        holds[0].release()  # what an operator would do: unblock (or kill) the job
+
+    rec = make_rec(breadcrumbs=mode, watchdog=0.2, on_hang=on_hang)
+    hold = Hold(rec)
+    holds.append(hold)
+    w = Axpy.on(rec)
+    w.launch(0)
+    hold.launch(1)
+    waiter = threading.Thread(target=rec.synchronize, daemon=True)
+    waiter.start()
+    waiter.join(10)
+    stuck = waiter.is_alive()
+    hold.release()  # unblock in any case, so a failure does not leave the thread spinning
+    waiter.join(10)
+    assert not stuck, "the watchdog never reported the hang while the host waited"
+    assert [r.slot_idx for r in reports] == [1]
+    rec.close()
+    assert failures(log_records(rec.path)) == [(1, HUNG, TQ, 0)]

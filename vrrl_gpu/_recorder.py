@@ -174,6 +174,8 @@ class Recorder:
         self._opts = opts
         self._path = os.fspath(path)
         self._lock = threading.RLock()
+        # The watchdog writes the sidecar while the host may hold _lock (blocked in synchronize).
+        self._sidecar_lock = threading.Lock()
         self._closed = False
         self._poison: BaseException | None = None
         self._slot_counter = 0
@@ -255,8 +257,9 @@ class Recorder:
         if known is None:
             with self._lock:
                 self._opcode_names[op] = name
-                self._sidecar.opcode_names = dict(self._opcode_names)
-                write_sidecar(self._path, self._sidecar)
+                with self._sidecar_lock:
+                    self._sidecar.opcode_names = dict(self._opcode_names)
+                    write_sidecar(self._path, self._sidecar)
         elif known != name:
             raise RecordValueError(
                 f"opcode names {known!r} and {name!r} hash to the same opcode {op:#x}; rename one of them"
@@ -760,7 +763,8 @@ class Recorder:
         if info.end_seq == arrived:
             # The newest arrival is an end breadcrumb: the next launch on this stream began (its begin may be
             # lost with the device) but never ended. With no next launch, the stream had finished its work.
-            later = [launch for launch in st.launches if launch.slot_idx > info.slot_idx]
+            # list() copies in one step: the watchdog thread calls this while the host may append.
+            later = [launch for launch in list(st.launches) if launch.slot_idx > info.slot_idx]
             return later[0] if later else None
         return info
 
@@ -858,13 +862,22 @@ class Recorder:
         if silent < seconds:
             return
         for st in list(self._streams.values()):
-            if not st.outstanding or st.ring.consumer_position >= st.next_seq:
+            if not st.outstanding:
+                continue
+            if st.ring.consumer_position >= st.next_seq and not self._last_launch_running(st):
                 continue
             culprit = self._crash_window(st)
             if culprit is None or culprit.slot_idx in self._hang_reported:
                 continue
             self._hang_reported.add(culprit.slot_idx)
             self._report_hang(st, culprit, silent)
+
+    def _last_launch_running(self, st: _StreamState) -> bool:
+        """Every breadcrumb of ``st`` arrived: with "begin" only a stream query tells a hung last launch
+        from an idle stream (with "begin+end" its end arrived: it finished)."""
+        if self._opts.breadcrumbs == "begin+end" or self._poison is not None:
+            return False
+        return int(self._backend.stream_query(st.stream)) == 600
 
     def _report_hang(self, st: _StreamState, culprit: _Launch, silent: float) -> None:
         fc = FailureClass.TRANSIENT_QUEUE
@@ -876,11 +889,12 @@ class Recorder:
         ev = FailureEvidence(
             slot_status=int(SlotStatus.HUNG), failure_class=fc, backend_error_code=0, output_digest=0
         )
-        with self._lock:
-            self._write_evidence(culprit, ev)
+        # Not under _lock: the host may hold it, blocked in synchronize() on this very hang. The drainer
+        # serialises log writes itself.
+        self._write_evidence(culprit, ev)
         dump = _request_coredump()
         if dump is not None:
-            with self._lock:
+            with self._sidecar_lock:
                 self._sidecar.extra["coredump"] = dump
                 write_sidecar(self._path, self._sidecar)
         report = HangReport(
