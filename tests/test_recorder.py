@@ -31,6 +31,7 @@ from vrrl_gpu._format import FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu._ringlog import RingLog
 from vrrl_gpu._sidecar import read_sidecar
 from vrrl_gpu.errors import (
+    KernelArgumentError,
     RecorderClosedError,
     RecorderPoisonedError,
     RecordValueError,
@@ -349,12 +350,14 @@ def test_poisoned_recorder_refuses_every_call_and_close_still_writes(
         with pytest.raises(RecorderPoisonedError) as pe:
             attempt()
         assert pe.value.__cause__ is original
+    rec.publish(77, w.opcode, (1, 2, 3, 4))  # host-written: still allowed
     rec.close()  # drains and writes, raises nothing more
     rec.close()  # idempotent
     assert calls == []  # no CUDA call after the sticky error
     recs = log_records(rec.path)
     assert failures(recs) == [(3, FAULTED, PB, 719)]
     assert sorted(with_status(recs, SlotStatus.COMPLETED)["slot_idx"].tolist()) == [0, 1, 2]
+    assert with_status(recs, SlotStatus.PUBLISHED)["slot_idx"].tolist() == [77]
     metas = with_status(recs, SlotStatus.META)["opcode"].tolist()
     assert int(MetaOpcode.SESSION_END) in metas
     with pytest.raises(RecorderClosedError):
@@ -901,3 +904,49 @@ def test_watchdog_reports_while_the_host_waits_in_synchronize(
     assert [r.slot_idx for r in reports] == [1]
     rec.close()
     assert failures(log_records(rec.path)) == [(1, HUNG, TQ, 0)]
+
+
+def test_coredump_pipe_without_a_reader_does_not_stop_the_report(
+    make_rec: Callable[..., Recorder], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core dump is best effort: a pipe nobody reads (ENXIO) is noted in the sidecar, the hang is still
+    reported, and the recorder goes on."""
+    pipe = tmp_path / "nobody.pipe"
+    os.mkfifo(pipe)
+    monkeypatch.setenv("CUDA_ENABLE_USER_TRIGGERED_COREDUMP", "1")
+    monkeypatch.setenv("CUDA_COREDUMP_PIPE", str(pipe))
+    seen = threading.Event()
+    reports: list[Any] = []
+
+    def on_hang(r: Any) -> None:
+        reports.append(r)
+        seen.set()
+
+    rec = make_rec(breadcrumbs="begin+end", watchdog=0.2, on_hang=on_hang)
+    hold = Hold(rec)
+    hold.launch(0)
+    try:
+        assert seen.wait(20), "the watchdog never reported"
+    finally:
+        hold.release()
+    assert not reports[0].coredump_requested
+    sc = read_sidecar(rec.path)
+    assert sc is not None
+    assert sc.extra["coredump"]["pipe"] == str(pipe)
+    assert sc.extra["coredump"]["error"]
+    rec.synchronize()  # no stored watchdog error
+    rec.close()
+    assert failures(log_records(rec.path)) == [(0, HUNG, TQ, 0)]
+
+
+def test_wrap_refuses_a_cooperative_launch(make_rec: Callable[..., Recorder]) -> None:
+    rec = make_rec()
+    w = Axpy.on(rec)
+    wrapped = rec.wrap(w.kernel, opcode=w.opcode)
+    with pytest.raises(KernelArgumentError, match="cooperative"):
+        wrapped(1, N, (w.y, w.x, 1.0, N, 0), enable_cooperative_groups=True)
+    with pytest.raises(TypeError):
+        wrapped(1, N, (w.y, w.x, 1.0, N, 0), shared_memory=16)  # a misspelt keyword is not ignored
+    wrapped(1, N, (w.y, w.x, 1.0, N, 0), enable_cooperative_groups=False)
+    rec.close()
+    assert len(with_status(log_records(rec.path), SlotStatus.BEGIN)) == 1

@@ -45,6 +45,7 @@ from vrrl_gpu._staging import ShmSegment, StagingRing, meta_record
 from vrrl_gpu.backends import Backend, get_backend
 from vrrl_gpu.backends._base import DeviceCounter, RingPointers
 from vrrl_gpu.errors import (
+    KernelArgumentError,
     MissingExtraError,
     RecorderClosedError,
     RecorderPoisonedError,
@@ -327,8 +328,14 @@ class Recorder:
             *,
             shared_mem: int = 0,
             stream: Any = None,
-            **_ignored: Any,
+            enable_cooperative_groups: bool = False,
         ) -> None:
+            if enable_cooperative_groups:
+                # Dropping it would launch a grid.sync() kernel non-cooperatively: undefined behaviour.
+                raise KernelArgumentError(
+                    "rec.wrap cannot launch cooperatively (enable_cooperative_groups=True); call the "
+                    "RawKernel itself inside `with rec.slot(opcode):` to record it"
+                )
             a = tuple(args)
             w = words(a) if callable(words) else words
             out = outputs(a) if outputs is not None else None
@@ -892,10 +899,15 @@ class Recorder:
         # Not under _lock: the host may hold it, blocked in synchronize() on this very hang. The drainer
         # serialises log writes itself.
         self._write_evidence(culprit, ev)
-        dump = _request_coredump()
-        if dump is not None:
+        note: dict[str, str] | None
+        try:
+            note = dump = _request_coredump()
+        except OSError as e:  # best effort: no reader on the pipe (ENXIO) or no pipe must not stop the report
+            dump = None
+            note = {"pipe": os.environ.get("CUDA_COREDUMP_PIPE", ""), "error": str(e.strerror or e)}
+        if note is not None:
             with self._sidecar_lock:
-                self._sidecar.extra["coredump"] = dump
+                self._sidecar.extra["coredump"] = note
                 write_sidecar(self._path, self._sidecar)
         report = HangReport(
             slot_idx=culprit.slot_idx,
