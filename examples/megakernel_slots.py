@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         stop = b.alloc_pinned(8)  # set when no more will come
         next_item = b.alloc_device(8)  # the device's claim counter
         data = b.alloc_device(4 * 16)
+        for mem in (work, published, stop):
+            mem.host[:] = 0  # page-locked memory comes uninitialised from CUDA
         ring = rec.device_ring()  # where the kernel's own records go
         item_op = rec.opcode("work_item")
         poison = NO_POISON if args.poison is None else FIRST_SLOT + args.poison

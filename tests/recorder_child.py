@@ -45,6 +45,7 @@ def attribution(device: str, path: str, kind: str, n_streams: str, mode: str) ->
     per = 2 if mode == "begin+end" else 1
     w = Axpy.on(rec)
     flag = rec.backend.alloc_pinned(64)
+    flag.host[:] = 0  # pinned memory is not zeroed on a GPU
     wait = rec.backend.load("vrrl_demo.cu", "vrrl_demo_wait")
     wait_op, alloc_op = rec.opcode("wait"), rec.opcode("alloc")
     streams: list[Any] = [None] + [rec.backend.new_stream() for _ in range(streams_n - 1)]

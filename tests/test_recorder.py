@@ -73,6 +73,7 @@ class Hold:
     def __init__(self, rec: Recorder) -> None:
         self.rec = rec
         self.flag = rec.backend.alloc_pinned(64)
+        self.flag.host[:] = 0  # pinned memory is not zeroed on a GPU
         self.kernel = rec.backend.load("vrrl_demo.cu", "vrrl_demo_wait")
         self.opcode = rec.opcode("wait")
 
