@@ -12,6 +12,7 @@ import contextlib
 import getpass
 import glob
 import inspect
+import json
 import os
 import socket
 import threading
@@ -951,3 +952,43 @@ def test_wrap_refuses_a_cooperative_launch(make_rec: Callable[..., Recorder]) ->
     wrapped(1, N, (w.y, w.x, 1.0, N, 0), enable_cooperative_groups=False)
     rec.close()
     assert len(with_status(log_records(rec.path), SlotStatus.BEGIN)) == 1
+
+
+# ---- vrrl demo --fault-at (the main job) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "mode", "status", "fclass", "code"),
+    [
+        ("illegal-address", "begin", FAULTED, PB, 700),
+        ("trap", "begin+end", FAULTED, PB, 719),
+        ("assert", "begin", FAULTED, PB, 710),
+        ("oom", "begin+end", AT_LAUNCH, TQ, 2),
+    ],
+)
+def test_demo_fault_at_names_the_launch(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    kind: str,
+    mode: str,
+    status: int,
+    fclass: int,
+    code: int,
+) -> None:
+    """`vrrl demo --fault-at K` exits 3 once the evidence is logged; `vrrl dump` shows launch K failing."""
+    from vrrl_gpu._cli import main
+
+    log = str(tmp_path / "demo.vrrl")
+    argv = ["demo", log, "--device", "twin", "--launches", "40", "--fault-at", "25", "--fault-kind", kind]
+    assert main([*argv, "--breadcrumbs", mode, "--elements", "256", "--check-every", "8"]) == 3
+    err = capsys.readouterr().err
+    assert "the injected fault was recorded" in err
+    assert main(["dump", log, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    bad = [r for r in rows if r["slot_status"] in (AT_LAUNCH, FAULTED)]
+    assert [(r["slot_idx"], r["slot_status"], r["failure_class"], r["backend_error_code"]) for r in bad] == [
+        (25, status, fclass, code)
+    ]
+    names = read_sidecar(log)
+    assert names is not None
+    assert names.opcode_names[bad[0]["opcode"]] == ("alloc" if kind == "oom" else "axpy")
