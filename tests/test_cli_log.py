@@ -75,6 +75,10 @@ def test_info_json_counts_records_evidence_and_wrap(
         if d["slot_status"] or d["failure_class"] or d["backend_error_code"] or d["output_digest"]
     ]
     assert info["with_evidence"] == len(with_ev)
+    failing = [d for d in expected if d["failure_class"]]
+    assert info["failures"] == len(failing)
+    assert sum(info["failures_by_class"].values()) == len(failing)
+    assert "None" not in info["failures_by_class"]
     ts = [d["timestamp_ns"] for d in expected]
     assert info["span_ns"] == max(ts) - min(ts)
     assert main(["info", "--json", str(vectors / "small.vrrl")]) == 0

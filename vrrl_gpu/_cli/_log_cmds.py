@@ -18,7 +18,7 @@ from vrrl_gpu._cli._output import (
     record_dicts,
     status_label,
 )
-from vrrl_gpu._format import RECORD_MAGIC, FailureClass
+from vrrl_gpu._format import RECORD_MAGIC, FailureClass, SlotStatus
 from vrrl_gpu._ringlog import RingLog, ScanResult
 from vrrl_gpu._sidecar import opcode_label
 from vrrl_gpu.errors import CorruptRecordError, TruncatedLogError
@@ -71,12 +71,10 @@ def summarize(path: str, scan: ScanResult) -> dict[str, Any]:
         | (recs["backend_error_code"] != 0)
         | (recs["output_digest"] != 0)
     )
-    classes = np.array(
-        [int(FailureClass(int(c))) for c in recs["failure_class"][evidence_mask]], dtype=np.int64
-    )
-    by_class = {
-        fc.label: int((classes == int(fc)).sum()) for fc in FailureClass if int((classes == int(fc)).sum())
-    }
+    # Unknown class values decode as Unclassified, as in the format.
+    classes = np.minimum(recs["failure_class"], int(FailureClass.UNCLASSIFIED))
+    counts = np.bincount(classes, minlength=len(FailureClass))
+    by_class = {fc.label: int(counts[fc]) for fc in FailureClass if fc and counts[fc]}
     ts = recs["timestamp_ns"]
     out: dict[str, Any] = {
         "path": path,
@@ -85,7 +83,9 @@ def summarize(path: str, scan: ScanResult) -> dict[str, Any]:
         "records": int(recs.shape[0]),
         "wrapped": scan.wrapped,
         "with_evidence": int(evidence_mask.sum()),
-        "evidence_by_class": by_class,
+        "failures": int(counts[1:].sum()),
+        "failures_by_class": by_class,
+        "meta_records": int((recs["slot_status"] == int(SlotStatus.META)).sum()),
         "first_timestamp_ns": int(ts.min()) if ts.size else None,
         "last_timestamp_ns": int(ts.max()) if ts.size else None,
         "span_ns": int(ts.max() - ts.min()) if ts.size else 0,
@@ -107,10 +107,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("cursor", str(s["cursor"])),
         ("records", f"{s['records']:,}"),
         ("wrapped", "yes" if s["wrapped"] else "no"),
-        ("with failure evidence", f"{s['with_evidence']:,}"),
+        ("with evidence (format's sense)", f"{s['with_evidence']:,}"),
+        ("failures", f"{s['failures']:,}"),
     ]
-    for label, n in s["evidence_by_class"].items():
+    for label, n in s["failures_by_class"].items():
         rows.append((f"  {label}", f"{n:,}"))
+    rows.append(("meta-records", f"{s['meta_records']:,}"))
     if s["first_timestamp_ns"] is not None:
         rows.append(("first", format_timestamp(s["first_timestamp_ns"])))
         rows.append(("last", format_timestamp(s["last_timestamp_ns"])))
