@@ -39,6 +39,7 @@ from vrrl_gpu.errors import CapacityOverflowError, MissingExtraError, RecordValu
 __all__ = [
     "EXPORT_FORMATS",
     "MERGE_FORMATS",
+    "DUMP_FIELDS",
     "ROW_FIELDS",
     "MergeSummary",
     "ProgressFn",
@@ -53,8 +54,8 @@ __all__ = [
 EXPORT_FORMATS = ("chrome", "parquet", "csv", "jsonl")
 MERGE_FORMATS = ("vrrl", "jsonl", "parquet")
 
-#: Columns of JSON lines / CSV / Parquet rows: ``vrrl dump --json``'s, then the names we know.
-ROW_FIELDS = (
+#: The columns of ``vrrl dump --json``/``--csv``: the format's field names, then the class name.
+DUMP_FIELDS = (
     "timestamp_ns",
     "slot_idx",
     "tenant_id",
@@ -66,9 +67,10 @@ ROW_FIELDS = (
     "backend_error_code",
     "output_digest",
     "failure_class_name",
-    "slot_status_name",
-    "opcode_name",
 )
+
+#: Columns of JSON lines / CSV / Parquet rows: ``vrrl dump --json``'s, then the names we know.
+ROW_FIELDS = (*DUMP_FIELDS, "slot_status_name", "opcode_name")
 
 #: ``progress(records_done, total_or_None)``, called after each written batch.
 ProgressFn = Callable[[int, "int | None"], None]

@@ -287,13 +287,7 @@ class Recorder:
         """
         w = _words(words)
         with self._lock:
-            self._require_usable()
-            try:
-                st = self._stream_state(stream)
-                info = self._begin(st, opcode, w, outputs)
-            except BaseException as exc:
-                self._enqueue_failed(exc)
-                raise
+            st, info = self._open_slot(stream, opcode, w, outputs)
             if self._nvtx is not None:
                 self._nvtx_push(info)
             try:
@@ -366,13 +360,7 @@ class Recorder:
         """
         w = _words(words)
         with self._lock:
-            self._require_usable()
-            try:
-                st = self._stream_state(stream)
-                info = self._begin(st, opcode, w, outputs)
-            except BaseException as exc:
-                self._enqueue_failed(exc)
-                raise
+            st, info = self._open_slot(stream, opcode, w, outputs)
         if self._nvtx is not None:
             self._nvtx_push(info)
         try:
@@ -658,6 +646,18 @@ class Recorder:
             for old in sorted(st.by_seq)[: len(st.by_seq) - self._opts.staging_slots]:
                 del st.by_seq[old]
         return seq
+
+    def _open_slot(
+        self, stream: Any, opcode: int, words: Words, outputs: Any
+    ) -> tuple[_StreamState, _Launch]:
+        """Checks, then the stream's ring and the begin breadcrumb (caller holds the lock)."""
+        self._require_usable()
+        try:
+            st = self._stream_state(stream)
+            return st, self._begin(st, opcode, words, outputs)
+        except BaseException as exc:
+            self._enqueue_failed(exc)
+            raise
 
     def _begin(self, st: _StreamState, opcode: int, words: Words, outputs: Any) -> _Launch:
         if not 0 <= int(opcode) < META_OPCODE_BASE:

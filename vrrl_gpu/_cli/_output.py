@@ -10,7 +10,8 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from vrrl_gpu._format import FailureClass, SlotStatus
+from vrrl_gpu._export import DUMP_FIELDS, record_rows
+from vrrl_gpu._format import SlotStatus
 from vrrl_gpu._sidecar import read_sidecar
 from vrrl_gpu.errors import SidecarError
 
@@ -23,40 +24,13 @@ __all__ = [
     "status_label",
 ]
 
-#: The columns of ``dump --json``/``--csv``: the format's field names, then the class name.
-JSON_FIELDS = (
-    "timestamp_ns",
-    "slot_idx",
-    "tenant_id",
-    "opcode",
-    "args",
-    "epoch",
-    "slot_status",
-    "failure_class",
-    "backend_error_code",
-    "output_digest",
-    "failure_class_name",
-)
+JSON_FIELDS = DUMP_FIELDS
 
 
 def record_dicts(records: npt.NDArray[np.void]) -> Iterator[dict[str, Any]]:
-    """One JSON-ready dict per record, in array order, without building Record objects."""
-    cols = {name: records[name].tolist() for name in records.dtype.names or () if name != "magic"}
-    for i in range(records.shape[0]):
-        fc = int(cols["failure_class"][i])
-        yield {
-            "timestamp_ns": cols["timestamp_ns"][i],
-            "slot_idx": cols["slot_idx"][i],
-            "tenant_id": cols["tenant_id"][i],
-            "opcode": cols["opcode"][i],
-            "args": cols["args"][i],
-            "epoch": cols["epoch"][i],
-            "slot_status": cols["slot_status"][i],
-            "failure_class": fc,
-            "backend_error_code": cols["backend_error_code"][i],
-            "output_digest": cols["output_digest"][i],
-            "failure_class_name": FailureClass(fc).label,
-        }
+    """One JSON-ready dict per record, in array order, with exactly :data:`JSON_FIELDS`."""
+    for row in record_rows(records):
+        yield {k: row[k] for k in JSON_FIELDS}
 
 
 def format_timestamp(ns: int) -> str:
