@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vrrl_gpu._analysis import LogFollower, code_label, compute_stats, diff_records
+from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds
 from vrrl_gpu._cli._output import format_timestamp, opcode_names_for, print_table, record_dicts, status_label
 from vrrl_gpu._cli._progress import progress_bar
 from vrrl_gpu._export import EXPORT_FORMATS, MERGE_FORMATS, export_log, merge_to
@@ -23,49 +24,19 @@ from vrrl_gpu._sidecar import opcode_label
 __all__ = ["register"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {v}")
-    return v
-
-
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {v}")
-    return v
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
-    return v
-
-
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "stats", help="launches per opcode, failures by class and code, launch rate, gaps, coverage per track"
     )
     p.add_argument("log", help="path of a VRRL v1 log")
     p.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
-    p.add_argument("--buckets", type=_positive_int, default=10, help="time buckets of the launch rate (10)")
+    p.add_argument("--buckets", type=positive_int, default=10, help="time buckets of the launch rate (10)")
     p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing the log")
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("tail", help="print the newest records; -f follows a log another process is writing")
     p.add_argument("log", help="path of a VRRL v1 log")
-    p.add_argument("-n", "--lines", type=_count, default=10, metavar="N", help="how many records first (10)")
+    p.add_argument("-n", "--lines", type=count, default=10, metavar="N", help="how many records first (10)")
     p.add_argument(
         "-f",
         "--follow",
@@ -74,10 +45,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="JSON lines instead of text")
     p.add_argument(
-        "--interval", type=_seconds, default=0.2, metavar="SECONDS", help="poll interval of -f (0.2)"
+        "--interval", type=positive_seconds, default=0.2, metavar="SECONDS", help="poll interval of -f (0.2)"
     )
-    p.add_argument("--max-seconds", type=_seconds, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--max-records", type=_positive_int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--max-seconds", type=positive_seconds, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--max-records", type=positive_int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser(
@@ -94,7 +65,7 @@ def register(sub: Any) -> None:
         help="align all launches as one sequence instead of track (tenant id) by track",
     )
     p.add_argument(
-        "--limit", type=_positive_int, default=20, help="divergences to list (20; --json: all, up to 1000)"
+        "--limit", type=positive_int, default=20, help="divergences to list (20; --json: all, up to 1000)"
     )
     p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing a log")
     p.set_defaults(func=cmd_diff)
@@ -126,7 +97,7 @@ def register(sub: Any) -> None:
     p.add_argument("log", help="path of a VRRL v1 log")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="the HTML file")
     p.add_argument(
-        "--last", type=_positive_int, default=DEFAULT_LAST, help=f"launches on the timeline ({DEFAULT_LAST})"
+        "--last", type=positive_int, default=DEFAULT_LAST, help=f"launches on the timeline ({DEFAULT_LAST})"
     )
     p.add_argument("--force", action="store_true", help="replace OUT when it exists")
     p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing the log")

@@ -8,6 +8,7 @@ import time
 import warnings
 from typing import Any
 
+from vrrl_gpu._cli._argtypes import count, positive_int
 from vrrl_gpu._cli._output import print_table
 
 __all__ = ["register", "run_demo", "FAULT_KINDS"]
@@ -36,39 +37,25 @@ def register(sub: Any) -> None:
         default="auto",
         help="auto: the GPU through CuPy when there is one, else the CPU twin (default: auto)",
     )
-    p.add_argument("--launches", type=_positive, default=1000, help="launches to record (default: 1000)")
+    p.add_argument("--launches", type=positive_int, default=1000, help="launches to record (default: 1000)")
     p.add_argument(
-        "--elements", type=_positive, default=4096, help="vector length of each launch (default: 4096)"
+        "--elements", type=positive_int, default=4096, help="vector length of each launch (default: 4096)"
     )
     p.add_argument(
-        "--capacity", type=_positive, default=65536, help="log capacity in records (default: 65536)"
+        "--capacity", type=positive_int, default=65536, help="log capacity in records (default: 65536)"
     )
     p.add_argument("--breadcrumbs", choices=("begin", "begin+end"), default="begin")
     p.add_argument("--staging", choices=("pinned", "shm"), default="pinned")
     p.add_argument(
         "--check-every",
-        type=_positive,
+        type=positive_int,
         default=64,
         metavar="M",
         help="poll for asynchronous errors every M launches (default: 64)",
     )
-    p.add_argument("--fault-at", type=_nonnegative, default=None, metavar="K", help="launch K misbehaves")
+    p.add_argument("--fault-at", type=count, default=None, metavar="K", help="launch K misbehaves")
     p.add_argument("--fault-kind", choices=tuple(FAULT_KINDS), default="illegal-address")
     p.set_defaults(func=cmd_demo)
-
-
-def _positive(text: str) -> int:
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return v
-
-
-def _nonnegative(text: str) -> int:
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return v
 
 
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:

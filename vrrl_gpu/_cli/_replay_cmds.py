@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds
 from vrrl_gpu._cli._output import print_table
 from vrrl_gpu._cli._progress import progress_bar
 from vrrl_gpu._sidecar import opcode_label
@@ -41,13 +42,13 @@ def register(sub: Any) -> None:
         "(run the callables without recording) (default: auto)",
     )
     p.add_argument(
-        "--from", dest="start", type=_nonnegative, metavar="N", help="first launch position to replay"
+        "--from", dest="start", type=count, metavar="N", help="first launch position to replay"
     )
-    p.add_argument("--to", dest="stop", type=_nonnegative, metavar="N", help="last launch position to replay")
+    p.add_argument("--to", dest="stop", type=count, metavar="N", help="last launch position to replay")
     p.add_argument("--stop-at-failure", action="store_true", help="stop at the first failure of any kind")
     p.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_seconds,
         default=60.0,
         metavar="SECONDS",
         help="a launch that takes longer is reported as hung and the trial's process is killed (default: 60)",
@@ -69,7 +70,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "-o", "--output", metavar="SMALL.vrrl", help="with --minimize: write the minimal sequence here"
     )
-    p.add_argument("--jobs", type=_positive_int, default=None, help="with --minimize: trials run at once")
+    p.add_argument("--jobs", type=positive_int, default=None, help="with --minimize: trials run at once")
     p.add_argument("--salvage", action="store_true", help="skip damaged slots of LOG instead of refusing it")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_replay)
@@ -94,33 +95,6 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object per segment")
     p.set_defaults(func=cmd_recover)
-
-
-def _nonnegative(text: str) -> int:
-    try:
-        v = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    v = _nonnegative(text)
-    if v == 0:
-        raise argparse.ArgumentTypeError("expected a positive integer, got 0")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return v
 
 
 # ---------------------------------------------------------------------------------------------- replay
