@@ -643,7 +643,8 @@ class Recorder:
         st.ring.note_produced(seq)
         st.by_seq[seq] = info
         if len(st.by_seq) > 2 * self._opts.staging_slots:
-            for old in sorted(st.by_seq)[: len(st.by_seq) - self._opts.staging_slots]:
+            # Sequences of one stream only grow, so insertion order is sequence order: drop the oldest.
+            for old in list(st.by_seq)[: len(st.by_seq) - self._opts.staging_slots]:
                 del st.by_seq[old]
         return seq
 
