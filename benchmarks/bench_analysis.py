@@ -13,11 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vrrl_gpu._analysis import compute_stats, diff_records
-from vrrl_gpu._export import export_log, merge_to
-from vrrl_gpu._format import RECORD_DTYPE, RECORD_MAGIC, SlotStatus
-from vrrl_gpu._report import render_report
-from vrrl_gpu._ringlog import RingLog
+from vrrl_gpu import RingLog
+from vrrl_gpu.analysis import compute_stats, diff_records, export_log, merge_to, render_report
+from vrrl_gpu.format import RECORD_DTYPE, RECORD_MAGIC, SlotStatus
 
 
 def synthetic(n: int, tenant: int = 0, seed: int = 0) -> np.ndarray:

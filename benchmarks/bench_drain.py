@@ -26,9 +26,9 @@ import time
 
 import numpy as np
 
-from vrrl_gpu import MAX_CAPACITY, RECORD_DTYPE, RECORD_MAGIC, RingLog
-from vrrl_gpu._drain import Drainer, DrainOptions
-from vrrl_gpu._staging import ShmSegment, StagingRing
+from vrrl_gpu import RECORD_DTYPE, RingLog
+from vrrl_gpu.capture import Drainer, DrainOptions, ShmSegment, StagingRing
+from vrrl_gpu.format import MAX_CAPACITY, RECORD_MAGIC
 
 TS0 = 1_700_000_000_000_000_000
 

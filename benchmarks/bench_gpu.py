@@ -30,10 +30,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vrrl_gpu._drain import Drainer
-from vrrl_gpu._ringlog import RingLog
-from vrrl_gpu._staging import StagingRing
+from vrrl_gpu import RingLog
 from vrrl_gpu.backends import Backend, RingPointers, TwinBackend
+from vrrl_gpu.capture import Drainer, StagingRing
 
 RING_SLOTS = 1 << 16
 

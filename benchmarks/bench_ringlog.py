@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from vrrl_gpu import MAX_CAPACITY, RECORD_DTYPE, Record, RingLog
+from vrrl_gpu import RECORD_DTYPE, Record, RingLog
+from vrrl_gpu.format import MAX_CAPACITY
 
 _RSS_CHILD = r"""
 import sys

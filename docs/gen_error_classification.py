@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from vrrl_gpu._evidence import main
+from vrrl_gpu.evidence._docs import main
 
 PAGE = Path(__file__).resolve().parent / "error-classification.md"
 

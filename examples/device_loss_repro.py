@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from vrrl_gpu import FailureClass, Recorder, RingLog, SlotStatus, code_name
+from vrrl_gpu import FailureClass, Recorder, RingLog, SlotStatus
+from vrrl_gpu.evidence import code_name
 
 N = 4096
 BLOCK = 256

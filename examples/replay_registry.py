@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vrrl_gpu import current_recorder, get_backend
+from vrrl_gpu import get_backend
+from vrrl_gpu.reproduce import current_recorder
 
 # Module state lives only as long as one replay trial: each trial is a fresh process.
 _STATE: dict[Any, Any] = {}

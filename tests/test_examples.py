@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from gpu_util import requires_gpu
-from recorder_util import failures, log_records, with_status
 
-from vrrl_gpu._format import FailureClass, SlotStatus
-from vrrl_gpu._sidecar import read_sidecar
+from tests.helpers.gpu import requires_gpu
+from tests.helpers.recorder import failures, log_records, with_status
+from vrrl_gpu import FailureClass, SlotStatus
+from vrrl_gpu.format import read_sidecar
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PB = int(FailureClass.PROGRAM_BUG)
 needs_cxx = pytest.mark.skipif(
     shutil.which("g++") is None, reason="the twin backend needs a C++ compiler (g++)"

@@ -1,139 +1,62 @@
 """vrrl_gpu: a flight recorder for CUDA work driven from Python.
 
-Every wrapped kernel launch makes the GPU write a 64-byte breadcrumb into
+Every recorded kernel launch makes the GPU write a 64-byte breadcrumb into
 page-locked host memory; a host thread drains them into a VRRL v1 ring file;
 CUDA failures become classified failure evidence. ``import vrrl_gpu`` never
 imports CuPy or touches CUDA.
+
+The top level holds what a user of the recorder needs; the layers are public
+subpackages, each owning its ``__all__``: :mod:`vrrl_gpu.format` (the record,
+the ring file, the sidecar), :mod:`vrrl_gpu.evidence`, :mod:`vrrl_gpu.capture`
+(kernels, staging, drain, recovery), :mod:`vrrl_gpu.backends`,
+:mod:`vrrl_gpu.recorder`, :mod:`vrrl_gpu.reproduce` and :mod:`vrrl_gpu.analysis`.
 """
 
 from __future__ import annotations
 
-from vrrl_gpu import errors
-from vrrl_gpu._cuda_errors import CUDA_ERROR_TABLE, CudaErrorInfo
-from vrrl_gpu._drain import Drainer, DrainOptions, DrainStatistics
-from vrrl_gpu._evidence import (
-    Classification,
-    FailureEvidence,
-    classify,
-    classify_code,
-    code_name,
-    output_digest,
-)
-from vrrl_gpu._format import (
-    FILE_MAGIC,
-    HEADER_SIZE,
-    MAX_CAPACITY,
-    META_OPCODE_BASE,
-    RECORD_DTYPE,
-    RECORD_MAGIC,
-    RECORD_SIZE,
-    FailureClass,
-    MetaOpcode,
-    Record,
-    SlotStatus,
-)
-from vrrl_gpu._kernels import kernel_source, kernels_dir
-from vrrl_gpu._recorder import HangReport, Recorder, RecorderOptions, recorder_disabled
-from vrrl_gpu._recover import RecoveryResult, find_orphans, recover_orphans, recover_segment
-from vrrl_gpu._replay import (
-    Launch,
-    MinimizeResult,
-    RecordedFailure,
-    ReplayPlan,
-    ReplayReport,
-    TrialOutcome,
-    current_recorder,
-    load_registry,
-    minimize,
-    read_plan,
-    replay,
-    run_trial,
-    write_sequence_log,
-)
-from vrrl_gpu._ringlog import RingLog, ScanResult
-from vrrl_gpu._staging import ShmSegment, StagingRing
-from vrrl_gpu.backends import (
-    Backend,
-    DeviceBuffer,
-    DeviceCounter,
-    HostAllocation,
-    KernelHandle,
-    RingPointers,
-    TwinBackend,
-    get_backend,
-)
-from vrrl_gpu.errors import *  # noqa: F403
-from vrrl_gpu.errors import __all__ as _errors_all
-
-__version__ = "0.1.0"
+from vrrl_gpu import analysis, backends, capture, errors, evidence, format, recorder, reproduce
+from vrrl_gpu._version import __version__
+from vrrl_gpu.backends import get_backend
+from vrrl_gpu.errors import RecorderPoisonedError, VrrlError, VrrlWarning
+from vrrl_gpu.evidence import Classification, FailureEvidence, classify, output_digest
+from vrrl_gpu.format import RECORD_DTYPE, FailureClass, MetaOpcode, Record, RingLog, SlotStatus
+from vrrl_gpu.recorder import HangReport, Recorder, RecorderOptions, recorder_disabled
+from vrrl_gpu.reproduce import minimize, replay
 
 __all__ = [
     "__version__",
-    "errors",
-    # format
-    "FILE_MAGIC",
-    "HEADER_SIZE",
-    "MAX_CAPACITY",
-    "META_OPCODE_BASE",
-    "RECORD_DTYPE",
-    "RECORD_MAGIC",
-    "RECORD_SIZE",
-    "FailureClass",
-    "MetaOpcode",
-    "Record",
-    "SlotStatus",
-    # ring file
-    "RingLog",
-    "ScanResult",
-    # staging and the drain thread
-    "StagingRing",
-    "ShmSegment",
-    "Drainer",
-    "DrainOptions",
-    "DrainStatistics",
-    # failure evidence
-    "CUDA_ERROR_TABLE",
-    "Classification",
-    "CudaErrorInfo",
-    "FailureEvidence",
-    "classify",
-    "classify_code",
-    "code_name",
-    "output_digest",
-    # device backends and kernel sources
-    "Backend",
-    "DeviceBuffer",
-    "DeviceCounter",
-    "HostAllocation",
-    "KernelHandle",
-    "RingPointers",
-    "TwinBackend",
-    "get_backend",
-    "kernel_source",
-    "kernels_dir",
     # the recorder
-    "HangReport",
     "Recorder",
     "RecorderOptions",
+    "HangReport",
     "recorder_disabled",
-    # replay and recovery
-    "Launch",
-    "MinimizeResult",
-    "RecordedFailure",
-    "ReplayPlan",
-    "ReplayReport",
-    "TrialOutcome",
-    "current_recorder",
-    "load_registry",
-    "minimize",
-    "read_plan",
+    "get_backend",
+    # the format
+    "RECORD_DTYPE",
+    "Record",
+    "FailureClass",
+    "SlotStatus",
+    "MetaOpcode",
+    "RingLog",
+    # failure evidence
+    "Classification",
+    "FailureEvidence",
+    "classify",
+    "output_digest",
+    # reproduce
     "replay",
-    "run_trial",
-    "write_sequence_log",
-    "RecoveryResult",
-    "find_orphans",
-    "recover_orphans",
-    "recover_segment",
+    "minimize",
     # errors
-    *_errors_all,
+    "VrrlError",
+    "RecorderPoisonedError",
+    "VrrlWarning",
+    # the layers
+    "analysis",
+    "backends",
+    "capture",
+    "errors",
+    "evidence",
+    "format",
+    "recorder",
+    "reproduce",
 ]

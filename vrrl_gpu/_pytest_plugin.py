@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from vrrl_gpu._sidecar import sidecar_path
+from vrrl_gpu.format._sidecar import sidecar_path
 
 __all__ = ["pytest_addoption", "pytest_runtest_makereport", "vrrl_recorder"]
 
@@ -61,7 +61,7 @@ def _log_name(nodeid: str) -> str:
 @pytest.fixture
 def vrrl_recorder(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """A Recorder logging this test's launches; its log survives only if the test fails."""
-    from vrrl_gpu._recorder import Recorder
+    from vrrl_gpu.recorder._recorder import Recorder
 
     base = request.config.getoption("--vrrl-dir")
     directory = Path(base) if base else tmp_path

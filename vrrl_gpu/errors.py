@@ -198,7 +198,10 @@ _TWIN_ERROR_TEXT = {
     500: ("cudaErrorSymbolNotFound", "named symbol not found"),
     700: ("cudaErrorIllegalAddress", "an illegal memory access was encountered"),
     702: ("cudaErrorLaunchTimeout", "the launch timed out and was terminated"),
-    712: ("cudaErrorHostMemoryAlreadyRegistered", "part or all of the requested memory range is already mapped"),  # noqa: E501 - the runtime's own text
+    712: (
+        "cudaErrorHostMemoryAlreadyRegistered",
+        "part or all of the requested memory range is already mapped",
+    ),
     713: ("cudaErrorHostMemoryNotRegistered", "pointer does not correspond to a registered memory region"),
     710: ("cudaErrorAssert", "device-side assert triggered"),
     715: ("cudaErrorIllegalInstruction", "an illegal instruction was encountered"),

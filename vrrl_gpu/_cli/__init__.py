@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vrrl",
         description="Read, check and replay VRRL v1 flight-recorder logs written by vrrl_gpu.",
     )
-    from vrrl_gpu import __version__
+    from vrrl_gpu._version import __version__
 
     parser.add_argument("--version", action="version", version=f"vrrl_gpu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

@@ -11,15 +11,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vrrl_gpu._analysis import LogFollower, code_label, compute_stats, diff_records
 from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds
 from vrrl_gpu._cli._output import format_timestamp, opcode_names_for, print_table, record_dicts, status_label
 from vrrl_gpu._cli._progress import progress_bar
-from vrrl_gpu._export import EXPORT_FORMATS, MERGE_FORMATS, export_log, merge_to
-from vrrl_gpu._format import FailureClass
-from vrrl_gpu._report import DEFAULT_LAST, write_report
-from vrrl_gpu._ringlog import RingLog
-from vrrl_gpu._sidecar import opcode_label
+from vrrl_gpu.analysis._diff import diff_records
+from vrrl_gpu.analysis._export import export_log, merge_to
+from vrrl_gpu.analysis._follow import LogFollower
+from vrrl_gpu.analysis._launches import code_label
+from vrrl_gpu.analysis._report import DEFAULT_LAST, write_report
+from vrrl_gpu.analysis._stats import compute_stats
+from vrrl_gpu.analysis.exporters._rows import EXPORT_FORMATS, MERGE_FORMATS
+from vrrl_gpu.format._layout import FailureClass
+from vrrl_gpu.format._ringlog import RingLog
+from vrrl_gpu.format._sidecar import opcode_label
 
 __all__ = ["register"]
 

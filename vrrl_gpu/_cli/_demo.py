@@ -60,8 +60,8 @@ def register(sub: Any) -> None:
 
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     """Run the demo; returns a summary. A recorded fault is returned as ``summary["fault"]``, not raised."""
-    from vrrl_gpu._recorder import Recorder
     from vrrl_gpu.errors import VrrlWarning
+    from vrrl_gpu.recorder._recorder import Recorder
 
     summary: dict[str, Any] = {"log": args.log, "launches_requested": args.launches}
     t0 = time.perf_counter()
@@ -130,7 +130,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ]
     fault = s.get("fault")
     if fault is not None:
-        from vrrl_gpu._evidence import classify
+        from vrrl_gpu.evidence._classify import classify
 
         c = classify(fault)
         rows.append(("fault", f"{c.failure_class.label}: {c.name} ({c.code})"))

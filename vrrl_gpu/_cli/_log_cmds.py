@@ -18,10 +18,10 @@ from vrrl_gpu._cli._output import (
     record_dicts,
     status_label,
 )
-from vrrl_gpu._format import RECORD_MAGIC, FailureClass, SlotStatus
-from vrrl_gpu._ringlog import RingLog, ScanResult
-from vrrl_gpu._sidecar import opcode_label
 from vrrl_gpu.errors import CorruptRecordError, TruncatedLogError
+from vrrl_gpu.format._layout import RECORD_MAGIC, FailureClass, SlotStatus
+from vrrl_gpu.format._ringlog import RingLog, ScanResult
+from vrrl_gpu.format._sidecar import opcode_label
 
 __all__ = ["register"]
 
@@ -56,7 +56,7 @@ def _scan(path: str, salvage: bool) -> ScanResult:
 
 
 def _code_label(code: int) -> str:
-    from vrrl_gpu._evidence import code_name
+    from vrrl_gpu.evidence._classify import code_name
 
     return code_name(code) if code else "-"
 

@@ -10,10 +10,10 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from vrrl_gpu._export import DUMP_FIELDS, record_rows
-from vrrl_gpu._format import SlotStatus
-from vrrl_gpu._sidecar import read_sidecar
+from vrrl_gpu.analysis.exporters._rows import DUMP_FIELDS, record_rows
 from vrrl_gpu.errors import SidecarError
+from vrrl_gpu.format._layout import SlotStatus
+from vrrl_gpu.format._sidecar import read_sidecar
 
 __all__ = [
     "JSON_FIELDS",

@@ -12,7 +12,7 @@ from typing import Any
 from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds
 from vrrl_gpu._cli._output import print_table
 from vrrl_gpu._cli._progress import progress_bar
-from vrrl_gpu._sidecar import opcode_label
+from vrrl_gpu.format._sidecar import opcode_label
 
 __all__ = ["register"]
 
@@ -41,9 +41,7 @@ def register(sub: Any) -> None:
         help="the replay child's Recorder: auto (GPU if any, else the CPU twin), cupy, twin, or none "
         "(run the callables without recording) (default: auto)",
     )
-    p.add_argument(
-        "--from", dest="start", type=count, metavar="N", help="first launch position to replay"
-    )
+    p.add_argument("--from", dest="start", type=count, metavar="N", help="first launch position to replay")
     p.add_argument("--to", dest="stop", type=count, metavar="N", help="last launch position to replay")
     p.add_argument("--stop-at-failure", action="store_true", help="stop at the first failure of any kind")
     p.add_argument(
@@ -102,7 +100,7 @@ def register(sub: Any) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from vrrl_gpu._cli import UsageError
-    from vrrl_gpu._replay import read_plan
+    from vrrl_gpu.reproduce._plan import read_plan
 
     plan = read_plan(args.log, salvage=args.salvage)
     if args.list:
@@ -117,7 +115,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UsageError("vrrl replay: -o/--output goes with --minimize")
     if args.minimize:
         return _minimize(plan, args)
-    from vrrl_gpu._replay import replay
+    from vrrl_gpu.reproduce._replay import replay
 
     n = len(plan.select(args.start, args.stop))
     with progress_bar("replaying", enabled=None if not args.json else False) as update:
@@ -201,7 +199,7 @@ def _print_report(report: Any, args: argparse.Namespace) -> None:
 
 
 def _code(code: int) -> str:
-    from vrrl_gpu._evidence import code_name
+    from vrrl_gpu.evidence._classify import code_name
 
     return code_name(code) if code else "(no code)"
 
@@ -274,7 +272,7 @@ def _print_launches(title: str, launches: Sequence[Any], plan: Any) -> None:
 
 def _minimize(plan: Any, args: argparse.Namespace) -> int:
     from vrrl_gpu._cli import UsageError
-    from vrrl_gpu._replay import minimize, write_sequence_log
+    from vrrl_gpu.reproduce._minimize import minimize, write_sequence_log
 
     if plan.failure is None:
         raise UsageError(f"vrrl replay: {args.log} holds no failure record; there is nothing to minimise")
@@ -368,8 +366,9 @@ def _default_output(log: str) -> str:
 
 def cmd_recover(args: argparse.Namespace) -> int:
     from vrrl_gpu._cli import UsageError
-    from vrrl_gpu._recover import recover_segment
-    from vrrl_gpu._staging import DEFAULT_SHM_DIR, list_segments
+    from vrrl_gpu.capture._recover import recover_segment
+    from vrrl_gpu.capture._shm import list_segments
+    from vrrl_gpu.capture._staging import DEFAULT_SHM_DIR
     from vrrl_gpu.errors import RecoverError, StagingError
 
     if bool(args.segments) == bool(args.all):

@@ -65,7 +65,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from vrrl_gpu._kernels import KernelSignature
+from vrrl_gpu.capture._kernels import KernelSignature
 from vrrl_gpu.errors import KernelArgumentError, StagingError
 
 __all__ = [

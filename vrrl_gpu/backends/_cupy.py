@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vrrl_gpu._kernels import kernel_path, kernels_dir, parse_kernels, sources_digest
 from vrrl_gpu.backends._base import (
     Backend,
     DeviceBuffer,
@@ -25,6 +24,7 @@ from vrrl_gpu.backends._base import (
     normalize_dims,
     numpy_args,
 )
+from vrrl_gpu.capture._kernels import kernel_path, kernels_dir, parse_kernels, sources_digest
 from vrrl_gpu.errors import BackendUnavailableError, KernelSourceError, WrongDeviceError
 
 __all__ = ["CupyBackend", "cupy_device_count", "NVRTC_OPTIONS"]

@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vrrl_gpu._kernels import KernelSignature, kernel_path, kernels_dir, parse_kernels, sources_digest
 from vrrl_gpu.backends._base import (
     ArgPacker,
     Backend,
@@ -55,6 +54,7 @@ from vrrl_gpu.backends._base import (
     grid_exceeds_limits,
     normalize_dims,
 )
+from vrrl_gpu.capture._kernels import KernelSignature, kernel_path, kernels_dir, parse_kernels, sources_digest
 from vrrl_gpu.errors import (
     BackendUnavailableError,
     KernelCompileError,
@@ -130,7 +130,7 @@ class _Library:
             if compiled != sig.codes:
                 raise KernelCompileError(
                     f"kernel {name}: the source parse gives parameter types {sig.codes!r} but the compiler "
-                    f"says {compiled!r}; write the parameters with plain C types (see vrrl_gpu._kernels)",
+                    f"says {compiled!r}; write the parameters with plain C types (see capture/_kernels.py)",
                     source="",
                     name=str(path),
                     options=TWIN_CXX_FLAGS,

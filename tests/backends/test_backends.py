@@ -1,0 +1,301 @@
+"""The backend interface: selection (never a silent twin), argument conversion, and the CuPy backend's calls
+checked against a recording fake of CuPy (the real device path is in test_gpu_device.py)."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+import vrrl_gpu
+from tests.helpers.gpu import gpu_status
+from vrrl_gpu.backends import Backend, RingPointers, TwinBackend, get_backend
+from vrrl_gpu.backends import _cupy as cupy_mod
+from vrrl_gpu.backends._base import HostAllocation, normalize_dims, numpy_args, pack_args
+from vrrl_gpu.capture import StagingRing, kernel_source, parse_kernels
+from vrrl_gpu.errors import BackendUnavailableError, KernelArgumentError, TwinCudaError, VrrlWarning
+
+PACK = parse_kernels(kernel_source("vrrl_pack.cu"))["vrrl_pack"]
+NO_GPU = not gpu_status()[0]
+
+
+# ---- selection -----------------------------------------------------------------------------------
+
+
+def test_twin_by_name_is_silent() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b = get_backend("twin")
+    assert isinstance(b, TwinBackend)
+    assert b.is_simulated
+    b.close()
+
+
+@pytest.mark.skipif(not NO_GPU, reason="a CUDA device is present: auto picks CuPy")
+def test_auto_without_a_device_picks_the_twin_and_says_so_loudly() -> None:
+    with pytest.warns(VrrlWarning, match="CPU TWIN, NOT A GPU"):
+        b = get_backend("auto")
+    assert b.name == "twin"
+    b.close()
+
+
+@pytest.mark.skipif(not NO_GPU, reason="a CUDA device is present")
+def test_cupy_without_a_device_raises_backend_unavailable() -> None:
+    with pytest.raises(BackendUnavailableError, match="twin"):
+        get_backend("cupy")
+
+
+def test_unknown_backend_name_raises() -> None:
+    with pytest.raises(BackendUnavailableError, match="auto"):
+        get_backend("metal")
+
+
+def test_both_backends_implement_the_whole_interface() -> None:
+    assert not TwinBackend.__abstractmethods__
+    assert not cupy_mod.CupyBackend.__abstractmethods__
+    assert issubclass(cupy_mod.CupyBackend, Backend)
+    assert vrrl_gpu.get_backend is get_backend
+    assert "TwinCudaError" in vrrl_gpu.errors.__all__
+
+
+def test_only_the_cupy_backend_module_imports_cupy() -> None:
+    pkg = Path(vrrl_gpu.__file__).parent / "backends"
+    importers = {p.name for p in pkg.glob("*.py") if "import cupy" in p.read_text()}
+    assert importers == {"_cupy.py"}
+    code = (
+        "import sys, vrrl_gpu, vrrl_gpu.backends; vrrl_gpu.get_backend('twin').close(); "
+        "print('cupy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---- argument conversion -------------------------------------------------------------------------
+
+
+def test_pack_args_lays_out_one_8_byte_cell_per_parameter() -> None:
+    args = (0x1000, 0x2000, 7, 2**63, 1, 2, 3, 4, 5, 6, 2**32 - 1, 8, 9, -5)
+    raw = pack_args(PACK, args, lambda i, v: None)
+    assert len(raw) == 8 * 14
+    cells = [raw[8 * i : 8 * i + 8] for i in range(14)]
+    assert struct.unpack("<Q", cells[0])[0] == 0x1000
+    assert struct.unpack("<Q", cells[3])[0] == 2**63
+    assert struct.unpack("<I4x", cells[10])[0] == 2**32 - 1
+    assert struct.unpack("<q", cells[13])[0] == -5
+
+
+def test_pointer_arguments_accept_ints_none_and_device_ptr_objects() -> None:
+    holder = SimpleNamespace(device_ptr=0xABC)
+    raw = pack_args(PACK, (None, holder, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), lambda i, v: None)
+    assert struct.unpack("<QQ", raw[:16]) == (0, 0xABC)
+    with pytest.raises(KernelArgumentError, match="address"):
+        pack_args(PACK, (-1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), lambda i, v: None)
+    with pytest.raises(KernelArgumentError, match="argument 4"):
+        pack_args(PACK, (0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0), lambda i, v: None)
+    with pytest.raises(KernelArgumentError, match="argument 4"):
+        pack_args(PACK, (0, 0, 0, 0, True, 0, 0, 0, 0, 0, 0, 0, 0, 0), lambda i, v: None)
+
+
+def test_numpy_args_gives_exact_width_scalars_for_cupy() -> None:
+    out = numpy_args(PACK, (1, 2, 3, 4, 5, np.uint32(6), 7, 8, 9, 10, 11, 12, 13, -14), lambda i, v: None)
+    assert [type(v) for v in out] == [np.uint64] * 4 + [np.uint32] * 9 + [np.int64]
+    assert int(out[13]) == -14  # type: ignore[call-overload]
+    native = object()
+    out2 = numpy_args(PACK, (native, *range(13)), lambda i, v: v if v is native else None)
+    assert out2[0] is native
+
+
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [(5, (5, 1, 1)), ((2, 3), (2, 3, 1)), ([1, 2, 3], (1, 2, 3)), (0, (1, 1, 1)), ((4, 0, 2), (4, 1, 2))],
+)
+def test_normalize_dims_pads_and_clamps_like_cupy(value: Any, want: tuple[int, int, int]) -> None:
+    assert normalize_dims(value, "grid") == want
+
+
+@pytest.mark.parametrize("value", [(), (1, 2, 3, 4), -1, (1, -2), "8", 1.5])
+def test_normalize_dims_rejects_bad_shapes(value: Any) -> None:
+    with pytest.raises(KernelArgumentError):
+        normalize_dims(value, "block")
+
+
+def test_ring_pointers_from_a_staging_ring() -> None:
+    buf = np.zeros(StagingRing.layout_size(64), np.uint8)
+    ring = StagingRing.create(buf, 64)
+    alloc = HostAllocation(buf, 0x10000)
+    p = RingPointers.from_staging(alloc, ring)
+    assert p == RingPointers(0x10000 + 4096 + 8 * 64, 0x10000 + 4096, 63)
+
+
+def test_twin_cuda_error_reads_like_cupy_and_pickles() -> None:
+    e = TwinCudaError(700, "k: somewhere")
+    assert str(e) == "cudaErrorIllegalAddress: an illegal memory access was encountered (twin)"
+    assert e.cuda_error_code == e.status == 700
+    assert e.sticky
+    assert not TwinCudaError(1).sticky
+    back = pickle.loads(pickle.dumps(e))
+    assert (back.cuda_error_code, back.detail, str(back)) == (700, "k: somewhere", str(e))
+    assert "unrecognized" in str(TwinCudaError(4242))
+    assert isinstance(e, RuntimeError)
+
+
+# ---- the CuPy backend against a recording fake ---------------------------------------------------
+
+
+class _FakeKernel:
+    def __init__(self, calls: list[tuple[Any, ...]], name: str) -> None:
+        self.calls = calls
+        self.name = name
+
+    def __call__(self, grid: Any, block: Any, args: Any, **kw: Any) -> None:
+        self.calls.append(("launch", self.name, grid, block, args, kw))
+
+
+class _FakeCupy:
+    """Just enough of CuPy for the backend's calls; records every call."""
+
+    def __init__(self) -> None:
+        calls: list[tuple[Any, ...]] = []
+        self.calls = calls
+        self.__version__ = "14.2.0-fake"
+        self._pinned: list[Any] = []
+
+        class PinnedMemory:
+            def __init__(pm, size: int, flags: int) -> None:
+                pm.buf = np.zeros(size, np.uint8)
+                pm.ptr = pm.buf.ctypes.data
+                calls.append(("PinnedMemory", size, flags))
+
+        def pinned_pointer(mem: Any, offset: int) -> Any:
+            return memoryview(mem.buf)[offset:]
+
+        def pointer_attrs(ptr: int) -> Any:
+            calls.append(("pointerGetAttributes", ptr))
+            return SimpleNamespace(devicePointer=ptr + 0x7000_0000_0000)
+
+        class RawModule:
+            def __init__(rm, *, code: str, options: tuple[str, ...]) -> None:
+                calls.append(("RawModule", code[:40], options))
+
+            def get_function(rm, name: str) -> _FakeKernel:
+                calls.append(("get_function", name))
+                return _FakeKernel(calls, name)
+
+        class Device:
+            def __init__(d, i: int | None = None) -> None:
+                d.id = 0 if i is None else i
+
+            def __enter__(d) -> Any:
+                return d
+
+            def __exit__(d, *a: object) -> None:
+                pass
+
+        runtime = SimpleNamespace(
+            hostAllocMapped=2,
+            hostAllocPortable=1,
+            getDeviceCount=lambda: 1,
+            pointerGetAttributes=pointer_attrs,
+            hostRegister=lambda p, n, f: calls.append(("hostRegister", p, n, f)),
+            hostUnregister=lambda p: calls.append(("hostUnregister", p)),
+            streamQuery=lambda p: calls.append(("streamQuery", p)) or 600,
+            deviceSynchronize=lambda: calls.append(("deviceSynchronize",)),
+        )
+        self.cuda = SimpleNamespace(
+            runtime=runtime,
+            PinnedMemory=PinnedMemory,
+            PinnedMemoryPointer=pinned_pointer,
+            Device=Device,
+            get_current_stream=lambda: SimpleNamespace(ptr=0),
+        )
+        self.RawModule = RawModule
+        self.ndarray = type("ndarray", (), {})
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch: pytest.MonkeyPatch) -> _FakeCupy:
+    fake = _FakeCupy()
+    monkeypatch.setattr(cupy_mod, "_import_cupy", lambda: fake)
+    return fake
+
+
+def test_cupy_alloc_pinned_uses_mapped_portable_flags_and_the_attribute_pointer(fake_cupy: _FakeCupy) -> None:
+    b = cupy_mod.CupyBackend()
+    m = b.alloc_pinned(8192)
+    assert ("PinnedMemory", 8192, 2 | 1) in fake_cupy.calls
+    assert m.device_ptr == m.host.ctypes.data + 0x7000_0000_0000
+    assert m.nbytes == 8192
+    m.host[:4] = 7  # writable
+
+
+def test_cupy_register_host_maps_portable_and_unregisters_on_close(fake_cupy: _FakeCupy) -> None:
+    b = cupy_mod.CupyBackend()
+    buf = np.zeros(4096, np.uint8)
+    reg = b.register_host(buf)
+    ptr = buf.ctypes.data
+    assert ("hostRegister", ptr, 4096, 3) in fake_cupy.calls
+    assert reg.device_ptr == ptr + 0x7000_0000_0000
+    reg.close()
+    reg.close()
+    assert fake_cupy.calls.count(("hostUnregister", ptr)) == 1
+
+
+def test_cupy_load_and_pack_launch_with_uint64_pointers_on_the_given_stream(fake_cupy: _FakeCupy) -> None:
+    b = cupy_mod.CupyBackend()
+    ring = RingPointers(0x1000, 0x2000, 15)
+    stream = SimpleNamespace(ptr=0x55)
+    b.pack(
+        ring, 3, slot_idx=3, tenant_id=1, opcode=2, words=(4, 5, 6, 7), epoch=8, ts_offset=-9, stream=stream
+    )
+    b.pack(ring, 4, slot_idx=4, tenant_id=1, opcode=2, words=(4, 5, 6, 7), epoch=8)
+    modules = [c for c in fake_cupy.calls if c[0] == "RawModule"]
+    assert len(modules) == 1  # compiled once, reused
+    assert "-std=c++17" in modules[0][2]
+    assert any(o.startswith("-I") and o.endswith("kernels") for o in modules[0][2])
+    launches = [c for c in fake_cupy.calls if c[0] == "launch"]
+    _, name, grid, block, args, kw = launches[0]
+    assert (name, grid, block) == ("vrrl_pack", (1, 1, 1), (1, 1, 1))
+    assert kw == {"shared_mem": 0, "stream": stream}
+    assert type(args[0]) is np.uint64
+    assert int(args[0]) == 0x1000
+    assert type(args[13]) is np.int64
+    assert int(args[13]) == -9
+    assert launches[1][5]["stream"] is None  # None: CuPy's current stream
+
+
+def test_cupy_stream_query_passes_the_raw_code_through(fake_cupy: _FakeCupy) -> None:
+    b = cupy_mod.CupyBackend()
+    assert b.stream_query(SimpleNamespace(ptr=0x99)) == 600
+    assert ("streamQuery", 0x99) in fake_cupy.calls
+
+
+def test_stream_key_and_error_for(fake_cupy: _FakeCupy) -> None:
+    twin = TwinBackend()
+    try:
+        assert twin.stream_key(None) == 0
+        s = twin.new_stream()
+        assert twin.stream_key(s) == s.ptr != 0
+        e = twin.error_for(719)
+        assert isinstance(e, TwinCudaError)
+        assert e.cuda_error_code == 719
+    finally:
+        twin.close()
+    b = cupy_mod.CupyBackend()
+    assert b.stream_key(SimpleNamespace(ptr=0x77)) == 0x77
+
+
+def test_cupy_error_for_is_cupys_runtime_error() -> None:
+    runtime = pytest.importorskip("cupy_backends.cuda.api.runtime")
+    b = cupy_mod.CupyBackend.__new__(cupy_mod.CupyBackend)
+    b._rt = runtime  # no device needed to build the exception
+    e = b.error_for(700)
+    assert type(e).__name__ == "CUDARuntimeError"
+    assert e.status == 700  # type: ignore[attr-defined]

@@ -1,0 +1,235 @@
+from __future__ import annotations
+
+import collections
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from vrrl_gpu import RECORD_DTYPE, Record, RingLog
+from vrrl_gpu.errors import LogLockedError, RecordValueError, VrrlIoError
+from vrrl_gpu.format import RECORD_MAGIC, file_size_for
+
+
+def make_records(n: int, start: int = 0) -> np.ndarray:
+    a = np.zeros(n, RECORD_DTYPE)
+    seq = np.arange(start, start + n, dtype=np.uint64)
+    a["timestamp_ns"] = 1_700_000_000_000_000_000 + seq
+    a["slot_idx"] = seq.astype(np.uint32)
+    a["opcode"] = 7
+    a["args"][:, 0] = seq.astype(np.uint32)
+    return a
+
+
+def test_new_file_is_full_length_mode_0600_and_zeroed(tmp_path: Path) -> None:
+    p = tmp_path / "a.vrrl"
+    with RingLog.open(p, capacity=16) as log:
+        assert log.capacity == 16
+        assert log.cursor == 0
+    assert p.stat().st_size == file_size_for(16)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert p.read_bytes()[32:] == bytes(64 * 16)
+    assert p.read_bytes()[:8] == b"VRRL0001"
+
+
+def test_open_missing_without_capacity_says_how_to_create(tmp_path: Path) -> None:
+    with pytest.raises(RecordValueError, match="capacity=N"):
+        RingLog.open(tmp_path / "nope.vrrl")
+    with pytest.raises(VrrlIoError):
+        RingLog.open(tmp_path / "nope.vrrl", readonly=True)
+    assert not (tmp_path / "nope.vrrl").exists()
+
+
+def test_existing_file_keeps_its_header_capacity(tmp_path: Path) -> None:
+    p = tmp_path / "a.vrrl"
+    with RingLog.open(p, capacity=8) as log:
+        log.extend(make_records(3))
+    with RingLog.open(p, capacity=1024) as log:
+        assert log.capacity == 8
+        assert log.cursor == 3
+        assert len(log) == 3
+
+
+def test_append_writes_magic_and_advances_cursor(tmp_path: Path) -> None:
+    with RingLog.open(tmp_path / "a.vrrl", capacity=4) as log:
+        log.append(Record(timestamp_ns=5, slot_idx=1, tenant_id=2, opcode=3, args=(1, 2, 3, 4), epoch=6))
+        recs = log.records()
+        assert recs["magic"].tolist() == [RECORD_MAGIC]
+        assert log.cursor == 1
+        assert next(iter(log)).args == (1, 2, 3, 4)
+
+
+def test_extend_is_batched_one_pwrite_per_contiguous_span(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with RingLog.open(tmp_path / "a.vrrl", capacity=8) as log:
+        log.extend(make_records(6))
+        calls: list[tuple[int, int]] = []
+        real = os.pwrite
+
+        def spy(fd: int, data: object, offset: int) -> int:
+            n = real(fd, data, offset)  # type: ignore[arg-type]
+            calls.append((offset, n))
+            return n
+
+        monkeypatch.setattr(os, "pwrite", spy)
+        log.extend(make_records(5, start=6))  # wraps: slots 6,7 then 0,1,2
+        monkeypatch.undo()
+        assert calls == [(32 + 64 * 6, 128), (32, 192), (24, 8)]
+        assert log.cursor == 3
+        assert log.records()["slot_idx"].tolist() == [3, 4, 5, 6, 7, 8, 9, 10]
+
+
+def test_extend_larger_than_capacity_keeps_the_newest(tmp_path: Path) -> None:
+    with RingLog.open(tmp_path / "a.vrrl", capacity=8) as log:
+        log.extend(make_records(3))
+        log.extend(make_records(21, start=3))
+        assert log.cursor == (3 + 21) % 8
+        assert log.records()["slot_idx"].tolist() == list(range(16, 24))
+
+
+def test_extend_does_not_modify_the_callers_array(tmp_path: Path) -> None:
+    a = make_records(4)
+    with RingLog.open(tmp_path / "a.vrrl", capacity=8) as log:
+        log.extend(a)
+    assert (a["magic"] == 0).all()
+
+
+def test_second_writer_gets_log_locked_error_and_readers_still_work(tmp_path: Path) -> None:
+    p = tmp_path / "a.vrrl"
+    with RingLog.open(p, capacity=8) as w:
+        w.extend(make_records(2))
+        with pytest.raises(LogLockedError, match="another writer"):
+            RingLog.open(p, capacity=8)
+        code = (
+            "import sys; from vrrl_gpu import RingLog\nfrom vrrl_gpu.errors import LogLockedError\n"
+            "try: RingLog.open(sys.argv[1])\n"
+            "except LogLockedError: sys.exit(3)\n"
+        )
+        assert subprocess.run([sys.executable, "-c", code, str(p)], check=False).returncode == 3
+        with RingLog.open(p, readonly=True) as r:
+            assert len(r) == 2
+            w.extend(make_records(1, start=2))
+            assert len(r) == 3  # a reader sees what the writer published since
+    with RingLog.open(p) as w2:  # the lock went with close()
+        assert w2.cursor == 3
+
+
+def test_readonly_never_writes_or_creates(tmp_path: Path) -> None:
+    p = tmp_path / "a.vrrl"
+    with RingLog.open(p, capacity=8) as log:
+        log.extend(make_records(2))
+    before = p.read_bytes()
+    os.chmod(p, 0o400)
+    with RingLog.open(p, readonly=True) as r:
+        assert len(r) == 2
+        with pytest.raises(VrrlIoError, match="read-only"):
+            r.extend(make_records(1))
+    assert p.read_bytes() == before
+
+
+def test_closed_log_refuses_use_and_close_is_idempotent(tmp_path: Path) -> None:
+    log = RingLog.open(tmp_path / "a.vrrl", capacity=8)
+    log.close()
+    log.close()
+    assert log.closed
+    with pytest.raises(VrrlIoError, match="closed"):
+        log.records()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    capacity=st.integers(1, 64),
+    batches=st.lists(st.integers(0, 150), max_size=6),
+)
+def test_round_trip_of_batches_matches_the_last_capacity_records(
+    tmp_path_factory: pytest.TempPathFactory, capacity: int, batches: list[int]
+) -> None:
+    p = tmp_path_factory.mktemp("rt") / "a.vrrl"
+    total = 0
+    with RingLog.open(p, capacity=capacity) as log:
+        for n in batches:
+            log.extend(make_records(n, start=total))
+            total += n
+    with RingLog.open(p, readonly=True) as log:
+        got = log.records()["slot_idx"].tolist()
+        assert log.cursor == total % capacity
+    assert got == list(range(max(0, total - capacity), total))
+
+
+class RingModel(RuleBasedStateMachine):
+    """The ring against a bounded deque, across appends, batched extends, wraps, close and reopen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.dir = tempfile.mkdtemp()
+        self.path = os.path.join(self.dir, "m.vrrl")
+        self.capacity = 0
+        self.model: collections.deque[int] = collections.deque()
+        self.log: RingLog | None = None
+        self.seq = 0
+
+    @precondition(lambda self: self.log is None and self.capacity == 0)
+    @rule(capacity=st.integers(1, 12))
+    def create(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.model = collections.deque(maxlen=capacity)
+        self.log = RingLog.open(self.path, capacity=capacity)
+
+    @precondition(lambda self: self.log is not None)
+    @rule()
+    def append(self) -> None:
+        assert self.log is not None
+        r = Record.from_row(make_records(1, start=self.seq)[0])
+        self.log.append(r)
+        self.model.append(self.seq)
+        self.seq += 1
+
+    @precondition(lambda self: self.log is not None)
+    @rule(n=st.integers(0, 30))
+    def extend(self, n: int) -> None:
+        assert self.log is not None
+        self.log.extend(make_records(n, start=self.seq))
+        self.model.extend(range(self.seq, self.seq + n))
+        self.seq += n
+
+    @precondition(lambda self: self.log is not None)
+    @rule()
+    def close(self) -> None:
+        assert self.log is not None
+        self.log.close()
+        self.log = None
+
+    @precondition(lambda self: self.log is None and self.capacity > 0)
+    @rule(asked=st.integers(1, 50))
+    def reopen(self, asked: int) -> None:
+        self.log = RingLog.open(self.path, capacity=asked)
+        assert self.log.capacity == self.capacity
+
+    @invariant()
+    def matches_model(self) -> None:
+        if self.capacity == 0:
+            return
+        with RingLog.open(self.path, readonly=True) as r:
+            assert r.records()["slot_idx"].tolist() == list(self.model)
+            assert r.cursor == self.seq % self.capacity
+
+    def teardown(self) -> None:
+        if self.log is not None:
+            self.log.close()
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+RingModel.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+test_ring_against_a_deque_model = RingModel.TestCase

@@ -1,0 +1,75 @@
+"""Shared helpers of the Recorder tests (imported by test modules; not a conftest)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vrrl_gpu import Recorder, RingLog, SlotStatus
+
+#: --fault-kind → (the demo kernel's fault_kind, the CUDA code it raises on the twin and on a GPU).
+KERNEL_FAULTS = {"illegal-address": (1, 700), "trap": (2, 719), "assert": (3, 710)}
+N = 64  # elements of each axpy launch: one block of 64 threads
+
+
+def log_records(path: str | os.PathLike[str]) -> npt.NDArray[np.void]:
+    """Every record of a (closed) log, in publish order."""
+    with RingLog.open(path, readonly=True) as log:
+        return log.records()
+
+
+def with_status(recs: npt.NDArray[np.void], *statuses: SlotStatus) -> npt.NDArray[np.void]:
+    mask = np.isin(recs["slot_status"], [int(s) for s in statuses])
+    return recs[mask]
+
+
+def failures(recs: npt.NDArray[np.void]) -> list[tuple[int, int, int, int]]:
+    """(slot_idx, slot_status, failure_class, code) of every FAILED_AT_LAUNCH / FAULTED / HUNG record."""
+    sel = with_status(recs, SlotStatus.FAILED_AT_LAUNCH, SlotStatus.FAULTED, SlotStatus.HUNG)
+    return [
+        (int(r["slot_idx"]), int(r["slot_status"]), int(r["failure_class"]), int(r["backend_error_code"]))
+        for r in sel
+    ]
+
+
+@dataclass
+class Axpy:
+    """The demo's axpy kernel and its buffers, launched through a recorder; words (i, fault_kind, tag, 0)."""
+
+    rec: Recorder
+    kernel: Any
+    x: Any
+    y: Any
+    opcode: int
+
+    @classmethod
+    def on(cls, rec: Recorder) -> Axpy:
+        b = rec.backend
+        return cls(
+            rec=rec,
+            kernel=b.load("vrrl_demo.cu", "vrrl_demo_axpy"),
+            x=b.alloc_device(4 * N),
+            y=b.alloc_device(4 * N),
+            opcode=rec.opcode("axpy"),
+        )
+
+    def launch(self, i: int, *, fault: int = 0, stream: Any = None, tag: int = 0, block: int = N) -> None:
+        self.rec.launch(
+            self.kernel,
+            1,
+            block,
+            (self.y, self.x, 1.0, N, fault),
+            opcode=self.opcode,
+            words=(i, fault, tag, 0),
+            stream=stream,
+        )
+
+
+def sidecar_file(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    return p.with_name(p.name + ".json")

@@ -1,0 +1,464 @@
+"""``vrrl report``: one self-contained HTML page about a log.
+
+The page has no scripts, no external style sheets, fonts or images, and a
+Content-Security-Policy that forbids loading anything, so it opens offline and
+can be attached to a bug report as it is. Every string that comes from a log
+or its sidecar is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vrrl_gpu.analysis._launches import (
+    CrashWindow,
+    code_label,
+    crash_windows,
+    failure_mask,
+    find_launches,
+    meta_mask,
+)
+from vrrl_gpu.analysis._stats import compute_stats
+from vrrl_gpu.format._layout import FailureClass, MetaOpcode, SlotStatus
+from vrrl_gpu.format._sidecar import opcode_label
+
+__all__ = ["DEFAULT_LAST", "render_report", "write_report"]
+
+#: How many of the newest launches the timeline shows by default.
+DEFAULT_LAST = 200
+_MAX_LANES = 24
+_MAX_FAILURE_ROWS = 500
+_PALETTE = (
+    "#4e79a7", "#59a14f", "#9c755f", "#76b7b2", "#edc948",
+    "#b07aa1", "#ff9da7", "#86bcb6", "#8cd17d", "#499894",
+)  # fmt: skip
+
+_CSS = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d1d1f;background:#fff}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+.sub{color:#666;margin:0 0 12px}
+table{border-collapse:collapse;margin:4px 0}
+th,td{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
+th{background:#f4f4f6}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.bad{color:#b00020;font-weight:600}.ok{color:#1b7f3b;font-weight:600}
+.cards{display:flex;gap:12px;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:8px 14px}
+.card b{display:block;font-size:20px}svg{border:1px solid #ddd;background:#fcfcfd}
+.legend span{display:inline-block;margin-right:14px}.sw{display:inline-block;width:12px;height:12px;
+vertical-align:middle;margin-right:4px;border-radius:2px}
+code{font:12px ui-monospace,monospace}
+"""
+
+
+def _e(v: object) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _fmt_ns(ns: float) -> str:
+    a = abs(ns)
+    if a >= 1e9:
+        return f"{ns / 1e9:.3f} s"
+    if a >= 1e6:
+        return f"{ns / 1e6:.3f} ms"
+    if a >= 1e3:
+        return f"{ns / 1e3:.1f} µs"
+    return f"{ns:.0f} ns"
+
+
+def _utc(ns: int) -> str:
+    import datetime as dt
+
+    secs, frac = divmod(int(ns), 1_000_000_000)
+    try:
+        base = dt.datetime.fromtimestamp(secs, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return f"{ns} ns"
+    return f"{base}.{frac:09d} UTC"
+
+
+def _status(v: int) -> str:
+    try:
+        return SlotStatus(v).name.lower()
+    except ValueError:
+        return str(v)
+
+
+def _el(
+    tag: str, text: str | None = None, *, title: str | None = None, close: bool = True, **attrs: Any
+) -> str:
+    """An SVG element; ``fill_opacity=`` becomes ``fill-opacity``, ``class_`` ``class``; text is escaped."""
+    a = " ".join(f'{k.rstrip("_").replace("_", "-")}="{_e(v)}"' for k, v in attrs.items())
+    head = f"<{tag} {a}>"
+    if not close:
+        return head
+    inner = (f"<title>{_e(title)}</title>" if title else "") + (_e(text) if text is not None else "")
+    return f"{head}{inner}</{tag}>"
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[str] = ()) -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = []
+    for r in rows:
+        cells = "".join(
+            f'<td class="n">{_e(v)}</td>' if c in numeric else f"<td>{_e(v)}</td>"
+            for c, v in zip(columns, r, strict=True)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _timeline(
+    records: npt.NDArray[np.void],
+    names: Mapping[int, str] | None,
+    last: int,
+    windows: Sequence[CrashWindow],
+) -> tuple[str, str]:
+    """(the SVG, a caption) for the newest ``last`` launches."""
+    ls = find_launches(records)
+    if not len(ls) or last <= 0:
+        return "", "No launches recorded."
+    sel = np.arange(max(0, len(ls) - last), len(ls))
+    start = ls.ts[sel].astype(np.int64)
+    end = np.where(ls.completed[sel], ls.end_ts[sel].astype(np.int64), start)
+    lo = int(start.min())
+    hi = int(max(int(end.max()), int(start.max())))
+    first_rec = int(ls.index[sel[0]])
+    shown_windows = [w for w in windows if w.launch_record >= first_rec or w.end_ns >= lo]
+    fm = failure_mask(records)
+    fails = np.flatnonzero(fm)
+    fails = fails[fails >= first_rec]
+    gaps = np.flatnonzero(meta_mask(records) & (records["opcode"] == MetaOpcode.GAP))
+    gaps = gaps[gaps >= first_rec]
+    for w in shown_windows:
+        hi = max(hi, w.end_ns)
+    if fails.size:
+        hi = max(hi, int(records["timestamp_ns"][fails].max()))
+    gap_ts = records["timestamp_ns"][gaps].astype(np.int64)
+    gaps = gaps[(gap_ts >= lo) & (gap_ts <= hi)]  # only those inside the drawn span
+    span = max(1, hi - lo)
+
+    lanes = sorted(set(ls.tenant[sel].tolist()) | {w.tenant_id for w in shown_windows})
+    hidden = max(0, len(lanes) - _MAX_LANES)
+    lanes = lanes[:_MAX_LANES]
+    lane_of = {t: i for i, t in enumerate(lanes)}
+    left, right, top, lane_h = 110, 20, 34, 30
+    width = 1100
+    plot_w = width - left - right
+    height = top + lane_h * len(lanes) + 24
+
+    def x(ns: int) -> float:
+        return left + (ns - lo) / span * plot_w
+
+    parts = [
+        _el(
+            "svg",
+            xmlns="http://www.w3.org/2000/svg",
+            width=width,
+            height=height,
+            viewBox=f"0 0 {width} {height}",
+            role="img",
+            aria_label="timeline of the last launches",
+            close=False,
+        )
+    ]
+    # Lanes and axis.
+    for t, i in lane_of.items():
+        y = top + i * lane_h
+        fill = "#f3f4f7" if i % 2 else "#ffffff"
+        parts.append(f'<rect x="{left}" y="{y}" width="{plot_w}" height="{lane_h}" fill="{fill}"/>')
+        parts.append(
+            _el("text", f"tenant {t}", x=left - 8, y=y + lane_h / 2 + 4, text_anchor="end", font_size=12)
+        )
+    for k in range(6):
+        ns = lo + span * k // 5
+        xx = x(ns)
+        parts.append(f'<line x1="{xx:.1f}" y1="{top - 4}" x2="{xx:.1f}" y2="{height - 24}" stroke="#ccc"/>')
+        anchor = "start" if k == 0 else ("end" if k == 5 else "middle")
+        parts.append(
+            _el("text", f"+{_fmt_ns(ns - lo)}", x=f"{xx:.1f}", y=top - 10, font_size=11, text_anchor=anchor)
+        )
+    # Crash windows under the launches.
+    for w in shown_windows:
+        if w.tenant_id not in lane_of:
+            continue
+        y = top + lane_of[w.tenant_id] * lane_h
+        x0, x1 = x(max(w.start_ns, lo)), x(w.end_ns)
+        wd = max(6.0, x1 - x0)
+        label = f"crash window: {opcode_label(w.opcode, names)} slot {w.slot_idx}"
+        tip = (
+            f"{label}; {FailureClass(w.failure_class).label} {code_label(w.backend_error_code)}; "
+            + _fmt_ns(w.end_ns - w.start_ns)
+        )
+        parts.append(
+            _el(
+                "rect",
+                title=tip,
+                class_="crash-window",
+                x=f"{x0:.1f}",
+                y=y + 1,
+                width=f"{wd:.1f}",
+                height=lane_h - 2,
+                fill="#e53935",
+                fill_opacity="0.28",
+                stroke="#b00020",
+                stroke_width=2,
+            )
+        )
+        tx = min(x0, width - right - 150)
+        parts.append(f'<text x="{tx:.1f}" y="{y + 11}" font-size="10" fill="#b00020">{_e(label)}</text>')
+    # Launches.
+    ops = sorted(set(ls.opcode[sel].tolist()))
+    color = {op: _PALETTE[i % len(_PALETTE)] for i, op in enumerate(ops)}
+    for row in sel.tolist():
+        t = int(ls.tenant[row])
+        if t not in lane_of:
+            continue
+        y = top + lane_of[t] * lane_h + 7
+        s = int(ls.ts[row])
+        op = int(ls.opcode[row])
+        if ls.completed[row]:
+            e = int(ls.end_ts[row])
+            wd, opacity = max(1.5, x(e) - x(s)), "0.9"
+            dur = _fmt_ns(e - s)
+        else:
+            wd, opacity, dur = 2.0, "0.6", "no end record"
+        tip = f"{opcode_label(op, names)} slot {int(ls.slot[row])} epoch {int(ls.epoch[row])}: {dur}"
+        parts.append(
+            f'<rect class="launch" x="{x(s):.1f}" y="{y}" width="{wd:.1f}" height="{lane_h - 14}" '
+            f'fill="{color[op]}" fill-opacity="{opacity}"><title>{_e(tip)}</title></rect>'
+        )
+    # Gaps across every lane, failures on theirs.
+    for g in gaps.tolist():
+        a = records["args"][g]
+        count = int(a[2]) | (int(a[3]) << 32)
+        gx = x(int(records["timestamp_ns"][g]))
+        parts.append(
+            _el(
+                "line",
+                title=f"gap: {count} record(s) dropped",
+                class_="gap",
+                x1=f"{gx:.1f}",
+                y1=top,
+                x2=f"{gx:.1f}",
+                y2=top + lane_h * len(lanes),
+                stroke="#f28e2b",
+                stroke_width=2,
+                stroke_dasharray="4 3",
+            )
+        )
+    for f in fails.tolist():
+        t = int(records["tenant_id"][f])
+        if t not in lane_of:
+            continue
+        fx = x(int(records["timestamp_ns"][f]))
+        y = top + lane_of[t] * lane_h
+        r = records[f]
+        tip = (
+            f"{_status(int(r['slot_status']))}: {FailureClass(int(r['failure_class'])).label} "
+            f"{code_label(int(r['backend_error_code']))} (slot {int(r['slot_idx'])})"
+        )
+        points = f"{fx:.1f},{y + 4} {fx - 7:.1f},{y + lane_h - 4} {fx + 7:.1f},{y + lane_h - 4}"
+        parts.append(_el("polygon", title=tip, class_="failure", points=points, fill="#b00020"))
+    parts.append("</svg>")
+    caption = (
+        f"The last {sel.size} launch(es), from {_utc(lo)} over {_fmt_ns(hi - lo)}. "
+        f"Bars run from a launch's BEGIN to its COMPLETED record; thin ticks have no end record."
+    )
+    if hidden:
+        caption += f" {hidden} more track(s) not drawn."
+    legend = "".join(
+        f'<span><i class="sw" style="background:{color[op]}"></i>{_e(opcode_label(op, names))}</span>'
+        for op in ops[:12]
+    )
+    legend += (
+        '<span><i class="sw" style="background:#e53935;opacity:.5"></i>crash window</span>'
+        '<span><i class="sw" style="background:#b00020"></i>failure</span>'
+        '<span><i class="sw" style="background:#f28e2b"></i>gap (dropped records)</span>'
+    )
+    return "".join(parts), f'{_e(caption)}<div class="legend">{legend}</div>'
+
+
+def render_report(
+    records: npt.NDArray[np.void],
+    *,
+    source: str = "",
+    opcode_names: Mapping[int, str] | None = None,
+    header: Mapping[str, Any] | None = None,
+    last: int = DEFAULT_LAST,
+) -> str:
+    """The HTML page for a log's records (``header``: optional facts such as capacity, cursor, wrapped)."""
+    from vrrl_gpu._version import __version__
+
+    stats = compute_stats(records, opcode_names=opcode_names, buckets=10)
+    windows = crash_windows(records)
+    name = Path(source).name if source else "log"
+    fails = stats["failures"]["total"]
+    cards = [
+        ("records", f"{stats['records']:,}"),
+        ("launches", f"{stats['launches']:,}"),
+        ("failures", f"{fails:,}"),
+        ("dropped records", f"{stats['gaps']['dropped_records']:,}"),
+        ("span", _fmt_ns(stats["span_ns"])),
+    ]
+    card_html = "".join(
+        f'<div class="card"><b class="{"bad" if k == "failures" and fails else ""}">{_e(v)}</b>{_e(k)}</div>'
+        for k, v in cards
+    )
+    facts: list[tuple[str, Any]] = [("log", source or "-")]
+    for k, v in (header or {}).items():
+        facts.append((k, v))
+    if stats["first_timestamp_ns"] is not None:
+        facts.append(("first record", _utc(stats["first_timestamp_ns"])))
+        facts.append(("last record", _utc(stats["last_timestamp_ns"])))
+    facts.append(("meta-records", stats["meta_records"]))
+    facts.append(("GAP records", stats["gaps"]["gap_records"]))
+
+    verdict = (
+        f'<p class="bad">{fails} failure record(s); {len(windows)} crash window(s).</p>'
+        if fails
+        else '<p class="ok">No failures recorded.</p>'
+    )
+    fm = np.flatnonzero(failure_mask(records))
+    frows = []
+    for j in fm[:_MAX_FAILURE_ROWS].tolist():
+        r = records[j]
+        frows.append(
+            (
+                _utc(int(r["timestamp_ns"])),
+                int(r["tenant_id"]),
+                int(r["slot_idx"]),
+                opcode_label(int(r["opcode"]), opcode_names),
+                _status(int(r["slot_status"])),
+                FailureClass(int(r["failure_class"])).label,
+                code_label(int(r["backend_error_code"])),
+                f"{int(r['output_digest']):016x}" if int(r["output_digest"]) else "-",
+            )
+        )
+    fail_html = (
+        _table(
+            ("time", "tenant", "slot", "opcode", "status", "class", "code", "digest"),
+            frows,
+            ("tenant", "slot"),
+        )
+        if frows
+        else "<p>None.</p>"
+    )
+    if fm.size > _MAX_FAILURE_ROWS:
+        fail_html += f"<p>… and {fm.size - _MAX_FAILURE_ROWS} more (see <code>vrrl dump</code>).</p>"
+    win_rows = [
+        (
+            w.tenant_id,
+            w.slot_idx,
+            opcode_label(w.opcode, opcode_names),
+            _utc(w.start_ns),
+            _fmt_ns(w.end_ns - w.start_ns),
+            _status(w.fault_status)
+            + f": {FailureClass(w.failure_class).label} {code_label(w.backend_error_code)}",
+        )
+        for w in windows
+    ]
+    win_html = (
+        "<h3>Crash windows</h3>"
+        "<p>The launch each track had reached (no COMPLETED record) when a fault was seen.</p>"
+        + _table(("tenant", "slot", "opcode", "began", "until fault", "fault"), win_rows, ("tenant", "slot"))
+        if win_rows
+        else ""
+    )
+    svg, caption = _timeline(records, opcode_names, last, windows)
+    op_rows = [
+        (
+            o["name"],
+            f"{o['opcode']:#x}",
+            o["launches"],
+            o["completed"],
+            o["failed"],
+            _fmt_ns(o["mean_duration_ns"]) if o["mean_duration_ns"] is not None else "-",
+        )
+        for o in stats["opcodes"]
+    ]
+    track_rows = [
+        (
+            t["tenant_id"],
+            t["launches"],
+            t["begin"],
+            t["completed"],
+            f"{t['coverage'] * 100:.1f} %" if t["coverage"] is not None else "-",
+            t["failed"],
+            t["unclaimed"],
+        )
+        for t in stats["tracks"]
+    ]
+    body = f"""
+<h1>vrrl report: {_e(name)}</h1>
+<p class="sub">{_e(source)}</p>
+<section id="summary"><h2>Summary</h2><div class="cards">{card_html}</div>{verdict}
+{_table(("fact", "value"), facts)}</section>
+<section id="failures"><h2>Failures</h2>{fail_html}{win_html}</section>
+<section id="timeline"><h2>Timeline</h2>{svg}<p>{caption}</p></section>
+<section id="opcodes"><h2>Per opcode</h2>{
+        _table(
+            ("opcode", "number", "launches", "completed", "failed", "mean duration"),
+            op_rows,
+            ("launches", "completed", "failed"),
+        )
+        if op_rows
+        else "<p>None.</p>"
+    }</section>
+<section id="tracks"><h2>Tracks (tenant ids)</h2>{
+        _table(
+            ("tenant", "launches", "begin", "completed", "coverage", "failed", "unclaimed"),
+            track_rows,
+            ("tenant", "launches", "begin", "completed", "failed", "unclaimed"),
+        )
+        if track_rows
+        else "<p>None.</p>"
+    }</section>
+<footer><p class="sub">Generated by vrrl_gpu {_e(__version__)}.</p></footer>"""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta http-equiv="Content-Security-Policy" '
+        "content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+        f"<title>vrrl report: {_e(name)}</title><style>{_CSS}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def write_report(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    last: int = DEFAULT_LAST,
+    force: bool = False,
+    salvage: bool = False,
+) -> int:
+    """Render the report of the log at ``path`` into ``out``; returns the number of records."""
+    from vrrl_gpu.analysis.exporters._rows import opcode_names_of
+    from vrrl_gpu.analysis.exporters._sinks import _AtomicOutput
+    from vrrl_gpu.format._ringlog import RingLog
+
+    p = os.fspath(path)
+    with RingLog.open(p, readonly=True) as log:
+        scan = log.scan(salvage=salvage)
+    h = scan.header
+    header: dict[str, Any] = {
+        "capacity": f"{h.capacity:,} slots",
+        "cursor": h.cursor,
+        "wrapped": scan.wrapped,
+    }
+    if scan.corrupt_slots or scan.missing_slots:
+        header["damaged slots skipped"] = len(scan.corrupt_slots) + scan.missing_slots
+    page = render_report(scan.records, source=p, opcode_names=opcode_names_of(p), header=header, last=last)
+    target = _AtomicOutput(out, force=force)
+    try:
+        with open(target.tmp, "w", encoding="utf-8") as f:
+            f.write(page)
+        target.commit()
+    except BaseException:
+        target.abort()
+        raise
+    return int(scan.records.shape[0])

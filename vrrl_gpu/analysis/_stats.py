@@ -1,0 +1,156 @@
+"""``compute_stats``: counts, coverage, durations and failures of one log."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from vrrl_gpu.analysis._launches import (
+    _check,
+    code_label,
+    crash_windows,
+    failure_mask,
+    find_launches,
+    gap_drops,
+    meta_mask,
+)
+from vrrl_gpu.errors import RecordValueError
+from vrrl_gpu.format._layout import (
+    FailureClass,
+    SlotStatus,
+)
+from vrrl_gpu.format._reader import Records
+
+__all__ = ["compute_stats"]
+
+
+# --------------------------------------------------------------------- stats
+
+
+def _label(names: Mapping[int, str] | None, opcode: int) -> str:
+    from vrrl_gpu.format._sidecar import opcode_label
+
+    return opcode_label(opcode, names)
+
+
+def compute_stats(
+    records: Records, *, opcode_names: Mapping[int, str] | None = None, buckets: int = 10
+) -> dict[str, Any]:
+    """The facts ``vrrl stats`` prints, as a JSON-ready dict (see docs/analysis.md for the keys)."""
+    r = _check(records)
+    if buckets < 1:
+        raise RecordValueError(f"buckets must be a positive integer, got {buckets!r}")
+    ls = find_launches(r)
+    meta = meta_mask(r)
+    ts_all = r["timestamp_ns"]
+    out: dict[str, Any] = {
+        "records": int(r.shape[0]),
+        "meta_records": int(meta.sum()),
+        "launches": len(ls),
+        "first_timestamp_ns": int(ts_all.min()) if ts_all.size else None,
+        "last_timestamp_ns": int(ts_all.max()) if ts_all.size else None,
+        "span_ns": int(ts_all.max() - ts_all.min()) if ts_all.size else 0,
+    }
+
+    # Per opcode.
+    per_op: list[dict[str, Any]] = []
+    ops, counts = np.unique(ls.opcode, return_counts=True)
+    for op, n in sorted(zip(ops.tolist(), counts.tolist(), strict=True), key=lambda x: (-x[1], x[0])):
+        m = ls.opcode == op
+        done = m & ls.completed
+        dur = (ls.end_ts[done].astype(np.int64) - ls.ts[done].astype(np.int64)) if done.any() else None
+        per_op.append(
+            {
+                "opcode": int(op),
+                "name": _label(opcode_names, int(op)),
+                "launches": int(n),
+                "completed": int(done.sum()),
+                "failed": int((m & ls.failed).sum()),
+                "mean_duration_ns": int(dur.mean()) if dur is not None else None,
+            }
+        )
+    out["opcodes"] = per_op
+
+    # Failures by class and code (every failure record, not only the first of a launch).
+    fm = failure_mask(r)
+    fr = r[fm]
+    by_class: dict[str, int] = {}
+    combos: dict[tuple[str, int], int] = {}
+    by_status: dict[str, int] = {}
+    for fc, code, st in zip(
+        fr["failure_class"].tolist(),
+        fr["backend_error_code"].tolist(),
+        fr["slot_status"].tolist(),
+        strict=True,
+    ):
+        label = FailureClass(int(fc)).label
+        by_class[label] = by_class.get(label, 0) + 1
+        combos[(label, int(code))] = combos.get((label, int(code)), 0) + 1
+        sname = _status_name(int(st))
+        by_status[sname] = by_status.get(sname, 0) + 1
+    out["failures"] = {
+        "total": int(fm.sum()),
+        "by_class": dict(sorted(by_class.items())),
+        "by_status": dict(sorted(by_status.items())),
+        "by_class_and_code": [
+            {"class": c, "code": code, "code_name": code_label(code), "count": n}
+            for (c, code), n in sorted(combos.items(), key=lambda x: (-x[1], x[0]))
+        ],
+    }
+
+    # Launch rate over time: equal buckets over the launches' span.
+    rate: list[dict[str, Any]] = []
+    width = 0
+    if len(ls):
+        lo, hi = int(ls.ts.min()), int(ls.ts.max())
+        width = max(1, -(-(hi - lo + 1) // buckets))
+        nb = min(buckets, max(1, -(-(hi - lo + 1) // width)))
+        which = (
+            ((ls.ts.astype(np.int64) - lo) // width).astype(np.int64)
+            if hi > lo
+            else np.zeros(len(ls), np.int64)
+        )
+        hist = np.bincount(np.minimum(which, nb - 1), minlength=nb)
+        for i, n in enumerate(hist.tolist()):
+            rate.append(
+                {"start_ns": lo + i * width, "launches": int(n), "per_second": round(n * 1e9 / width, 3)}
+            )
+    out["rate"] = {"bucket_ns": width, "buckets": rate}
+
+    n_gaps, dropped = gap_drops(r)
+    out["gaps"] = {"gap_records": n_gaps, "dropped_records": dropped}
+
+    # Breadcrumb coverage per track: how many BEGIN breadcrumbs got their COMPLETED.
+    tracks: list[dict[str, Any]] = []
+    for t in np.unique(r["tenant_id"][~meta]).tolist():
+        m = ls.tenant == t
+        begin = m & (ls.status == SlotStatus.BEGIN)
+        covered = begin & ls.completed
+        published = m & (ls.status == SlotStatus.PUBLISHED)
+        nb_, nc = int(begin.sum()), int(covered.sum())
+        tracks.append(
+            {
+                "tenant_id": int(t),
+                "launches": int(m.sum()),
+                "begin": nb_,
+                "completed": nc,
+                "open": nb_ - nc,
+                "coverage": round(nc / nb_, 6) if nb_ else None,
+                "failed": int((m & ls.failed).sum()),
+                "published": int(published.sum()),
+                "claimed": int((published & ls.claimed).sum()),
+                "unclaimed": int((published & ~ls.claimed).sum()),
+            }
+        )
+    out["tracks"] = tracks
+    out["crash_windows"] = [w.to_dict() for w in crash_windows(r, ls)]
+    return out
+
+
+def _status_name(value: int) -> str:
+    try:
+        return SlotStatus(value).name.lower()
+    except ValueError:
+        return str(value)

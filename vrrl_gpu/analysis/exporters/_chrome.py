@@ -1,0 +1,171 @@
+"""The Chrome / Perfetto trace of a log."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vrrl_gpu.analysis._launches import code_label, crash_windows, failure_mask, find_launches, meta_mask
+from vrrl_gpu.analysis.exporters._rows import _status_name
+from vrrl_gpu.format._layout import FailureClass, MetaOpcode, SlotStatus
+from vrrl_gpu.format._reader import Records
+from vrrl_gpu.format._sidecar import opcode_label
+
+__all__ = ["chrome_trace"]
+
+
+# -------------------------------------------------------------- chrome trace
+
+
+def _us(ns: int, base: int) -> float:
+    return round((ns - base) / 1000.0, 3)
+
+
+def chrome_trace(
+    records: Records, *, opcode_names: Mapping[int, str] | None = None, source: str = ""
+) -> dict[str, Any]:
+    """A Chrome Trace Event document (Perfetto, chrome://tracing) for a log's records.
+
+    One process; one thread (track) per ``tenant_id``. A launch with both a
+    BEGIN and a COMPLETED record is a complete ("X") slice, one without an end
+    an instant ("i") event; failures, GAPs and other meta-records are instant
+    events; each crash window (the launch the device had reached when a fault
+    was seen, up to the fault) is an "X" slice of category ``crash``.
+    Timestamps are microseconds after the first record
+    (``otherData.base_timestamp_ns``).
+    """
+    from vrrl_gpu._version import __version__
+
+    ls = find_launches(records)
+    ts = records["timestamp_ns"]
+    base = int(ts.min()) if ts.size else 0
+    pid = 1
+    events: list[dict[str, Any]] = [
+        {
+            "ph": "M",
+            "name": "process_name",
+            "pid": pid,
+            "tid": 0,
+            "args": {"name": f"vrrl {Path(source).name}" if source else "vrrl"},
+        },
+    ]
+    for t in np.unique(records["tenant_id"]).tolist():
+        events.append(
+            {"ph": "M", "name": "thread_name", "pid": pid, "tid": int(t), "args": {"name": f"tenant {t}"}}
+        )
+        events.append(
+            {
+                "ph": "M",
+                "name": "thread_sort_index",
+                "pid": pid,
+                "tid": int(t),
+                "args": {"sort_index": int(t)},
+            }
+        )
+
+    # Column lists, not numpy scalars, in the per-launch loop: it runs once per launch.
+    labels = {op: opcode_label(op, opcode_names) for op in np.unique(ls.opcode).tolist()}
+    statuses = {st: _status_name(st) for st in np.unique(ls.status).tolist()}
+    cols = zip(
+        ls.opcode.tolist(), ls.ts.tolist(), ls.tenant.tolist(), ls.slot.tolist(), ls.args.tolist(),
+        ls.epoch.tolist(), ls.status.tolist(), ls.completed.tolist(), ls.end_ts.tolist(),
+        strict=True,
+    )  # fmt: skip
+    for op, start, tenant, slot, words, epoch, status, completed, end in cols:
+        ev: dict[str, Any] = {
+            "name": labels[op],
+            "cat": "launch",
+            "pid": pid,
+            "tid": tenant,
+            "ts": _us(start, base),
+            "args": {
+                "slot_idx": slot,
+                "opcode": op,
+                "args": words,
+                "epoch": epoch,
+                "status": statuses[status],
+            },
+        }
+        if completed and end >= start:
+            ev["ph"] = "X"
+            ev["dur"] = max(0.001, round((end - start) / 1000.0, 3))
+        else:
+            ev["ph"] = "i"
+            ev["s"] = "t"
+        events.append(ev)
+
+    meta = meta_mask(records)
+    failure_statuses = (SlotStatus.FAILED_AT_LAUNCH, SlotStatus.FAULTED, SlotStatus.HUNG)
+    marked = np.flatnonzero(meta | failure_mask(records))  # everything else is covered by the launches
+    for j in marked.tolist():
+        r = records[j]
+        st, fc, code = int(r["slot_status"]), int(r["failure_class"]), int(r["backend_error_code"])
+        t, op = int(r["tenant_id"]), int(r["opcode"])
+        if meta[j]:
+            a = r["args"]
+            if op == MetaOpcode.GAP:
+                count = int(a[2]) | (int(a[3]) << 32)
+                name, cat, scope = f"gap: {count} record(s) dropped", "gap", "p"
+                args: dict[str, Any] = {"dropped": count, "first_sequence": int(a[0]) | (int(a[1]) << 32)}
+            else:
+                name, cat, scope = opcode_label(op), "meta", "t"
+                args = {"args": a.tolist()}
+            events.append(
+                {
+                    "name": name,
+                    "cat": cat,
+                    "ph": "i",
+                    "s": scope,
+                    "pid": pid,
+                    "tid": t,
+                    "ts": _us(int(r["timestamp_ns"]), base),
+                    "args": args,
+                }
+            )
+        elif fc or code or st in failure_statuses:
+            label = FailureClass(fc).label
+            events.append(
+                {
+                    "name": f"{_status_name(st)}: {label} {code_label(code)}",
+                    "cat": "failure",
+                    "ph": "i",
+                    "s": "t",
+                    "pid": pid,
+                    "tid": t,
+                    "cname": "terrible",
+                    "ts": _us(int(r["timestamp_ns"]), base),
+                    "args": {
+                        "slot_idx": int(r["slot_idx"]),
+                        "opcode": opcode_label(op, opcode_names),
+                        "failure_class": label,
+                        "backend_error_code": code,
+                        "output_digest": f"{int(r['output_digest']):016x}",
+                    },
+                }
+            )
+    for w in crash_windows(records, ls):
+        events.append(
+            {
+                "name": f"crash window: {opcode_label(w.opcode, opcode_names)} (slot {w.slot_idx})",
+                "cat": "crash",
+                "ph": "X",
+                "pid": pid,
+                "tid": w.tenant_id,
+                "cname": "terrible",
+                "ts": _us(w.start_ns, base),
+                "dur": max(0.001, round((w.end_ns - w.start_ns) / 1000.0, 3)),
+                "args": {
+                    **w.to_dict(),
+                    "failure_class": FailureClass(w.failure_class).label,
+                    "code": code_label(w.backend_error_code),
+                },
+            }
+        )
+    return {
+        "traceEvents": events,
+        "displayTimeUnit": "ns",
+        "otherData": {"source": source, "base_timestamp_ns": base, "generator": f"vrrl_gpu {__version__}"},
+    }

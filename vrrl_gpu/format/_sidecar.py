@@ -1,0 +1,148 @@
+"""The JSON sidecar beside a log: who wrote it, on what device, and the names of its opcodes.
+
+The ``.vrrl`` file itself stays plain VRRL v1; everything a VRRL reader does
+not know lives in ``<log>.json``. The sidecar is data only: it is parsed with
+``json`` and checked field by field, never executed.
+
+>>> opcode_for_name("gemm") == opcode_for_name("gemm")
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from vrrl_gpu.errors import SidecarError
+from vrrl_gpu.format._layout import META_OPCODE_BASE, MetaOpcode
+
+__all__ = [
+    "SIDECAR_SUFFIX",
+    "Sidecar",
+    "opcode_for_name",
+    "opcode_label",
+    "read_sidecar",
+    "sidecar_path",
+    "write_sidecar",
+]
+
+SIDECAR_SUFFIX = ".json"
+_SCHEMA = "vrrl_gpu.sidecar/1"
+
+
+def sidecar_path(log_path: str | os.PathLike[str]) -> Path:
+    """``run.vrrl`` → ``run.vrrl.json``."""
+    p = Path(log_path)
+    return p.with_name(p.name + SIDECAR_SUFFIX)
+
+
+def opcode_for_name(name: str) -> int:
+    """A stable u32 opcode for ``name``: the same name gives the same opcode in every run and process.
+
+    It is the first 4 bytes of BLAKE3 of the UTF-8 name, little-endian, kept
+    below the reserved meta-opcode range.
+    """
+    text: object = name  # callers may pass anything; check it as such
+    if not isinstance(text, str) or not text:
+        raise SidecarError(f"an opcode name must be a non-empty string, got {name!r}")
+    value = int.from_bytes(blake3.blake3(name.encode("utf-8")).digest()[:4], "little")
+    return value % META_OPCODE_BASE
+
+
+@dataclass
+class Sidecar:
+    """What the recorder knows about a log that the VRRL format has no field for."""
+
+    opcode_names: dict[int, str] = field(default_factory=dict)
+    host: str = ""
+    pid: int = 0
+    user: str = ""
+    device: dict[str, Any] = field(default_factory=dict)
+    cupy_version: str = ""
+    tenant_id: int = 0
+    start_time_ns: int = 0
+    breadcrumbs: str = "begin"
+    backend: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["opcode_names"] = {str(k): v for k, v in sorted(self.opcode_names.items())}
+        return {"schema": _SCHEMA, **d}
+
+    @classmethod
+    def from_json(cls, d: object, *, source: str = "sidecar") -> Sidecar:
+        if not isinstance(d, Mapping) or d.get("schema") != _SCHEMA:
+            got = d.get("schema") if isinstance(d, Mapping) else type(d).__name__
+            raise SidecarError(f"{source}: expected schema {_SCHEMA!r}, got {got!r}")
+        names_raw = d.get("opcode_names", {})
+        if not isinstance(names_raw, Mapping):
+            raise SidecarError(f"{source}: opcode_names must be an object, got {type(names_raw).__name__}")
+        names: dict[int, str] = {}
+        for k, v in names_raw.items():
+            if not (isinstance(k, str) and k.isdigit() and isinstance(v, str)):
+                raise SidecarError(f"{source}: opcode_names entry {k!r}: {v!r} is not 'number': 'name'")
+            names[int(k)] = v
+        known = {f for f in cls.__dataclass_fields__ if f != "opcode_names"}
+        kwargs: dict[str, Any] = {}
+        for key in known:
+            if key in d:
+                expected = type(getattr(cls(), key))
+                if not isinstance(d[key], expected) or (isinstance(d[key], bool) and expected is int):
+                    raise SidecarError(
+                        f"{source}: field {key!r} must be {expected.__name__}, got {type(d[key]).__name__}"
+                    )
+                kwargs[key] = d[key]
+        return cls(opcode_names=names, **kwargs)
+
+
+def read_sidecar(log_path: str | os.PathLike[str]) -> Sidecar | None:
+    """The sidecar of ``log_path``, or None when there is none."""
+    p = sidecar_path(log_path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise SidecarError(f"{p}: cannot read the sidecar: {e.strerror or e}") from e
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SidecarError(f"{p}: not valid JSON ({e.msg} at line {e.lineno}); delete or fix it") from None
+    return Sidecar.from_json(data, source=str(p))
+
+
+def write_sidecar(log_path: str | os.PathLike[str], sidecar: Sidecar) -> Path:
+    """Write atomically (temp file + rename, mode 0600) so a crash never leaves half a sidecar."""
+    p = sidecar_path(log_path)
+    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(sidecar.to_json(), f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def opcode_label(opcode: int, names: Mapping[int, str] | None = None) -> str:
+    """``gemm`` when named, ``<gap>`` for meta-opcodes, else the number in hex."""
+    if names and opcode in names:
+        return names[opcode]
+    if opcode >= META_OPCODE_BASE:
+        try:
+            return f"<{MetaOpcode(opcode).name.lower()}>"
+        except ValueError:
+            return f"<meta {opcode:#x}>"
+    return f"{opcode:#x}"

@@ -1,0 +1,99 @@
+"""``RecorderOptions``, ``HangReport`` and the ``VRRL_DISABLE`` kill switch."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypeVar
+
+from vrrl_gpu.capture._drain import DrainOptions
+from vrrl_gpu.errors import (
+    RecordValueError,
+)
+from vrrl_gpu.format._layout import (
+    MAX_CAPACITY,
+    FailureClass,
+)
+
+__all__ = ["HangReport", "RecorderOptions", "recorder_disabled"]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+Words = tuple[int, int, int, int]
+
+_U32 = 0xFFFFFFFF
+
+
+def recorder_disabled() -> bool:
+    """True when ``VRRL_DISABLE`` is set to a true value: every Recorder is then a no-op."""
+    return os.environ.get("VRRL_DISABLE", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class RecorderOptions:
+    """Options of a :class:`Recorder` (also accepted as keyword arguments).
+
+    ``staging_slots`` is the size of each per-stream staging ring (a power of
+    two); ``watchdog`` (seconds) enables the hang watchdog; ``nvtx`` opens an
+    NVTX range (domain ``vrrl``) named ``"<opcode name> #<slot>"`` around each
+    recorded launch, so Nsight Systems timelines line up with the log.
+    """
+
+    capacity: int = 65536
+    device: str = "auto"
+    staging: str = "pinned"
+    staging_slots: int = 4096
+    breadcrumbs: str = "begin"
+    tenant_id: int = 0
+    watchdog: float | None = None
+    on_hang: Callable[[HangReport], None] | None = None
+    nvml: bool = False
+    recover_orphans: bool = True
+    nvtx: bool = False
+    drain: DrainOptions | None = None
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cupy", "twin"):
+            raise RecordValueError(f"device must be 'auto', 'cupy' or 'twin', got {self.device!r}")
+        if self.staging not in ("pinned", "shm"):
+            raise RecordValueError(f"staging must be 'pinned' or 'shm', got {self.staging!r}")
+        if self.breadcrumbs not in ("begin", "begin+end"):
+            raise RecordValueError(f"breadcrumbs must be 'begin' or 'begin+end', got {self.breadcrumbs!r}")
+        if not 1 <= int(self.capacity) <= MAX_CAPACITY:
+            raise RecordValueError(f"capacity must be 1 ..= {MAX_CAPACITY:,}, got {self.capacity}")
+        n = int(self.staging_slots)
+        if n < 8 or n & (n - 1):
+            raise RecordValueError(f"staging_slots must be a power of two >= 8, got {self.staging_slots}")
+        if not 0 <= int(self.tenant_id) <= _U32:
+            raise RecordValueError(f"tenant_id must be a u32, got {self.tenant_id}")
+        if self.watchdog is not None and not self.watchdog > 0:
+            raise RecordValueError(f"watchdog must be a positive number of seconds, got {self.watchdog}")
+
+
+@dataclass(frozen=True)
+class HangReport:
+    """What the watchdog saw: the launch in the crash window and how long nothing arrived."""
+
+    slot_idx: int
+    opcode: int
+    stream: int
+    silent_seconds: float
+    failure_class: FailureClass
+    coredump_requested: bool
+
+
+def _merge_options(
+    options: RecorderOptions | dict[str, Any] | None, kwargs: dict[str, Any]
+) -> RecorderOptions:
+    if isinstance(options, dict):
+        kwargs = {**options, **kwargs}
+        options = None
+    base = options or RecorderOptions()
+    names = {f.name for f in fields(RecorderOptions)}
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        raise RecordValueError(
+            f"unknown Recorder option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+        )
+    return replace(base, **kwargs) if kwargs else base

@@ -1,0 +1,873 @@
+"""The Recorder: wrap live CUDA launches, have the device write a breadcrumb for each, attribute faults.
+
+>>> import tempfile, os
+>>> from vrrl_gpu import Recorder
+>>> path = os.path.join(tempfile.mkdtemp(), "run.vrrl")
+>>> with Recorder(path, device="twin", capacity=1024) as rec:   # doctest: +SKIP
+...     with rec.slot(rec.opcode("step"), words=(1, 0, 0, 0)):
+...         pass
+
+Each stream gets its own staging ring, so the records of one stream arrive in
+stream order and the newest one that arrived names the launch the device had
+reached on that stream when it failed. See docs/recorder.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import getpass
+import os
+import socket
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+from typing import Any, cast
+
+from vrrl_gpu.backends import Backend, get_backend
+from vrrl_gpu.backends._base import DeviceCounter, RingPointers
+from vrrl_gpu.capture._drain import Drainer
+from vrrl_gpu.capture._records import meta_record
+from vrrl_gpu.capture._shm import ShmSegment
+from vrrl_gpu.capture._staging import StagingRing
+from vrrl_gpu.errors import (
+    KernelArgumentError,
+    RecorderClosedError,
+    RecorderPoisonedError,
+    RecordValueError,
+    VrrlError,
+    VrrlWarning,
+)
+from vrrl_gpu.evidence._classify import Classification, classify
+from vrrl_gpu.evidence._failure import FailureEvidence
+from vrrl_gpu.format._layout import (
+    META_OPCODE_BASE,
+    FailureClass,
+    MetaOpcode,
+    Record,
+    SlotStatus,
+    as_record_array,
+)
+from vrrl_gpu.format._ringlog import RingLog
+from vrrl_gpu.format._sidecar import Sidecar, opcode_for_name, read_sidecar, write_sidecar
+from vrrl_gpu.recorder._nvtx import _NVTX_DOMAIN, _load_nvtx
+from vrrl_gpu.recorder._options import (
+    _U32,
+    F,
+    HangReport,
+    RecorderOptions,
+    Words,
+    _merge_options,
+    recorder_disabled,
+)
+from vrrl_gpu.recorder._state import _Launch, _StreamState, _words
+
+__all__ = ["Recorder"]
+
+
+class Recorder:
+    """Records every wrapped launch into a VRRL v1 log at ``path``.
+
+    Use as ``with Recorder(path, device="twin") as rec: ...`` or call
+    :meth:`close`. With ``VRRL_DISABLE=1`` in the environment the constructor
+    returns a recorder whose methods are true no-ops.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Recorder:
+        if cls is Recorder and recorder_disabled():
+            # The no-op subclass lives beside this one and imports it, hence the late import.
+            from vrrl_gpu.recorder._disabled import _DisabledRecorder
+
+            return _DisabledRecorder()
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        options: RecorderOptions | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        opts = _merge_options(options, kwargs)
+        self._opts = opts
+        self._path = os.fspath(path)
+        self._lock = threading.RLock()
+        # The watchdog writes the sidecar while the host may hold _lock (blocked in synchronize).
+        self._sidecar_lock = threading.Lock()
+        self._closed = False
+        self._poison: BaseException | None = None
+        self._slot_counter = 0
+        self._epoch = 0
+        self._streams: dict[int, _StreamState] = {}
+        self._device_ring: tuple[StagingRing, RingPointers, DeviceCounter, Callable[[bool], None]] | None = (
+            None
+        )
+        self._opcode_names: dict[int, str] = {}
+        self._last_arrival = time.monotonic()
+        self._hang_reported: set[int] = set()
+        self._watchdog_stop = threading.Event()
+        self._watchdog_thread: threading.Thread | None = None
+        self._watchdog_error: BaseException | None = None
+        self._nvtx: Any = _load_nvtx() if opts.nvtx else None
+        with contextlib.ExitStack() as undo:
+            self._backend: Backend = get_backend(opts.device)
+            undo.callback(self._backend.close)
+            if opts.nvml:
+                from vrrl_gpu.evidence._classify import start_nvml_watch
+
+                # NVML keeps no Xid history: watch from the start so a later 719/999 can be cross-checked.
+                start_nvml_watch()
+            if opts.recover_orphans:
+                _recover_orphans_of(self._path)
+            self._log = RingLog.open(self._path, capacity=opts.capacity)
+            undo.callback(self._log.close)
+            self._ts_offset = int(self._backend.calibrate())
+            self._drainer = Drainer([], self._log, options=opts.drain)
+            self._drainer.start()
+            undo.callback(self._drainer.close)
+            self._write_meta(MetaOpcode.SESSION_START, (os.getpid(), 0, 0, 0))
+            offset = self._ts_offset & 0xFFFFFFFFFFFFFFFF  # two's complement: the offset may be negative
+            self._write_meta(MetaOpcode.CALIBRATION, (offset & _U32, offset >> 32, 0, 0))
+            self._sidecar = self._make_sidecar()
+            write_sidecar(self._path, self._sidecar)
+            if opts.watchdog is not None:
+                self._start_watchdog(opts.watchdog)
+                undo.callback(self._stop_watchdog)
+            undo.pop_all()
+
+    # ----------------------------------------------------------------- public
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def options(self) -> RecorderOptions:
+        return self._opts
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        if not 0 <= int(value) <= _U32:
+            raise RecordValueError(f"epoch must be a u32, got {value}")
+        self._epoch = int(value)
+
+    def next_epoch(self) -> int:
+        """Advance the epoch (e.g. once per training step) and return the new value."""
+        self.epoch = (self._epoch + 1) & _U32
+        return self._epoch
+
+    @property
+    def poisoned(self) -> bool:
+        return self._poison is not None
+
+    def opcode(self, name: str) -> int:
+        """A stable u32 for ``name``; the name is saved in the sidecar so ``vrrl dump`` shows it."""
+        op = opcode_for_name(name)
+        known = self._opcode_names.get(op)
+        if known is None:
+            with self._lock:
+                self._opcode_names[op] = name
+                with self._sidecar_lock:
+                    self._sidecar.opcode_names = dict(self._opcode_names)
+                    write_sidecar(self._path, self._sidecar)
+        elif known != name:
+            raise RecordValueError(
+                f"opcode names {known!r} and {name!r} hash to the same opcode {op:#x}; rename one of them"
+            )
+        return op
+
+    def launch(
+        self,
+        kernel: Any,
+        grid: Any,
+        block: Any,
+        args: Sequence[Any],
+        *,
+        opcode: int,
+        words: Sequence[int] | None = None,
+        stream: Any = None,
+        shared_mem: int = 0,
+        outputs: Any = None,
+    ) -> None:
+        """Enqueue the pack kernel, then ``kernel``, on the same stream (default: the current one).
+
+        A launch that raises gets a FAILED_AT_LAUNCH record, and the exception
+        is re-raised unchanged.
+        """
+        w = _words(words)
+        with self._lock:
+            st, info = self._open_slot(stream, opcode, w, outputs)
+            if self._nvtx is not None:
+                self._nvtx_push(info)
+            try:
+                self._backend.launch(
+                    kernel, grid, block, tuple(args), stream=st.stream, shared_mem=shared_mem
+                )
+                self._end(st, info)
+            except BaseException as exc:
+                self._launch_failed(st, info, exc)
+                raise
+            finally:
+                if self._nvtx is not None:
+                    self._nvtx.pop_range(domain=_NVTX_DOMAIN)
+
+    def wrap(
+        self,
+        kernel: Any,
+        *,
+        opcode: int,
+        words: Callable[[tuple[Any, ...]], Sequence[int]] | Sequence[int] | None = None,
+        outputs: Callable[[tuple[Any, ...]], Any] | None = None,
+    ) -> Callable[..., None]:
+        """A callable with ``RawKernel.__call__``'s signature that records each call.
+
+        ``words`` may be a function of the kernel's ``args`` tuple.
+        """
+
+        def call(
+            grid: Any,
+            block: Any,
+            args: Sequence[Any],
+            *,
+            shared_mem: int = 0,
+            stream: Any = None,
+            enable_cooperative_groups: bool = False,
+        ) -> None:
+            if enable_cooperative_groups:
+                # Dropping it would launch a grid.sync() kernel non-cooperatively: undefined behaviour.
+                raise KernelArgumentError(
+                    "rec.wrap cannot launch cooperatively (enable_cooperative_groups=True); call the "
+                    "RawKernel itself inside `with rec.slot(opcode):` to record it"
+                )
+            a = tuple(args)
+            w = words(a) if callable(words) else words
+            out = outputs(a) if outputs is not None else None
+            self.launch(
+                kernel,
+                grid,
+                block,
+                a,
+                opcode=opcode,
+                words=w,
+                stream=stream,
+                shared_mem=shared_mem,
+                outputs=out,
+            )
+
+        call.__wrapped__ = kernel  # type: ignore[attr-defined]
+        return call
+
+    @contextlib.contextmanager
+    def slot(
+        self, opcode: int, words: Sequence[int] | None = None, *, stream: Any = None, outputs: Any = None
+    ) -> Iterator[int]:
+        """Record whatever the body launches (ElementwiseKernel, library calls…) as one slot.
+
+        A breadcrumb is enqueued before the body (and, with ``begin+end``,
+        after it). An exception from the body is written as FAILED_AT_LAUNCH
+        and propagates unchanged. Yields the slot index.
+        """
+        w = _words(words)
+        with self._lock:
+            st, info = self._open_slot(stream, opcode, w, outputs)
+        if self._nvtx is not None:
+            self._nvtx_push(info)
+        try:
+            yield info.slot_idx
+        except BaseException as exc:
+            with self._lock:
+                self._launch_failed(st, info, exc)
+            raise
+        finally:
+            if self._nvtx is not None:
+                self._nvtx.pop_range(domain=_NVTX_DOMAIN)
+        with self._lock:
+            if self._poison is None:
+                try:
+                    self._end(st, info)
+                except BaseException as exc:
+                    self._enqueue_failed(exc)
+                    raise
+
+    def recorded(self, opcode: int, words: Sequence[int] | None = None) -> Callable[[F], F]:
+        """Decorator form of :meth:`slot`: each call of the function is one recorded slot."""
+
+        def deco(fn: F) -> F:
+            @functools.wraps(fn)
+            def inner(*a: Any, **kw: Any) -> Any:
+                with self.slot(opcode, words):
+                    return fn(*a, **kw)
+
+            return cast(F, inner)
+
+        return deco
+
+    def publish(
+        self,
+        slot_idx: int,
+        opcode: int,
+        words: Sequence[int] | None = None,
+        epoch: int | None = None,
+        tenant_id: int | None = None,
+    ) -> None:
+        """A host-written PUBLISHED record: work handed to a persistent kernel through slot ``slot_idx``.
+
+        The kernel's own DEVICE_CLAIMED record (written through
+        ``kernels/vrrl_record.cuh``) for the same slot shows it was picked up.
+        """
+        with self._lock:
+            self._require_open()
+            rec = Record(
+                timestamp_ns=time.time_ns(),
+                slot_idx=int(slot_idx),
+                tenant_id=self._opts.tenant_id if tenant_id is None else int(tenant_id),
+                opcode=int(opcode),
+                args=_words(words),
+                epoch=self._epoch if epoch is None else int(epoch),
+                slot_status=int(SlotStatus.PUBLISHED),
+            )
+            self._drainer.write_host(as_record_array([rec]))
+
+    def device_ring(self) -> dict[str, int]:
+        """Pointers for kernels that record from inside them (``kernels/vrrl_record.cuh``).
+
+        A device-sequenced ring. Keys: records, commits, mask, counter, ts_offset, tenant_id — pass them
+        to ``vrrl_make_ring`` in your kernel.
+        """
+        with self._lock:
+            self._require_usable()
+            _ring, ptrs, counter = self._ensure_device_ring()
+            return {
+                "records": ptrs.records_ptr,
+                "commits": ptrs.commits_ptr,
+                "mask": ptrs.mask,
+                "counter": int(counter.device_ptr),
+                "ts_offset": self._ts_offset,
+                "tenant_id": self._opts.tenant_id,
+            }
+
+    def _ensure_device_ring(self) -> tuple[StagingRing, RingPointers, DeviceCounter]:
+        if self._device_ring is None:
+            ring, ptrs, release = self._new_ring()
+            try:
+                counter = self._backend.alloc_counter()
+            except BaseException:
+                release(True)
+                raise
+
+            def release_all(cuda_ok: bool) -> None:
+                try:
+                    if cuda_ok:
+                        counter.close()
+                finally:
+                    release(cuda_ok)
+
+            self._device_ring = (ring, ptrs, counter, release_all)
+            self._drainer.add_ring(ring)
+        ring, ptrs, counter, _ = self._device_ring
+        return ring, ptrs, counter
+
+    def check(self) -> None:
+        """Poll every stream without waiting; on a CUDA error attribute it, record it and re-raise it."""
+        with self._lock:
+            self._require_usable()
+            self._raise_drain_errors()
+            for st in list(self._streams.values()):
+                code = int(self._backend.stream_query(st.stream))
+                if code == 0:
+                    st.outstanding = False
+                elif code != 600:
+                    exc = self._backend.error_for(code)
+                    self._async_fault(exc)
+                    raise exc
+
+    def synchronize(self) -> None:
+        """Wait for every stream; on a CUDA error attribute it, record it and re-raise it."""
+        with self._lock:
+            self._require_usable()
+            self._raise_drain_errors()
+            for st in list(self._streams.values()):
+                try:
+                    self._backend.synchronize(st.stream)
+                except BaseException as exc:
+                    self._async_fault(exc)
+                    raise
+                st.outstanding = False
+
+    def statistics(self) -> Any:
+        """The drain thread's statistics snapshot (drained, dropped, batches, peak backlog…)."""
+        return self._drainer.statistics()
+
+    def close(self) -> None:
+        """Wait for outstanding work, drain everything, fsync and release. Idempotent.
+
+        A CUDA error found while waiting is attributed and recorded like in
+        :meth:`synchronize`, then re-raised after everything is released.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            error: BaseException | None = None
+            if self._poison is None:
+                try:
+                    self.synchronize()
+                except BaseException as exc:
+                    error = exc
+            self._closed = True
+        self._stop_watchdog()
+        try:
+            self._write_meta(MetaOpcode.SESSION_END, (os.getpid(), 0, 0, 0))
+            self._drainer.close()
+        except BaseException as exc:
+            error = error or exc
+        # After a sticky error, freeing pinned memory is a CUDA call that fails: leak rather than raise.
+        release_cuda = self._poison is None
+        for st in self._streams.values():
+            _release(st.release, release_cuda)
+        if self._device_ring is not None:
+            _release(self._device_ring[3], release_cuda)
+        try:
+            self._log.sync()
+        except VrrlError as exc:
+            error = error or exc
+        self._log.close()
+        if release_cuda:
+            self._backend.close()
+        if error is not None:
+            raise error
+        if self._watchdog_error is not None:
+            raise self._watchdog_error
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        # The body's exception wins; a second error from close() must not hide it.
+        try:
+            self.close()
+        except BaseException as close_exc:
+            if close_exc is not exc:
+                warnings.warn(
+                    f"vrrl_gpu: closing the recorder also failed: {close_exc}", VrrlWarning, stacklevel=2
+                )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("poisoned" if self._poison else "open")
+        return f"Recorder({self._path!r}, device={self._backend.name!r}, {state})"
+
+    # --------------------------------------------------------------- internals
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise RecorderClosedError(f"the recorder of {self._path} is closed; create a new Recorder")
+
+    def _require_usable(self) -> None:
+        self._require_open()
+        if self._poison is not None:
+            raise RecorderPoisonedError(
+                f"a sticky CUDA error ({self._poison}) made the context unusable; the log {self._path} holds "
+                f"the evidence. Restart the process to use the GPU again"
+            ) from self._poison
+        if self._watchdog_error is not None:
+            raise self._watchdog_error
+
+    def _raise_drain_errors(self) -> None:
+        self._drainer.check()
+
+    def _new_ring(self) -> tuple[StagingRing, RingPointers, Callable[[bool], None]]:
+        n = self._opts.staging_slots
+        size = StagingRing.layout_size(n)
+        if self._opts.staging == "shm":
+            seg = ShmSegment.create(None, size)
+            try:
+                alloc = self._backend.register_host(seg.array)
+            except BaseException:
+                seg.close()
+                seg.unlink()
+                raise
+            ring = StagingRing.create(
+                seg.array, n, log_path=os.path.abspath(self._path), owner_pid=os.getpid()
+            )
+
+            def release(cuda_ok: bool) -> None:
+                try:
+                    if cuda_ok:
+                        alloc.close()
+                finally:
+                    # The records are in the log by now; the segment is plain host memory and a file.
+                    seg.close()
+                    seg.unlink()
+
+        else:
+            alloc = self._backend.alloc_pinned(size)
+            ring = StagingRing.create(
+                alloc.host, n, log_path=os.path.abspath(self._path), owner_pid=os.getpid()
+            )
+
+            def release(cuda_ok: bool) -> None:
+                if cuda_ok:
+                    alloc.close()
+
+        return ring, RingPointers.from_staging(alloc, ring), release
+
+    def _stream_state(self, stream: Any) -> _StreamState:
+        self._backend.check_device()
+        s = self._backend.current_stream() if stream is None else stream
+        key = int(self._backend.stream_key(s))
+        st = self._streams.get(key)
+        if st is None:
+            ring, ptrs, release = self._new_ring()
+            st = _StreamState(
+                key=key,
+                stream=s,
+                ring=ring,
+                ptrs=ptrs,
+                release=release,
+                launches=deque(maxlen=self._opts.staging_slots),
+            )
+            self._streams[key] = st
+            self._drainer.add_ring(ring)
+        return st
+
+    def _pack(self, st: _StreamState, info: _Launch, status: SlotStatus) -> int:
+        seq = st.next_seq
+        self._backend.pack(
+            st.ptrs,
+            seq,
+            stream=st.stream,
+            slot_idx=info.slot_idx,
+            tenant_id=self._opts.tenant_id,
+            opcode=info.opcode,
+            words=info.words,
+            epoch=info.epoch,
+            slot_status=int(status),
+            ts_offset=self._ts_offset,
+        )
+        st.next_seq = seq + 1
+        st.ring.note_produced(seq)
+        st.by_seq[seq] = info
+        if len(st.by_seq) > 2 * self._opts.staging_slots:
+            # Sequences of one stream only grow, so insertion order is sequence order: drop the oldest.
+            for old in list(st.by_seq)[: len(st.by_seq) - self._opts.staging_slots]:
+                del st.by_seq[old]
+        return seq
+
+    def _open_slot(
+        self, stream: Any, opcode: int, words: Words, outputs: Any
+    ) -> tuple[_StreamState, _Launch]:
+        """Checks, then the stream's ring and the begin breadcrumb (caller holds the lock)."""
+        self._require_usable()
+        try:
+            st = self._stream_state(stream)
+            return st, self._begin(st, opcode, words, outputs)
+        except BaseException as exc:
+            self._enqueue_failed(exc)
+            raise
+
+    def _begin(self, st: _StreamState, opcode: int, words: Words, outputs: Any) -> _Launch:
+        if not 0 <= int(opcode) < META_OPCODE_BASE:
+            raise RecordValueError(
+                f"opcode must be 0 ..= {META_OPCODE_BASE - 1:#x} (higher: reserved for meta-records), "
+                f"got {opcode!r}; use rec.opcode('name') for a stable one"
+            )
+        info = _Launch(
+            slot_idx=self._slot_counter & _U32,
+            opcode=int(opcode),
+            words=words,
+            epoch=self._epoch,
+            begin_seq=-1,
+            outputs=outputs,
+        )
+        if self._backend.is_capturing(st.stream):
+            # A host-chosen sequence would be frozen into every replay of the graph: the device claims it.
+            _ring, ptrs, counter = self._ensure_device_ring()
+            self._backend.pack_devseq(
+                ptrs,
+                counter,
+                tenant_id=self._opts.tenant_id,
+                opcode=info.opcode,
+                words=info.words,
+                epoch=info.epoch,
+                slot_status=int(SlotStatus.BEGIN),
+                ts_offset=self._ts_offset,
+                stream=st.stream,
+            )
+            self._slot_counter += 1
+            return info
+        info.begin_seq = self._pack(st, info, SlotStatus.BEGIN)
+        self._slot_counter += 1
+        st.launches.append(info)
+        st.outstanding = True
+        return info
+
+    def _end(self, st: _StreamState, info: _Launch) -> None:
+        if self._opts.breadcrumbs == "begin+end" and info.begin_seq >= 0:
+            info.end_seq = self._pack(st, info, SlotStatus.COMPLETED)
+
+    def _enqueue_failed(self, exc: BaseException) -> None:
+        """Enqueuing a breadcrumb (or making a stream's ring) raised: a sticky error is an earlier fault."""
+        cls = self._classify(exc)
+        if cls.fatal:
+            self._async_fault(exc, classification=cls)
+
+    def _launch_failed(self, st: _StreamState, info: _Launch, exc: BaseException) -> None:
+        """The launch call (or a slot body) raised: record it, attribute earlier faults, maybe poison."""
+        if isinstance(exc, (RecorderPoisonedError, RecorderClosedError)):
+            return
+        cls = self._classify(exc)
+        earlier = [
+            s
+            for s in self._streams.values()
+            if s.outstanding and s.launches and (s is not st or len(s.launches) > 1)
+        ]
+        if cls.fatal and earlier:
+            # The context died before this call: the culprit is in a crash window, not this launch.
+            if st.launches and st.launches[-1] is info:
+                st.launches.pop()
+            if self._async_fault(exc, classification=cls):
+                return
+            # Every stream in flight had finished: the error is this call's own.
+        ev = FailureEvidence.from_exception(
+            exc, slot_status=int(SlotStatus.FAILED_AT_LAUNCH), outputs=info.outputs, classification=cls
+        )
+        self._write_evidence(info, ev)
+        if cls.fatal:
+            self._poison = exc
+
+    def _async_fault(self, exc: BaseException, *, classification: Classification | None = None) -> int:
+        """A CUDA error seen at a check/sync: drain, blame each stream's crash window, fsync, maybe poison.
+
+        Returns how many launches were blamed."""
+        cls = classification or self._classify(exc)
+        if cls.fatal:
+            self._poison = exc
+        self._drainer.flush()
+        blamed = 0
+        for st in self._streams.values():
+            if not st.outstanding:
+                continue
+            culprit = self._crash_window(st)
+            if culprit is None:
+                continue
+            outputs = None if cls.fatal else culprit.outputs
+            ev = FailureEvidence.from_exception(
+                exc, slot_status=int(SlotStatus.FAULTED), outputs=outputs, classification=cls
+            )
+            self._write_evidence(culprit, ev)
+            blamed += 1
+            st.outstanding = False
+        if blamed or cls.fatal:
+            self._log_sync_quietly()
+        return blamed
+
+    def _crash_window(self, st: _StreamState) -> _Launch | None:
+        """The launch the device had reached on this stream: the newest breadcrumb that arrived.
+
+        With begin+end, a launch whose end breadcrumb arrived finished, so
+        the window is the newest launch that began and did not end.
+        """
+        arrived = st.ring.consumer_position - 1
+        if arrived < 0:
+            return st.launches[0] if st.launches else None
+        info = st.by_seq.get(arrived)
+        if info is None:
+            return st.launches[-1] if st.launches else None
+        if info.end_seq == arrived:
+            # The newest arrival is an end breadcrumb: the next launch on this stream began (its begin may be
+            # lost with the device) but never ended. With no next launch, the stream had finished its work.
+            # list() copies in one step: the watchdog thread calls this while the host may append.
+            later = [launch for launch in list(st.launches) if launch.slot_idx > info.slot_idx]
+            return later[0] if later else None
+        return info
+
+    def _write_evidence(self, info: _Launch, ev: FailureEvidence) -> None:
+        rec = Record(
+            timestamp_ns=time.time_ns(),
+            slot_idx=info.slot_idx,
+            tenant_id=self._opts.tenant_id,
+            opcode=info.opcode,
+            args=info.words,
+            epoch=info.epoch,
+            slot_status=ev.slot_status,
+            failure_class=ev.failure_class,
+            backend_error_code=ev.backend_error_code,
+            output_digest=ev.output_digest,
+        )
+        self._drainer.write_host(as_record_array([rec]))
+        self._log_sync_quietly()
+
+    def _nvtx_push(self, info: _Launch) -> None:
+        assert self._nvtx is not None
+        name = self._opcode_names.get(info.opcode, f"{info.opcode:#x}")
+        self._nvtx.push_range(message=f"{name} #{info.slot_idx}", domain=_NVTX_DOMAIN)
+
+    def _write_meta(self, opcode: MetaOpcode, args: Words) -> None:
+        self._drainer.write_host(
+            meta_record(opcode, args, timestamp_ns=time.time_ns(), tenant_id=self._opts.tenant_id)
+        )
+
+    def _log_sync_quietly(self) -> None:
+        with contextlib.suppress(VrrlError):
+            self._drainer.sync()
+
+    def _classify(self, exc: BaseException) -> Classification:
+        return classify(exc, nvml=self._opts.nvml)
+
+    def _make_sidecar(self) -> Sidecar:
+        info = dict(self._backend.device_info())
+        old = None
+        with contextlib.suppress(VrrlError):
+            old = read_sidecar(self._path)
+        if old is not None:
+            self._opcode_names.update(old.opcode_names)
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = str(os.getuid())
+        return Sidecar(
+            opcode_names=dict(self._opcode_names),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            user=user,
+            device=info,
+            cupy_version=str(info.get("cupy_version", "")),
+            tenant_id=self._opts.tenant_id,
+            start_time_ns=time.time_ns(),
+            breadcrumbs=self._opts.breadcrumbs,
+            backend=self._backend.name,
+        )
+
+    # ---------------------------------------------------------------- watchdog
+
+    def _start_watchdog(self, seconds: float) -> None:
+        self._watchdog_thread = threading.Thread(
+            target=self._watchdog_loop, args=(seconds,), name="vrrl-watchdog", daemon=True
+        )
+        self._watchdog_thread.start()
+
+    def _stop_watchdog(self) -> None:
+        self._watchdog_stop.set()
+        t = self._watchdog_thread
+        if t is not None and t is not threading.current_thread():
+            t.join()
+
+    def _watchdog_loop(self, seconds: float) -> None:
+        try:
+            last_pos: dict[int, int] = {}
+            while not self._watchdog_stop.wait(min(0.05, seconds / 4)):
+                self._watchdog_tick(seconds, last_pos)
+        except BaseException as exc:  # surfaced at the next recorder call and at close()
+            self._watchdog_error = exc
+
+    def _watchdog_tick(self, seconds: float, last_pos: dict[int, int]) -> None:
+        now = time.monotonic()
+        moved = False
+        for key, st in list(self._streams.items()):
+            pos = st.ring.consumer_position
+            if last_pos.get(key) != pos:
+                last_pos[key] = pos
+                moved = True
+        if moved:
+            self._last_arrival = now
+            return
+        silent = now - self._last_arrival
+        if silent < seconds:
+            return
+        for st in list(self._streams.values()):
+            if not st.outstanding:
+                continue
+            if st.ring.consumer_position >= st.next_seq and not self._last_launch_running(st):
+                continue
+            culprit = self._crash_window(st)
+            if culprit is None or culprit.slot_idx in self._hang_reported:
+                continue
+            self._hang_reported.add(culprit.slot_idx)
+            self._report_hang(st, culprit, silent)
+
+    def _last_launch_running(self, st: _StreamState) -> bool:
+        """Every breadcrumb of ``st`` arrived: with "begin" only a stream query tells a hung last launch
+        from an idle stream (with "begin+end" its end arrived: it finished)."""
+        if self._opts.breadcrumbs == "begin+end" or self._poison is not None:
+            return False
+        return int(self._backend.stream_query(st.stream)) == 600
+
+    def _report_hang(self, st: _StreamState, culprit: _Launch, silent: float) -> None:
+        fc = FailureClass.TRANSIENT_QUEUE
+        if self._opts.nvml:
+            from vrrl_gpu.evidence._classify import nvml_device_lost
+
+            if nvml_device_lost():
+                fc = FailureClass.DEVICE_LOSS
+        ev = FailureEvidence(
+            slot_status=int(SlotStatus.HUNG), failure_class=fc, backend_error_code=0, output_digest=0
+        )
+        # Not under _lock: the host may hold it, blocked in synchronize() on this very hang. The drainer
+        # serialises log writes itself.
+        self._write_evidence(culprit, ev)
+        note: dict[str, str] | None
+        try:
+            note = dump = _request_coredump()
+        except OSError as e:  # best effort: no reader on the pipe (ENXIO) or no pipe must not stop the report
+            dump = None
+            note = {"pipe": os.environ.get("CUDA_COREDUMP_PIPE", ""), "error": str(e.strerror or e)}
+        if note is not None:
+            with self._sidecar_lock:
+                self._sidecar.extra["coredump"] = note
+                write_sidecar(self._path, self._sidecar)
+        report = HangReport(
+            slot_idx=culprit.slot_idx,
+            opcode=culprit.opcode,
+            stream=st.key,
+            silent_seconds=silent,
+            failure_class=fc,
+            coredump_requested=dump is not None,
+        )
+        if self._opts.on_hang is not None:
+            self._opts.on_hang(report)
+
+
+def _release(release: Callable[[bool], None], release_cuda: bool) -> None:
+    try:
+        release(release_cuda)
+    except Exception as exc:  # a destructor-like path: warn, never raise over the real error
+        warnings.warn(f"vrrl_gpu: releasing staging memory failed: {exc}", VrrlWarning, stacklevel=3)
+
+
+def _request_coredump() -> dict[str, str] | None:
+    """Ask the CUDA driver for a user-triggered core dump when the environment enables it."""
+    if os.environ.get("CUDA_ENABLE_USER_TRIGGERED_COREDUMP") != "1":
+        return None
+    pipe = os.environ.get("CUDA_COREDUMP_PIPE")
+    if not pipe:
+        return None
+    fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(fd, b"1")
+    finally:
+        os.close(fd)
+    name = os.environ.get(
+        "CUDA_COREDUMP_FILE", f"core_{int(time.time())}_{socket.gethostname()}_{os.getpid()}.nvcudmp"
+    )
+    return {"pipe": pipe, "expected_file": name}
+
+
+def _recover_orphans_of(path: str) -> None:
+    from vrrl_gpu.capture._recover import recover_orphans
+
+    recover_orphans(path)

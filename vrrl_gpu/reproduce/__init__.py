@@ -1,0 +1,36 @@
+"""Reproduce: read a crashed job's log into a plan, replay it in child processes, minimise it."""
+
+from __future__ import annotations
+
+from vrrl_gpu.reproduce._child import current_recorder
+from vrrl_gpu.reproduce._minimize import MinimizeResult, minimize, write_sequence_log
+from vrrl_gpu.reproduce._plan import DEFAULT_TIMEOUT, Launch, RecordedFailure, ReplayPlan, read_plan
+from vrrl_gpu.reproduce._registry import load_registry, resolve_registry
+from vrrl_gpu.reproduce._replay import DigestMismatch, ReplayReport, replay
+from vrrl_gpu.reproduce._trials import TrialFailure, TrialOutcome, run_trial
+
+__all__ = [
+    # plan
+    "Launch",
+    "RecordedFailure",
+    "ReplayPlan",
+    "DEFAULT_TIMEOUT",
+    "read_plan",
+    # registry
+    "load_registry",
+    "resolve_registry",
+    # trials
+    "TrialFailure",
+    "TrialOutcome",
+    "run_trial",
+    # child
+    "current_recorder",
+    # replay
+    "DigestMismatch",
+    "ReplayReport",
+    "replay",
+    # minimize
+    "MinimizeResult",
+    "minimize",
+    "write_sequence_log",
+]
