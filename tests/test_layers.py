@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "format": {"errors"},
     "evidence": {"errors", "format"},
     "capture": {"errors", "format"},
-    "backends": {"errors", "format", "capture"},
+    "backends": {"errors", "format", "evidence", "capture"},
     "recorder": {"errors", "format", "evidence", "capture", "backends"},
     "reproduce": {"errors", "format", "evidence", "capture", "backends", "recorder"},
     "analysis": {"errors", "_version", "format", "evidence"},
@@ -37,7 +37,7 @@ ALLOWED: dict[str, set[str]] = {
         "reproduce",
         "analysis",
     },
-    "_pytest_plugin": {"errors", "format", "recorder"},
+    "_pytest_plugin": {"errors", "format", "backends", "recorder"},
     "__main__": {"_cli"},
 }
 #: The package root re-exports the layers; nothing inside the package imports it.

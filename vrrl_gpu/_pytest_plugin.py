@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from vrrl_gpu.backends._registry import BACKEND_NAMES
 from vrrl_gpu.format._sidecar import sidecar_path
 
 __all__ = ["pytest_addoption", "pytest_runtest_makereport", "vrrl_recorder"]
@@ -40,7 +41,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--vrrl-device",
         default="auto",
-        choices=("auto", "cupy", "twin"),
+        choices=BACKEND_NAMES,
         help="backend of the vrrl_recorder fixture (default: auto)",
     )
 

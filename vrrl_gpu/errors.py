@@ -35,7 +35,6 @@ __all__ = [
     "ReplayError",
     "RecoverError",
     "EvidenceTypeError",
-    "TwinCudaError",
     "KernelArgumentError",
     "MissingExtraError",
     "VrrlWarning",
@@ -188,61 +187,6 @@ class RecoverError(VrrlError, PermissionError):
 
 class EvidenceTypeError(VrrlError, TypeError):
     """``classify`` or ``output_digest`` was given an object it cannot take."""
-
-
-# The codes the CPU twin raises, named and worded as cudaGetErrorName/String do (CUDA 13.0 driver_types.h).
-_TWIN_ERROR_TEXT = {
-    1: ("cudaErrorInvalidValue", "invalid argument"),
-    2: ("cudaErrorMemoryAllocation", "out of memory"),
-    98: ("cudaErrorInvalidDeviceFunction", "invalid device function"),
-    500: ("cudaErrorSymbolNotFound", "named symbol not found"),
-    700: ("cudaErrorIllegalAddress", "an illegal memory access was encountered"),
-    702: ("cudaErrorLaunchTimeout", "the launch timed out and was terminated"),
-    712: (
-        "cudaErrorHostMemoryAlreadyRegistered",
-        "part or all of the requested memory range is already mapped",
-    ),
-    713: ("cudaErrorHostMemoryNotRegistered", "pointer does not correspond to a registered memory region"),
-    710: ("cudaErrorAssert", "device-side assert triggered"),
-    715: ("cudaErrorIllegalInstruction", "an illegal instruction was encountered"),
-    716: ("cudaErrorMisalignedAddress", "misaligned address"),
-    719: ("cudaErrorLaunchFailure", "unspecified launch failure"),
-    999: ("cudaErrorUnknown", "unknown error"),
-}
-
-#: Codes after which a CUDA context is unusable (the headers' "must be terminated and relaunched").
-TWIN_STICKY_CODES = frozenset({226, 700, 702, 710, 714, 715, 716, 717, 718, 719, 721, 810, 911})
-
-
-class TwinCudaError(VrrlError, RuntimeError):
-    """A CUDA error raised by the CPU twin backend, worded like CuPy's ``CUDARuntimeError``.
-
-    ``cuda_error_code`` (also ``status``, as on CuPy's errors) is the
-    ``cudaError_t`` the real device would have returned; the evidence module
-    classifies any exception with that attribute through the CUDA table.
-    ``sticky`` says whether the twin context is now poisoned; ``detail`` says
-    where in the twin it happened (kernel, block, thread), or is empty.
-    """
-
-    def __init__(self, cuda_error_code: int, detail: str = "") -> None:
-        code = int(cuda_error_code)
-        name, text = _TWIN_ERROR_TEXT.get(code, ("cudaErrorUnknown", "unrecognized error code"))
-        super().__init__(f"{name}: {text} (twin)")
-        self.cuda_error_code = code
-        self.detail = detail
-
-    @property
-    def status(self) -> int:
-        """The same as ``cuda_error_code`` (CuPy's attribute name)."""
-        return self.cuda_error_code
-
-    @property
-    def sticky(self) -> bool:
-        """True when this error poisons the context."""
-        return self.cuda_error_code in TWIN_STICKY_CODES
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (TwinCudaError, (self.cuda_error_code, self.detail))
 
 
 class KernelArgumentError(VrrlError, TypeError):

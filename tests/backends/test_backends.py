@@ -17,11 +17,11 @@ import pytest
 
 import vrrl_gpu
 from tests.helpers.gpu import gpu_status
-from vrrl_gpu.backends import Backend, RingPointers, TwinBackend, get_backend
+from vrrl_gpu.backends import Backend, RingPointers, TwinBackend, TwinCudaError, get_backend
 from vrrl_gpu.backends import _cupy as cupy_mod
 from vrrl_gpu.backends._base import HostAllocation, normalize_dims, numpy_args, pack_args
 from vrrl_gpu.capture import StagingRing, kernel_source, parse_kernels
-from vrrl_gpu.errors import BackendUnavailableError, KernelArgumentError, TwinCudaError, VrrlWarning
+from vrrl_gpu.errors import BackendUnavailableError, KernelArgumentError, VrrlWarning
 
 PACK = parse_kernels(kernel_source("vrrl_pack.cu"))["vrrl_pack"]
 NO_GPU = not gpu_status()[0]
@@ -63,7 +63,8 @@ def test_both_backends_implement_the_whole_interface() -> None:
     assert not cupy_mod.CupyBackend.__abstractmethods__
     assert issubclass(cupy_mod.CupyBackend, Backend)
     assert vrrl_gpu.get_backend is get_backend
-    assert "TwinCudaError" in vrrl_gpu.errors.__all__
+    assert "TwinCudaError" in vrrl_gpu.backends.__all__
+    assert "TwinCudaError" not in vrrl_gpu.errors.__all__  # it lives beside the twin
 
 
 def test_only_the_cupy_backend_module_imports_cupy() -> None:

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vrrl_gpu.backends import HostAllocation, KernelHandle, RingPointers, TwinBackend
+from vrrl_gpu.backends import HostAllocation, KernelHandle, RingPointers, TwinBackend, TwinCudaError
 from vrrl_gpu.capture import StagingRing, pack_reference
-from vrrl_gpu.errors import BackendUnavailableError, KernelArgumentError, StagingError, TwinCudaError
+from vrrl_gpu.errors import BackendUnavailableError, KernelArgumentError, StagingError
 from vrrl_gpu.format import RECORD_DTYPE, RECORD_MAGIC, FailureClass, SlotStatus
 
 U32 = st.integers(0, 2**32 - 1)

@@ -23,7 +23,8 @@ from vrrl_gpu import (
     classify,
     output_digest,
 )
-from vrrl_gpu.errors import RecordValueError, TwinCudaError
+from vrrl_gpu.backends import TwinCudaError
+from vrrl_gpu.errors import RecordValueError
 from vrrl_gpu.evidence._docs import main, render_classification_markdown
 from vrrl_gpu.format import as_record_array
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from vrrl_gpu import Recorder
-from vrrl_gpu.errors import MissingExtraError, TwinCudaError
+from vrrl_gpu.backends import TwinCudaError
+from vrrl_gpu.errors import MissingExtraError
 
 
 class FakeNvtx(types.ModuleType):

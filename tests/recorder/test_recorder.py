@@ -27,12 +27,12 @@ import pytest
 import vrrl_gpu.recorder._recorder as recorder_mod
 from tests.helpers.recorder import KERNEL_FAULTS, Axpy, N, failures, log_records, sidecar_file, with_status
 from vrrl_gpu import FailureClass, MetaOpcode, Recorder, RecorderOptions, RingLog, SlotStatus, classify
+from vrrl_gpu.backends import TwinCudaError
 from vrrl_gpu.errors import (
     KernelArgumentError,
     RecorderClosedError,
     RecorderPoisonedError,
     RecordValueError,
-    TwinCudaError,
     VrrlWarning,
 )
 from vrrl_gpu.format import read_sidecar

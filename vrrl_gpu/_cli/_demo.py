@@ -10,6 +10,7 @@ from typing import Any
 
 from vrrl_gpu._cli._argtypes import count, positive_int
 from vrrl_gpu._cli._output import print_table
+from vrrl_gpu.backends._registry import BACKEND_NAMES
 
 __all__ = ["register", "run_demo", "FAULT_KINDS"]
 
@@ -33,7 +34,7 @@ def register(sub: Any) -> None:
     p.add_argument("log", help="the VRRL log to write (created when missing)")
     p.add_argument(
         "--device",
-        choices=("auto", "cupy", "twin"),
+        choices=BACKEND_NAMES,
         default="auto",
         help="auto: the GPU through CuPy when there is one, else the CPU twin (default: auto)",
     )

@@ -13,6 +13,7 @@ from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds
 from vrrl_gpu._cli._output import print_table
 from vrrl_gpu._cli._progress import progress_bar
 from vrrl_gpu.format._sidecar import opcode_label
+from vrrl_gpu.reproduce._plan import REPLAY_DEVICES
 
 __all__ = ["register"]
 
@@ -36,7 +37,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--device",
-        choices=("auto", "cupy", "twin", "none"),
+        choices=REPLAY_DEVICES,
         default="auto",
         help="the replay child's Recorder: auto (GPU if any, else the CPU twin), cupy, twin, or none "
         "(run the callables without recording) (default: auto)",

@@ -6,7 +6,7 @@ same ``kernels/`` sources compiled for the CPU). Everything above this layer
 talks only to :class:`Backend`.
 
 Interface (every method may raise the backend's CUDA error: CuPy's own
-exceptions, unchanged, or :class:`~vrrl_gpu.errors.TwinCudaError`):
+exceptions, unchanged, or :class:`~vrrl_gpu.backends.TwinCudaError`):
 
 ``name``, ``is_simulated``
     ``"cupy"`` / ``"twin"``; True for the twin.
@@ -45,7 +45,7 @@ exceptions, unchanged, or :class:`~vrrl_gpu.errors.TwinCudaError`):
     A stable key for a stream (its ``ptr``), for per-stream bookkeeping.
 ``error_for(code) -> Exception``
     The exception this backend raises for a CUDA error code (CuPy's
-    ``CUDARuntimeError``; the twin's :class:`~vrrl_gpu.errors.TwinCudaError`),
+    ``CUDARuntimeError``; the twin's :class:`~vrrl_gpu.backends.TwinCudaError`),
     for codes found by ``stream_query``.
 ``calibrate() -> int``
     ``ts_offset`` in ns: UNIX-epoch ns minus ``%globaltimer`` (0 on the twin).

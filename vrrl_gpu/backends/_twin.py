@@ -54,12 +54,12 @@ from vrrl_gpu.backends._base import (
     grid_exceeds_limits,
     normalize_dims,
 )
+from vrrl_gpu.backends._twin_errors import TwinCudaError
 from vrrl_gpu.capture._kernels import KernelSignature, kernel_path, kernels_dir, parse_kernels, sources_digest
 from vrrl_gpu.errors import (
     BackendUnavailableError,
     KernelCompileError,
     KernelSourceError,
-    TwinCudaError,
     VrrlWarning,
 )
 

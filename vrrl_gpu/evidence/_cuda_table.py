@@ -65,6 +65,8 @@ class CudaErrorInfo:
 
     ``runtime_name`` is None for driver-only codes, ``driver_name`` for
     runtime-only ones. ``since`` is empty for codes in the 13.0 headers.
+    ``text`` is ``cudaGetErrorString``'s wording, filled in for the codes the
+    CPU twin raises (its errors read like the real runtime's), empty elsewhere.
     """
 
     code: int
@@ -74,6 +76,7 @@ class CudaErrorInfo:
     sticky: bool
     reason: str
     since: str = ""
+    text: str = ""
 
     @property
     def name(self) -> str:
@@ -92,16 +95,26 @@ class LibraryStatusInfo:
 
 
 def _r(
-    code: int, rt: str | None, drv: str | None, cls: FailureClass, sticky: bool, reason: str, since: str = ""
+    code: int,
+    rt: str | None,
+    drv: str | None,
+    cls: FailureClass,
+    sticky: bool,
+    reason: str,
+    since: str = "",
+    *,
+    text: str = "",
 ) -> CudaErrorInfo:
-    return CudaErrorInfo(code, rt, drv, cls, sticky, reason, since)
+    return CudaErrorInfo(code, rt, drv, cls, sticky, reason, since, text)
 
 
-# _r(code, runtime name, driver name, class, sticky, one-line reason[, since])
+# _r(code, runtime name, driver name, class, sticky, one-line reason[, since][, text=cudaGetErrorString])
 _CUDA_ROWS: tuple[CudaErrorInfo, ...] = (
-    _r(1, "cudaErrorInvalidValue", "CUDA_ERROR_INVALID_VALUE", PB, _, "an API argument is out of range"),
+    _r(1, "cudaErrorInvalidValue", "CUDA_ERROR_INVALID_VALUE", PB, _, "an API argument is out of range",
+     text="invalid argument"),
     _r(2, "cudaErrorMemoryAllocation", "CUDA_ERROR_OUT_OF_MEMORY", TQ, _,
-     "device memory allocation failed; retry after freeing memory or backing off"),
+     "device memory allocation failed; retry after freeing memory or backing off",
+     text="out of memory"),
     _r(3, "cudaErrorInitializationError", "CUDA_ERROR_NOT_INITIALIZED", DL, _,
      "the driver could not be initialised; after the device had been working it has vanished"),
     _r(4, "cudaErrorCudartUnloading", "CUDA_ERROR_DEINITIALIZED", UN, _,
@@ -167,7 +180,8 @@ _CUDA_ROWS: tuple[CudaErrorInfo, ...] = (
     _r(69, "cudaErrorLaunchPendingCountExceeded", None, PB, _,
      "device-side launches exceed the pending launch count limit"),
     _r(98, "cudaErrorInvalidDeviceFunction", None, PB, _,
-     "the kernel does not exist or was not compiled for this architecture"),
+     "the kernel does not exist or was not compiled for this architecture",
+     text="invalid device function"),
     _r(100, "cudaErrorNoDevice", "CUDA_ERROR_NO_DEVICE", DL, _,
      "no CUDA device detected; after the device had been working it has vanished (Xid 79)"),
     _r(101, "cudaErrorInvalidDevice", "CUDA_ERROR_INVALID_DEVICE", DL, _,
@@ -236,15 +250,18 @@ _CUDA_ROWS: tuple[CudaErrorInfo, ...] = (
     _r(402, "cudaErrorLossyQuery", "CUDA_ERROR_LOSSY_QUERY", PB, _,
      "introspection would discard important information"),
     _r(500, "cudaErrorSymbolNotFound", "CUDA_ERROR_NOT_FOUND", PB, _,
-     "a named symbol or function was not found"),
+     "a named symbol or function was not found",
+     text="named symbol not found"),
     _r(600, "cudaErrorNotReady", "CUDA_ERROR_NOT_READY", TQ, _,
      "asynchronous work has not completed yet (not an error; poll again)"),
     _r(700, "cudaErrorIllegalAddress", "CUDA_ERROR_ILLEGAL_ADDRESS", PB, S,
-     "a kernel loaded or stored through an invalid address (Xid 31); the process must restart"),
+     "a kernel loaded or stored through an invalid address (Xid 31); the process must restart",
+     text="an illegal memory access was encountered"),
     _r(701, "cudaErrorLaunchOutOfResources", "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", PB, _,
      "too many registers per thread times threads, or too many kernel arguments"),
     _r(702, "cudaErrorLaunchTimeout", "CUDA_ERROR_LAUNCH_TIMEOUT", DL, S,
-     "the display watchdog killed a long-running kernel; the process must restart"),
+     "the display watchdog killed a long-running kernel; the process must restart",
+     text="the launch timed out and was terminated"),
     _r(703, "cudaErrorLaunchIncompatibleTexturing", "CUDA_ERROR_LAUNCH_INCOMPATIBLE_TEXTURING", PB, _,
      "launch uses an incompatible texturing mode"),
     _r(704, "cudaErrorPeerAccessAlreadyEnabled", "CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED", PB, _,
@@ -256,25 +273,31 @@ _CUDA_ROWS: tuple[CudaErrorInfo, ...] = (
     _r(709, "cudaErrorContextIsDestroyed", "CUDA_ERROR_CONTEXT_IS_DESTROYED", PB, _,
      "the current context was destroyed (lifecycle bug)"),
     _r(710, "cudaErrorAssert", "CUDA_ERROR_ASSERT", PB, S,
-     "a device-side assert fired (or a trap); the process must restart"),
+     "a device-side assert fired (or a trap); the process must restart",
+     text="device-side assert triggered"),
     _r(711, "cudaErrorTooManyPeers", "CUDA_ERROR_TOO_MANY_PEERS", PB, _,
      "peer-access hardware resources exhausted"),
     _r(712, "cudaErrorHostMemoryAlreadyRegistered", "CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED", PB, _,
-     "the host range is already registered"),
+     "the host range is already registered",
+     text="part or all of the requested memory range is already mapped"),
     _r(713, "cudaErrorHostMemoryNotRegistered", "CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED", PB, _,
-     "the host pointer was never registered"),
+     "the host pointer was never registered",
+     text="pointer does not correspond to a registered memory region"),
     _r(714, "cudaErrorHardwareStackError", "CUDA_ERROR_HARDWARE_STACK_ERROR", PB, S,
      "call-stack corruption or stack overflow in a kernel; the process must restart"),
     _r(715, "cudaErrorIllegalInstruction", "CUDA_ERROR_ILLEGAL_INSTRUCTION", PB, S,
-     "a kernel executed an illegal instruction (or a trap on some GPUs); the process must restart"),
+     "a kernel executed an illegal instruction (or a trap on some GPUs); the process must restart",
+     text="an illegal instruction was encountered"),
     _r(716, "cudaErrorMisalignedAddress", "CUDA_ERROR_MISALIGNED_ADDRESS", PB, S,
-     "a kernel loaded or stored through a misaligned address; the process must restart"),
+     "a kernel loaded or stored through a misaligned address; the process must restart",
+     text="misaligned address"),
     _r(717, "cudaErrorInvalidAddressSpace", "CUDA_ERROR_INVALID_ADDRESS_SPACE", PB, S,
      "a kernel used an address in the wrong address space; the process must restart"),
     _r(718, "cudaErrorInvalidPc", "CUDA_ERROR_INVALID_PC", PB, S,
      "a kernel jumped to an invalid program counter; the process must restart"),
     _r(719, "cudaErrorLaunchFailure", "CUDA_ERROR_LAUNCH_FAILED", PB, S,
-     "a kernel faulted (trap, bad pointer, shared-memory overrun); the process must restart"),
+     "a kernel faulted (trap, bad pointer, shared-memory overrun); the process must restart",
+     text="unspecified launch failure"),
     _r(720, "cudaErrorCooperativeLaunchTooLarge", "CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE", PB, _,
      "cooperative launch has more blocks than can be co-resident"),
     _r(721, "cudaErrorTensorMemoryLeak", "CUDA_ERROR_TENSOR_MEMORY_LEAK", PB, S,
@@ -341,7 +364,8 @@ _CUDA_ROWS: tuple[CudaErrorInfo, ...] = (
     _r(918, "cudaErrorGraphRecaptureFailure", "CUDA_ERROR_GRAPH_RECAPTURE_FAILURE", PB, _,
      "graph recapture failed and was terminated", "13.3"),
     _r(999, "cudaErrorUnknown", "CUDA_ERROR_UNKNOWN", UN, _,
-     "unknown internal error; often follows a device loss (check NVML or the kernel log for an Xid)"),
+     "unknown internal error; often follows a device loss (check NVML or the kernel log for an Xid)",
+     text="unknown error"),
     _r(10000, "cudaErrorApiFailureBase", None, UN, _, "base of internal API failure codes (deprecated)"),
 )
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
+from vrrl_gpu.backends._registry import BACKEND_NAMES
 from vrrl_gpu.capture._drain import DrainOptions
 from vrrl_gpu.errors import (
     RecordValueError,
@@ -54,8 +55,9 @@ class RecorderOptions:
     drain: DrainOptions | None = None
 
     def __post_init__(self) -> None:
-        if self.device not in ("auto", "cupy", "twin"):
-            raise RecordValueError(f"device must be 'auto', 'cupy' or 'twin', got {self.device!r}")
+        if self.device not in BACKEND_NAMES:
+            *head, last = (repr(n) for n in BACKEND_NAMES)
+            raise RecordValueError(f"device must be {', '.join(head)} or {last}, got {self.device!r}")
         if self.staging not in ("pinned", "shm"):
             raise RecordValueError(f"staging must be 'pinned' or 'shm', got {self.staging!r}")
         if self.breadcrumbs not in ("begin", "begin+end"):

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from vrrl_gpu.reproduce._child import current_recorder
 from vrrl_gpu.reproduce._minimize import MinimizeResult, minimize, write_sequence_log
-from vrrl_gpu.reproduce._plan import DEFAULT_TIMEOUT, Launch, RecordedFailure, ReplayPlan, read_plan
+from vrrl_gpu.reproduce._plan import (
+    DEFAULT_TIMEOUT,
+    REPLAY_DEVICES,
+    Device,
+    Launch,
+    RecordedFailure,
+    ReplayPlan,
+    read_plan,
+)
 from vrrl_gpu.reproduce._registry import load_registry, resolve_registry
 from vrrl_gpu.reproduce._replay import DigestMismatch, ReplayReport, replay
 from vrrl_gpu.reproduce._trials import TrialFailure, TrialOutcome, run_trial
@@ -15,6 +23,8 @@ __all__ = [
     "RecordedFailure",
     "ReplayPlan",
     "DEFAULT_TIMEOUT",
+    "Device",
+    "REPLAY_DEVICES",
     "read_plan",
     # registry
     "load_registry",

@@ -11,12 +11,21 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from vrrl_gpu.backends._registry import BACKEND_NAMES, BackendName
 from vrrl_gpu.errors import RecordValueError
 from vrrl_gpu.format._layout import META_OPCODE_BASE, FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu.format._ringlog import RingLog
 from vrrl_gpu.format._sidecar import opcode_label, read_sidecar
 
-__all__ = ["Launch", "RecordedFailure", "ReplayPlan", "DEFAULT_TIMEOUT", "read_plan"]
+__all__ = [
+    "Launch",
+    "RecordedFailure",
+    "ReplayPlan",
+    "DEFAULT_TIMEOUT",
+    "Device",
+    "REPLAY_DEVICES",
+    "read_plan",
+]
 
 
 #: Seconds one replayed launch may take before the trial is killed and counted as hung.
@@ -24,7 +33,9 @@ DEFAULT_TIMEOUT = 60.0
 #: Seconds the child may take to start (imports, registry, recorder) before it is killed.
 _MIN_STARTUP_TIMEOUT = 60.0
 
-Device = Literal["auto", "cupy", "twin", "none"]
+#: A replay child's device: a backend name, or "none" (run the callables without a Recorder).
+Device = Literal[BackendName, "none"]
+REPLAY_DEVICES: tuple[str, ...] = (*BACKEND_NAMES, "none")
 _LAUNCH_STATUSES = (int(SlotStatus.BEGIN), int(SlotStatus.PUBLISHED))
 
 RegistryFn = Callable[[tuple[int, int, int, int], int, int, int], Any]
