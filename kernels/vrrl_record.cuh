@@ -48,6 +48,12 @@ struct vrrl_record {
 };
 
 static_assert(sizeof(vrrl_record) == 64, "vrrl_record must be 64 bytes (VRRL v1); must match vrrl_gpu/_format.py");
+// NVRTC 12.x (checked on 12.0, 12.4, 12.8, 12.9) does not know __builtin_offsetof in a constant expression
+// ("type name is not allowed"); NVRTC 13, nvcc and g++ (the twin) do. NVRTC defines __CUDACC_RTC__ and
+// __CUDACC_VER_MAJOR__. Where the offsets cannot be asserted, the size assert above still pins the layout: 16
+// naturally aligned u32 members in 64 bytes leave no room for padding. tests/test_kernels.py checks the offsets
+// against RECORD_DTYPE with g++.
+#if !defined(__CUDACC_RTC__) || (defined(__CUDACC_VER_MAJOR__) && __CUDACC_VER_MAJOR__ >= 13)
 static_assert(__builtin_offsetof(vrrl_record, magic) == 0, "magic at 0");
 static_assert(__builtin_offsetof(vrrl_record, timestamp_ns_lo) == 4, "timestamp_ns at 4");
 static_assert(__builtin_offsetof(vrrl_record, slot_idx) == 12, "slot_idx at 12");
@@ -59,6 +65,7 @@ static_assert(__builtin_offsetof(vrrl_record, slot_status) == 44, "slot_status a
 static_assert(__builtin_offsetof(vrrl_record, failure_class) == 48, "failure_class at 48");
 static_assert(__builtin_offsetof(vrrl_record, backend_error_code) == 52, "backend_error_code at 52");
 static_assert(__builtin_offsetof(vrrl_record, output_digest_lo) == 56, "output_digest at 56");
+#endif
 
 #define VRRL_RECORD_MAGIC 0xDEADBEEFu
 
