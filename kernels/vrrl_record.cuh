@@ -7,7 +7,7 @@
 //     vrrl_record_devseq(ring, slot_idx, opcode, a0, a1, a2, a3, epoch, VRRL_STATUS_DEVICE_CLAIMED);
 //
 // The same source compiles with NVRTC (CUDA) and, with -DVRRL_TWIN -include twin_shim.h, with g++ (the CPU twin).
-// Producer protocol (the contract shared with vrrl_gpu/_staging.py): for sequence s, store commit[s & mask] = 0,
+// Producer protocol (the contract shared with vrrl_gpu/capture/_staging.py): for sequence s, store commit[s & mask] = 0,
 // __threadfence_system(), write all 64 bytes of record slot s & mask, __threadfence_system(), then a volatile
 // 8-byte store commit[s & mask] = s + 1.
 #pragma once
@@ -26,8 +26,8 @@
     ((cond) ? (void)0 : __assertfail(#cond, __FILE__, __LINE__, __func__, sizeof(char)))
 #endif
 
-// The C record: must match vrrl_gpu/_format.py RECORD_DTYPE field by field
-// (tests/test_kernels.py compares the offsets).
+// The C record: must match vrrl_gpu/format/_layout.py RECORD_DTYPE field by field
+// (tests/capture/test_kernels.py compares the offsets).
 // The Python dtype is packed with a u64 timestamp at offset 4; an 8-byte field at a 4-byte offset would be a
 // misaligned access on the GPU (error 716), so the two u64 fields are split into little-endian u32 halves here
 // and every member is a naturally aligned u32: no padding, no packing attribute needed, 64 bytes exactly.
@@ -47,7 +47,7 @@ struct vrrl_record {
     unsigned int output_digest_hi;    // 60
 };
 
-static_assert(sizeof(vrrl_record) == 64, "vrrl_record must be 64 bytes (VRRL v1); must match vrrl_gpu/_format.py");
+static_assert(sizeof(vrrl_record) == 64, "vrrl_record must be 64 bytes (VRRL v1); must match vrrl_gpu/format/_layout.py");
 // NVRTC 12.x (checked on 12.0, 12.4, 12.8, 12.9) does not know __builtin_offsetof in a constant expression
 // ("type name is not allowed"); NVRTC 13, nvcc and g++ (the twin) do. NVRTC defines __CUDACC_RTC__ and
 // __CUDACC_VER_MAJOR__. Where the offsets cannot be asserted, the size assert above still pins the layout: 16
@@ -69,7 +69,7 @@ static_assert(__builtin_offsetof(vrrl_record, output_digest_lo) == 56, "output_d
 
 #define VRRL_RECORD_MAGIC 0xDEADBEEFu
 
-// vrrl_gpu._format.SlotStatus
+// vrrl_gpu.format.SlotStatus
 #define VRRL_STATUS_BEGIN 0u
 #define VRRL_STATUS_COMPLETED 1u
 #define VRRL_STATUS_FAILED_AT_LAUNCH 2u
@@ -79,7 +79,7 @@ static_assert(__builtin_offsetof(vrrl_record, output_digest_lo) == 56, "output_d
 #define VRRL_STATUS_DEVICE_CLAIMED 6u
 #define VRRL_STATUS_DEVICE_REPORTED 7u
 
-// vrrl_gpu._format.FailureClass
+// vrrl_gpu.format.FailureClass
 #define VRRL_CLASS_NONE 0u
 #define VRRL_CLASS_DEVICE_LOSS 1u
 #define VRRL_CLASS_TRANSIENT_QUEUE 2u

@@ -74,7 +74,7 @@ def test_c_record_offsets_equal_record_dtype() -> None:
 
 def test_header_says_it_must_match_the_dtype() -> None:
     text = kernel_source("vrrl_record.cuh")
-    assert "must match vrrl_gpu/_format.py RECORD_DTYPE" in text
+    assert "must match vrrl_gpu/format/_layout.py RECORD_DTYPE" in text
     assert "static_assert(sizeof(vrrl_record) == 64" in text
 
 
