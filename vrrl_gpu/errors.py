@@ -30,6 +30,7 @@ __all__ = [
     "RecorderClosedError",
     "RecorderPoisonedError",
     "WrongDeviceError",
+    "CaptureError",
     "SidecarError",
     "RegistryError",
     "ReplayError",
@@ -167,6 +168,10 @@ class RecorderPoisonedError(VrrlError, RuntimeError):
 
 class WrongDeviceError(VrrlError, ValueError):
     """A recorder bound to one device was used from another."""
+
+
+class CaptureError(VrrlError, RuntimeError):
+    """A recorded launch under CUDA graph capture cannot be recorded without a call the capture forbids."""
 
 
 class SidecarError(VrrlError, ValueError):

@@ -17,7 +17,7 @@ from vrrl_gpu.backends._base import (
     StreamLike,
 )
 from vrrl_gpu.backends._registry import BACKEND_FACTORIES, BACKEND_NAMES, BackendName, get_backend
-from vrrl_gpu.backends._twin import TwinBackend, TwinStream
+from vrrl_gpu.backends._twin import TwinBackend, TwinGraph, TwinStream
 from vrrl_gpu.backends._twin_errors import TwinCudaError
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "TwinBackend",
     "TwinStream",
     "TwinCudaError",
+    "TwinGraph",
     "get_backend",
     "BACKEND_NAMES",
     "BACKEND_FACTORIES",

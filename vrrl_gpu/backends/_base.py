@@ -41,6 +41,12 @@ exceptions, unchanged, or :class:`~vrrl_gpu.backends.TwinCudaError`):
     CUDA semantics: 0 all work done, 600 not ready, anything else the error.
 ``synchronize(stream=None)``
     Waits for ``stream`` (or the whole device) and raises the CUDA error.
+``is_capturing(stream) -> bool``
+    True while ``stream`` captures into a CUDA graph (also once the capture
+    is invalidated). Streams of both backends have ``begin_capture()`` and
+    ``end_capture() -> graph`` with ``graph.launch(stream)``; while one
+    captures, allocations, device or stream synchronization and queries of
+    the capturing stream fail with 900 and invalidate the capture.
 ``stream_key(stream) -> int``
     A stable key for a stream (its ``ptr``), for per-stream bookkeeping.
 ``error_for(code) -> Exception``
@@ -531,7 +537,7 @@ class Backend(abc.ABC):
         """Raise :class:`~vrrl_gpu.errors.WrongDeviceError` when the caller's current device is not ours."""
 
     def is_capturing(self, stream: Any) -> bool:
-        """True while ``stream`` is being captured into a CUDA graph (never on the twin)."""
+        """True while ``stream`` is being captured into a CUDA graph (an invalidated capture included)."""
         return False
 
     @abc.abstractmethod

@@ -262,10 +262,21 @@ class CupyBackend(Backend):
             )
 
     def is_capturing(self, stream: Any) -> bool:
-        """``Stream.is_capturing()`` of CuPy (False for streams without it)."""
+        """``Stream.is_capturing()`` of CuPy (False for streams without it); an invalidated capture counts.
+
+        CuPy raises a plain RuntimeError for ``cudaStreamCaptureStatusInvalidated``
+        and ``CUDARuntimeError`` (a RuntimeError too) for a failing call: only the latter propagates.
+        """
         s = self.current_stream() if stream is None else stream
         probe = getattr(s, "is_capturing", None)
-        return bool(probe()) if probe is not None else False
+        if probe is None:
+            return False
+        try:
+            return bool(probe())
+        except self._rt.CUDARuntimeError:
+            raise
+        except RuntimeError:
+            return True  # its end_capture() raises cudaErrorStreamCaptureInvalidated
 
     def error_for(self, code: int) -> Exception:
         """``CUDARuntimeError(code)``, what CuPy raises at a synchronize for that code."""

@@ -35,6 +35,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,7 @@ from vrrl_gpu.errors import (
     VrrlWarning,
 )
 
-__all__ = ["TwinBackend", "TwinStream", "twin_cache_dir", "TWIN_CXX_FLAGS"]
+__all__ = ["TwinBackend", "TwinStream", "TwinGraph", "twin_cache_dir", "TWIN_CXX_FLAGS"]
 
 #: Flags of every twin build (part of the cache key). Hidden visibility and no GNU_UNIQUE symbols keep two
 #: libraries' inline variables apart.
@@ -238,25 +239,25 @@ class _Launch:
     workers: int
 
 
-class TwinStream:
-    """A twin stream: one worker thread running its launches in order. ``ptr`` is a unique integer."""
+class _Worker:
+    """A stream's worker thread and its queue.
 
-    def __init__(self, backend: TwinBackend, ptr: int, name: str) -> None:
-        self.ptr = ptr
+    It holds no reference to its :class:`TwinStream`, so a stream the program drops is collected (like
+    ``cudaStreamDestroy``: the work already queued still runs, then the thread ends).
+    """
+
+    def __init__(self, backend: TwinBackend, name: str) -> None:
         self._backend = backend
         self._q: queue.SimpleQueue[_Launch | None] = queue.SimpleQueue()
         self._cv = threading.Condition()
-        self._pending = 0
+        self.pending = 0
         self._err = ctypes.create_string_buffer(_ERRBUF)  # one kernel at a time per stream
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
 
-    def __repr__(self) -> str:
-        return f"TwinStream(ptr={self.ptr:#x}, pending={self._pending})"
-
-    def _enqueue(self, item: _Launch) -> None:
+    def enqueue(self, item: _Launch) -> None:
         with self._cv:
-            self._pending += 1
+            self.pending += 1
         self._q.put(item)
 
     def _run(self) -> None:
@@ -270,22 +271,128 @@ class TwinStream:
                 self._backend._store_worker_exception(e)
             finally:
                 with self._cv:
-                    self._pending -= 1
+                    self.pending -= 1
                     self._cv.notify_all()
 
-    def _wait(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: float | None = None) -> bool:
         with self._cv:
-            return self._cv.wait_for(lambda: self._pending == 0, timeout)
+            return self._cv.wait_for(lambda: self.pending == 0, timeout)
+
+    def retire(self) -> None:
+        """Let the thread end after the work already queued (the stream was destroyed)."""
+        self._q.put(None)
+
+    def stop(self, timeout: float) -> bool:
+        self._q.put(None)
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+class TwinGraph:
+    """An instantiated graph of the launches captured on a twin stream (``cudaGraphExec_t``).
+
+    ``launch(stream)`` enqueues every captured kernel, in capture order, with
+    the argument values frozen at capture time, like ``cudaGraphLaunch``.
+    """
+
+    def __init__(self, backend: TwinBackend, launches: list[_Launch]) -> None:
+        self._backend = backend
+        self._launches = tuple(launches)
+
+    def __len__(self) -> int:
+        return len(self._launches)
+
+    def __repr__(self) -> str:
+        return f"TwinGraph({len(self._launches)} kernel nodes)"
+
+    def upload(self, stream: Any = None) -> None:
+        """A no-op (CuPy's ``Graph.upload``): the twin has nothing to upload."""
+        self._backend._check_usable()
+
+    def launch(self, stream: Any = None) -> None:
+        """Enqueue the captured launches on ``stream`` (None: the default stream)."""
+        b = self._backend
+        b._check_usable()
+        s = b._stream(stream)
+        for item in self._launches:
+            s._submit(item)
+
+
+class TwinStream:
+    """A twin stream: one worker thread running its launches in order. ``ptr`` is a unique integer.
+
+    Graph capture as CUDA does it (global mode): between :meth:`begin_capture`
+    and :meth:`end_capture` launches are recorded into a graph instead of run;
+    allocating, synchronizing the device or this stream, or querying this stream
+    meanwhile raises 900 (``cudaErrorStreamCaptureUnsupported``) and invalidates
+    the capture, so later launches into it and ``end_capture`` raise 901.
+    """
+
+    def __init__(self, backend: TwinBackend, ptr: int, name: str) -> None:
+        self.ptr = ptr
+        self._backend = backend
+        self._worker = _Worker(backend, name)
+        self._captured: list[_Launch] | None = None
+        self._capture_invalid: TwinCudaError | None = None
+
+    def __repr__(self) -> str:
+        return f"TwinStream(ptr={self.ptr:#x}, pending={self._worker.pending})"
+
+    def _submit(self, item: _Launch) -> None:
+        if self._captured is not None:
+            if self._capture_invalid is not None:
+                raise TwinCudaError(901, f"launch of {item.kernel.name} into an invalidated capture")
+            self._captured.append(item)
+            return
+        self._worker.enqueue(item)
+
+    def _wait(self, timeout: float | None = None) -> bool:
+        return self._worker.wait(timeout)
 
     @property
     def pending(self) -> int:
         """Launches enqueued and not finished."""
-        return self._pending
+        return self._worker.pending
 
-    def _stop(self, timeout: float) -> bool:
-        self._q.put(None)
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+    # ---- graph capture ----------------------------------------------------------------------------
+
+    def begin_capture(self) -> None:
+        """Start capturing launches into a graph (``cudaStreamBeginCapture``, global mode)."""
+        b = self._backend
+        b._check_usable()
+        if self is b._default:
+            raise TwinCudaError(900, "the default (legacy) stream cannot be captured")
+        if self._captured is not None:
+            raise TwinCudaError(401, f"stream {self.ptr:#x} is capturing already")
+        self._captured = []
+        self._capture_invalid = None
+        with b._lock:
+            b._capturing.add(self)
+
+    def end_capture(self) -> TwinGraph:
+        """End the capture and instantiate its graph; 901 when the capture was invalidated."""
+        if self._captured is None:
+            raise TwinCudaError(400, f"stream {self.ptr:#x} is not capturing")
+        launches, invalid = self._captured, self._capture_invalid
+        self._captured = None
+        self._capture_invalid = None
+        with self._backend._lock:
+            self._backend._capturing.discard(self)
+        if invalid is not None:
+            raise TwinCudaError(901, f"the capture was invalidated: {invalid}")
+        return TwinGraph(self._backend, launches)
+
+    def is_capturing(self) -> bool:
+        """True while capturing; raises 901 when the capture was invalidated (CuPy raises then too)."""
+        if self._captured is None:
+            return False
+        if self._capture_invalid is not None:
+            raise TwinCudaError(901, f"the capture of stream {self.ptr:#x} was invalidated")
+        return True
+
+    def _invalidate(self, err: TwinCudaError) -> None:
+        if self._captured is not None and self._capture_invalid is None:
+            self._capture_invalid = err
 
 
 class TwinBackend(Backend):
@@ -318,7 +425,9 @@ class TwinBackend(Backend):
         self._abort_addr = ctypes.addressof(self._abort)
         self._libs: dict[Path, _Library] = {}
         self._registered: dict[int, int] = {}  # start -> end of host-registered ranges
-        self._streams: list[TwinStream] = []
+        self._workers: list[_Worker] = []
+        self._capturing: set[TwinStream] = set()
+        self._next_ptr = 0x1000
         self._closed = False
         self._default = self._make_stream(0, "vrrl-twin-stream-default")
 
@@ -327,8 +436,23 @@ class TwinBackend(Backend):
     def _make_stream(self, ptr: int, name: str) -> TwinStream:
         s = TwinStream(self, ptr, name)
         with self._lock:
-            self._streams.append(s)
+            # Workers of destroyed streams end once their work is done: forget those.
+            self._workers = [w for w in self._workers if w.thread.is_alive()]
+            self._workers.append(s._worker)
+        if ptr != 0:
+            weakref.finalize(s, s._worker.retire)
         return s
+
+    def _capture_guard(self, what: str) -> None:
+        """What CUDA does to a call that is illegal while a stream captures: invalidate, raise 900."""
+        with self._lock:
+            capturing = list(self._capturing)
+        if not capturing:
+            return
+        err = TwinCudaError(900, f"{what} while stream(s) {[hex(c.ptr) for c in capturing]} capture")
+        for c in capturing:
+            c._invalidate(err)
+        raise err
 
     def _store_worker_exception(self, e: BaseException) -> None:
         with self._lock:
@@ -389,6 +513,7 @@ class TwinBackend(Backend):
 
     def _check_alloc(self, nbytes: int) -> int:
         self._check_usable()
+        self._capture_guard(f"an allocation of {int(nbytes)} bytes")
         n = int(nbytes)
         if n <= 0:
             raise TwinCudaError(1, f"allocation of {n} bytes")
@@ -411,6 +536,7 @@ class TwinBackend(Backend):
     def register_host(self, buf: npt.NDArray[np.uint8]) -> HostAllocation:
         """Identity mapping; a range registered twice raises 712 like ``cudaHostRegister``."""
         self._check_usable()
+        self._capture_guard("cudaHostRegister")
         buf = check_host_buffer(buf)
         start = buf.ctypes.data
         end = start + buf.nbytes
@@ -508,7 +634,7 @@ class TwinBackend(Backend):
         tk.pointers.pack_into(block_bytes, 8 * n, *[base + o for o in tk.offsets])
         dims = _dims_array(g, b)
         workers = int(min(self._max_workers, threads * g[0] * g[1] * g[2]))
-        s._enqueue(
+        s._submit(
             _Launch(kernel=kernel, dims=dims, block=block_bytes, args_ptr=base + 8 * n, workers=workers)
         )
 
@@ -528,16 +654,24 @@ class TwinBackend(Backend):
         return self._default
 
     def new_stream(self) -> TwinStream:
-        """A new stream with its own worker thread."""
+        """A new stream with its own worker thread; dropping every reference to it destroys it."""
         self._check_usable()
         with self._lock:
-            ptr = 0x1000 + 0x10 * len(self._streams)
+            ptr = self._next_ptr
+            self._next_ptr += 0x10
         return self._make_stream(ptr, f"vrrl-twin-stream-{ptr:#x}")
+
+    def is_capturing(self, stream: Any) -> bool:
+        """True while ``stream`` captures, an invalidated capture included (``end_capture`` raises 901)."""
+        return self._stream(stream)._captured is not None
 
     def stream_query(self, stream: Any = None) -> int:
         """0 when the stream's work is done, 600 while it runs, the sticky error's code after a fault."""
         self._check_worker()
         s = self._stream(stream)
+        if s._captured is not None:
+            s._invalidate(TwinCudaError(900, f"query of capturing stream {s.ptr:#x}"))
+            return 900
         pending = s.pending  # read before the sticky state: a fault is recorded before its launch retires
         sticky = self._sticky
         if sticky is not None:
@@ -550,9 +684,19 @@ class TwinBackend(Backend):
             raise BackendUnavailableError(
                 "this twin backend is closed; create a new one with get_backend('twin')"
             )
-        targets = [self._stream(stream)] if stream is not None else list(self._streams)
-        for s in targets:
-            s._wait()
+        if stream is None:
+            self._capture_guard("cudaDeviceSynchronize")
+            with self._lock:
+                workers = list(self._workers)
+        else:
+            s = self._stream(stream)
+            if s._captured is not None:
+                err = TwinCudaError(900, f"synchronize of capturing stream {s.ptr:#x}")
+                s._invalidate(err)
+                raise err
+            workers = [s._worker]
+        for w in workers:
+            w.wait()
         self._check_usable()
 
     def error_for(self, code: int) -> TwinCudaError:
@@ -564,6 +708,7 @@ class TwinBackend(Backend):
     def calibrate(self) -> int:
         """0: the twin's %globaltimer is CLOCK_REALTIME already."""
         self._check_usable()
+        self._capture_guard("calibration (an allocation and a synchronize)")
         return 0
 
     def close(self, timeout: float = 10.0) -> None:
@@ -572,7 +717,9 @@ class TwinBackend(Backend):
             return
         self._closed = True
         self._abort.value = 1
-        stuck = [s for s in list(self._streams) if not s._stop(timeout)]
+        with self._lock:
+            workers = list(self._workers)
+        stuck = [w for w in workers if not w.stop(timeout)]
         if stuck:
             warnings.warn(
                 f"twin backend closed with {len(stuck)} stream worker(s) still running a kernel that never "

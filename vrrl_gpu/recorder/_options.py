@@ -39,6 +39,10 @@ class RecorderOptions:
     two); ``watchdog`` (seconds) enables the hang watchdog; ``nvtx`` opens an
     NVTX range (domain ``vrrl``) named ``"<opcode name> #<slot>"`` around each
     recorded launch, so Nsight Systems timelines line up with the log.
+    ``capture`` makes the device-sequenced ring when the recorder starts, so
+    launches under CUDA graph capture are recorded without allocating inside
+    the capture (False: made at the first :meth:`Recorder.device_ring`, and a
+    captured launch raises :class:`~vrrl_gpu.errors.CaptureError`).
     """
 
     capacity: int = 65536
@@ -53,6 +57,7 @@ class RecorderOptions:
     recover_orphans: bool = True
     nvtx: bool = False
     drain: DrainOptions | None = None
+    capture: bool = True
 
     def __post_init__(self) -> None:
         if self.device not in BACKEND_NAMES:

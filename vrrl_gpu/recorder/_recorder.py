@@ -34,6 +34,7 @@ from vrrl_gpu.capture._records import meta_record
 from vrrl_gpu.capture._shm import ShmSegment
 from vrrl_gpu.capture._staging import StagingRing
 from vrrl_gpu.errors import (
+    CaptureError,
     KernelArgumentError,
     RecorderClosedError,
     RecorderPoisonedError,
@@ -128,6 +129,10 @@ class Recorder:
             self._drainer = Drainer([], self._log, options=opts.drain)
             self._drainer.start()
             undo.callback(self._drainer.close)
+            if opts.capture:
+                # Inside a graph capture nothing may allocate, zero or synchronize: make it all now.
+                self._ensure_device_ring()
+                self._backend._pack_kernel("vrrl_pack_devseq")
             self._write_meta(MetaOpcode.SESSION_START, (os.getpid(), 0, 0, 0))
             offset = self._ts_offset & 0xFFFFFFFFFFFFFFFF  # two's complement: the offset may be negative
             self._write_meta(MetaOpcode.CALIBRATION, (offset & _U32, offset >> 32, 0, 0))
@@ -384,6 +389,8 @@ class Recorder:
             self._require_usable()
             self._raise_drain_errors()
             for st in list(self._streams.values()):
+                if self._backend.is_capturing(st.stream):
+                    continue  # a query would invalidate the capture; its work runs when the graph does
                 code = int(self._backend.stream_query(st.stream))
                 if code == 0:
                     st.outstanding = False
@@ -398,6 +405,8 @@ class Recorder:
             self._require_usable()
             self._raise_drain_errors()
             for st in list(self._streams.values()):
+                if self._backend.is_capturing(st.stream):
+                    continue  # waiting would invalidate the capture
                 try:
                     self._backend.synchronize(st.stream)
                 except BaseException as exc:
@@ -532,6 +541,8 @@ class Recorder:
         key = int(self._backend.stream_key(s))
         st = self._streams.get(key)
         if st is None:
+            if self._backend.is_capturing(s):
+                return self._capture_state(key, s)
             ring, ptrs, release = self._new_ring()
             st = _StreamState(
                 key=key,
@@ -544,6 +555,37 @@ class Recorder:
             self._streams[key] = st
             self._drainer.add_ring(ring)
         return st
+
+    def _capture_state(self, key: int, stream: Any) -> _StreamState:
+        """For a stream first seen while it captures: no ring of its own (making one would allocate)."""
+        ring, ptrs, _counter = self._capture_ring()
+        return _StreamState(
+            key=key, stream=stream, ring=ring, ptrs=ptrs, release=lambda ok: None, launches=deque(maxlen=1)
+        )
+
+    def _capture_ring(self) -> tuple[StagingRing, RingPointers, DeviceCounter]:
+        if self._device_ring is None:
+            raise CaptureError(
+                "a recorded launch is being captured into a CUDA graph, but this recorder has no "
+                "device-sequenced ring and making one now would allocate and synchronize inside the capture "
+                "(invalidating it); create the Recorder with capture=True (the default)"
+            )
+        ring, ptrs, counter, _ = self._device_ring
+        return ring, ptrs, counter
+
+    def _pack_devseq(self, st: _StreamState, info: _Launch, status: SlotStatus) -> None:
+        _ring, ptrs, counter = self._capture_ring()
+        self._backend.pack_devseq(
+            ptrs,
+            counter,
+            tenant_id=self._opts.tenant_id,
+            opcode=info.opcode,
+            words=info.words,
+            epoch=info.epoch,
+            slot_status=int(status),
+            ts_offset=self._ts_offset,
+            stream=st.stream,
+        )
 
     def _pack(self, st: _StreamState, info: _Launch, status: SlotStatus) -> int:
         seq = st.next_seq
@@ -596,18 +638,8 @@ class Recorder:
         )
         if self._backend.is_capturing(st.stream):
             # A host-chosen sequence would be frozen into every replay of the graph: the device claims it.
-            _ring, ptrs, counter = self._ensure_device_ring()
-            self._backend.pack_devseq(
-                ptrs,
-                counter,
-                tenant_id=self._opts.tenant_id,
-                opcode=info.opcode,
-                words=info.words,
-                epoch=info.epoch,
-                slot_status=int(SlotStatus.BEGIN),
-                ts_offset=self._ts_offset,
-                stream=st.stream,
-            )
+            info.captured = True
+            self._pack_devseq(st, info, SlotStatus.BEGIN)
             self._slot_counter += 1
             return info
         info.begin_seq = self._pack(st, info, SlotStatus.BEGIN)
@@ -617,8 +649,11 @@ class Recorder:
         return info
 
     def _end(self, st: _StreamState, info: _Launch) -> None:
-        if self._opts.breadcrumbs == "begin+end" and info.begin_seq >= 0:
-            info.end_seq = self._pack(st, info, SlotStatus.COMPLETED)
+        if self._opts.breadcrumbs == "begin+end":
+            if info.begin_seq >= 0:
+                info.end_seq = self._pack(st, info, SlotStatus.COMPLETED)
+            elif info.captured:
+                self._pack_devseq(st, info, SlotStatus.COMPLETED)
 
     def _enqueue_failed(self, exc: BaseException) -> None:
         """Enqueuing a breadcrumb (or making a stream's ring) raised: a sticky error is an earlier fault."""
@@ -805,6 +840,8 @@ class Recorder:
         from an idle stream (with "begin+end" its end arrived: it finished)."""
         if self._opts.breadcrumbs == "begin+end" or self._poison is not None:
             return False
+        if self._backend.is_capturing(st.stream):
+            return False  # a query would invalidate the capture; nothing of it runs before a replay
         return int(self._backend.stream_query(st.stream)) == 600
 
     def _report_hang(self, st: _StreamState, culprit: _Launch, silent: float) -> None:

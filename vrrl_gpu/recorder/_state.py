@@ -24,6 +24,7 @@ class _Launch:
     begin_seq: int
     outputs: Any = None
     end_seq: int | None = None
+    captured: bool = False  # recorded into a CUDA graph: the device claims each replay's sequence
 
 
 @dataclass
