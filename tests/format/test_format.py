@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vrrl_gpu import RECORD_DTYPE, FailureClass, Record
+from vrrl_gpu import RECORD_DTYPE, FailureClass, Record, SlotStatus
 from vrrl_gpu.errors import CapacityOverflowError, RecordValueError, ZeroCapacityError
 from vrrl_gpu.format import HEADER_DTYPE, as_record_array, check_capacity
 
@@ -155,3 +157,21 @@ def test_capacity_limits_raise_the_format_errors() -> None:
         check_capacity(0)
     with pytest.raises(CapacityOverflowError, match="1,048,577"):
         check_capacity((1 << 20) + 1)
+
+
+def test_slot_status_labels_live_on_the_enum() -> None:
+    assert [s.label for s in SlotStatus] == [s.name.lower() for s in SlotStatus]
+    assert SlotStatus.label_of(int(SlotStatus.FAULTED)) == "faulted"
+    assert SlotStatus.label_of(4242) == "4242"  # a value from a newer writer stays a number
+
+
+def test_no_module_spells_the_status_label_itself() -> None:
+    import vrrl_gpu
+
+    pkg = Path(vrrl_gpu.__file__).resolve().parent
+    copies = [
+        str(p.relative_to(pkg))
+        for p in pkg.rglob("*.py")
+        if p.name != "_layout.py" and "SlotStatus(" in (text := p.read_text(encoding="utf-8")) and ".name.lower()" in text
+    ]
+    assert copies == []

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds
-from vrrl_gpu._cli._output import format_timestamp, opcode_names_for, print_table, record_dicts, status_label
+from vrrl_gpu._cli._output import format_timestamp, opcode_names_for, print_table, record_dicts
 from vrrl_gpu._cli._progress import progress_bar
 from vrrl_gpu.analysis._diff import diff_records
 from vrrl_gpu.analysis._export import export_log, merge_to
@@ -21,7 +21,7 @@ from vrrl_gpu.analysis._launches import code_label
 from vrrl_gpu.analysis._report import DEFAULT_LAST, write_report
 from vrrl_gpu.analysis._stats import compute_stats
 from vrrl_gpu.analysis.exporters._rows import EXPORT_FORMATS, MERGE_FORMATS
-from vrrl_gpu.format._layout import FailureClass
+from vrrl_gpu.format._layout import FailureClass, SlotStatus
 from vrrl_gpu.format._ringlog import RingLog
 from vrrl_gpu.format._sidecar import opcode_label
 
@@ -204,7 +204,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def _tail_line(d: dict[str, Any], names: dict[int, str]) -> str:
     text = (
         f"{format_timestamp(d['timestamp_ns'])}  tenant {d['tenant_id']}  slot {d['slot_idx']}  "
-        f"{opcode_label(d['opcode'], names)}  {status_label(d['slot_status'])}  "
+        f"{opcode_label(d['opcode'], names)}  {SlotStatus.label_of(d['slot_status'])}  "
         f"args {' '.join(f'{a:#x}' for a in d['args'])}  epoch {d['epoch']}"
     )
     if d["failure_class"] or d["backend_error_code"]:

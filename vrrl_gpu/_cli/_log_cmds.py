@@ -16,7 +16,6 @@ from vrrl_gpu._cli._output import (
     opcode_names_for,
     print_table,
     record_dicts,
-    status_label,
 )
 from vrrl_gpu.errors import CorruptRecordError, TruncatedLogError
 from vrrl_gpu.format._layout import RECORD_MAGIC, FailureClass, SlotStatus
@@ -155,7 +154,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
             opcode_label(d["opcode"], names),
             " ".join(f"{a:#x}" for a in d["args"]),
             d["epoch"],
-            status_label(d["slot_status"]),
+            SlotStatus.label_of(d["slot_status"]),
             d["failure_class_name"] if d["failure_class"] else "-",
             _code_label(d["backend_error_code"]),
             f"{d['output_digest']:016x}" if d["output_digest"] else "-",

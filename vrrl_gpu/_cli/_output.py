@@ -12,7 +12,6 @@ import numpy.typing as npt
 
 from vrrl_gpu.analysis.exporters._rows import DUMP_FIELDS, record_rows
 from vrrl_gpu.errors import SidecarError
-from vrrl_gpu.format._layout import SlotStatus
 from vrrl_gpu.format._sidecar import read_sidecar
 
 __all__ = [
@@ -21,7 +20,6 @@ __all__ = [
     "opcode_names_for",
     "print_table",
     "record_dicts",
-    "status_label",
 ]
 
 JSON_FIELDS = DUMP_FIELDS
@@ -41,13 +39,6 @@ def format_timestamp(ns: int) -> str:
     except (OverflowError, OSError, ValueError):
         return f"{ns}ns"
     return f"{base}.{frac:09d}Z"
-
-
-def status_label(value: int) -> str:
-    try:
-        return SlotStatus(value).name.lower()
-    except ValueError:
-        return str(value)
 
 
 def opcode_names_for(log_path: str) -> dict[int, str]:

@@ -12,6 +12,7 @@ from typing import Any
 from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds
 from vrrl_gpu._cli._output import print_table
 from vrrl_gpu._cli._progress import progress_bar
+from vrrl_gpu.format._layout import SlotStatus
 from vrrl_gpu.format._sidecar import opcode_label
 from vrrl_gpu.reproduce._plan import REPLAY_DEVICES
 
@@ -160,7 +161,7 @@ def _print_report(report: Any, args: argparse.Namespace) -> None:
         launch = plan.launches[exp.position]
         print(
             f"recorded:   {_describe_launch(launch, names)}: {exp.failure_class.label} "
-            f"{_code(exp.code)} [{_status(exp.slot_status)}]"
+            f"{_code(exp.code)} [{SlotStatus.label_of(exp.slot_status)}]"
         )
     f = out.first_failure
     where = f"{out.completed} of {len(report.launches)} launches completed, backend {out.backend or '-'}"
@@ -205,12 +206,6 @@ def _code(code: int) -> str:
     return code_name(code) if code else "(no code)"
 
 
-def _status(value: int) -> str:
-    from vrrl_gpu._cli._output import status_label
-
-    return status_label(value)
-
-
 def _list(plan: Any, args: argparse.Namespace) -> int:
     launches = plan.select(args.start, args.stop) if plan.launches else ()
     if args.json:
@@ -230,7 +225,7 @@ def _list(plan: Any, args: argparse.Namespace) -> int:
         fl = plan.failure
         print(
             f"recorded failure: {_describe_launch(plan.launches[fl.position], plan.names)}: "
-            f"{fl.failure_class.label} {_code(fl.code)} [{_status(fl.slot_status)}]"
+            f"{fl.failure_class.label} {_code(fl.code)} [{SlotStatus.label_of(fl.slot_status)}]"
         )
     else:
         print("recorded failure: none")

@@ -82,13 +82,6 @@ def _utc(ns: int) -> str:
     return f"{base}.{frac:09d} UTC"
 
 
-def _status(v: int) -> str:
-    try:
-        return SlotStatus(v).name.lower()
-    except ValueError:
-        return str(v)
-
-
 def _el(
     tag: str, text: str | None = None, *, title: str | None = None, close: bool = True, **attrs: Any
 ) -> str:
@@ -260,7 +253,7 @@ def _timeline(
         y = top + lane_of[t] * lane_h
         r = records[f]
         tip = (
-            f"{_status(int(r['slot_status']))}: {FailureClass(int(r['failure_class'])).label} "
+            f"{SlotStatus.label_of(int(r['slot_status']))}: {FailureClass(int(r['failure_class'])).label} "
             f"{code_label(int(r['backend_error_code']))} (slot {int(r['slot_idx'])})"
         )
         points = f"{fx:.1f},{y + 4} {fx - 7:.1f},{y + lane_h - 4} {fx + 7:.1f},{y + lane_h - 4}"
@@ -334,7 +327,7 @@ def render_report(
                 int(r["tenant_id"]),
                 int(r["slot_idx"]),
                 opcode_label(int(r["opcode"]), opcode_names),
-                _status(int(r["slot_status"])),
+                SlotStatus.label_of(int(r["slot_status"])),
                 FailureClass(int(r["failure_class"])).label,
                 code_label(int(r["backend_error_code"])),
                 f"{int(r['output_digest']):016x}" if int(r["output_digest"]) else "-",
@@ -358,7 +351,7 @@ def render_report(
             opcode_label(w.opcode, opcode_names),
             _utc(w.start_ns),
             _fmt_ns(w.end_ns - w.start_ns),
-            _status(w.fault_status)
+            SlotStatus.label_of(w.fault_status)
             + f": {FailureClass(w.failure_class).label} {code_label(w.backend_error_code)}",
         )
         for w in windows

@@ -88,7 +88,7 @@ def compute_stats(
         label = FailureClass(int(fc)).label
         by_class[label] = by_class.get(label, 0) + 1
         combos[(label, int(code))] = combos.get((label, int(code)), 0) + 1
-        sname = _status_name(int(st))
+        sname = SlotStatus.label_of(int(st))
         by_status[sname] = by_status.get(sname, 0) + 1
     out["failures"] = {
         "total": int(fm.sum()),
@@ -147,10 +147,3 @@ def compute_stats(
     out["tracks"] = tracks
     out["crash_windows"] = [w.to_dict() for w in crash_windows(r, ls)]
     return out
-
-
-def _status_name(value: int) -> str:
-    try:
-        return SlotStatus(value).name.lower()
-    except ValueError:
-        return str(value)

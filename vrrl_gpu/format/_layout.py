@@ -126,6 +126,21 @@ class SlotStatus(enum.IntEnum):
     DEVICE_REPORTED = 7
     META = 8
 
+    @property
+    def label(self) -> str:
+        """The lower-case name that logs' readers, exports and reports show.
+
+        >>> SlotStatus.FAILED_AT_LAUNCH.label
+        'failed_at_launch'
+        """
+        return self.name.lower()
+
+    @classmethod
+    def label_of(cls, value: int) -> str:
+        """The label of a ``slot_status`` word, or the number itself for a value this version lacks."""
+        member = cls._value2member_map_.get(int(value))
+        return member.label if isinstance(member, SlotStatus) else str(int(value))
+
 
 #: *(vrrl_gpu)* Opcodes from here up are reserved for recorder meta-records.
 META_OPCODE_BASE = 0xFFFFFF00

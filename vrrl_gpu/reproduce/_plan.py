@@ -86,7 +86,7 @@ class RecordedFailure:
             "slot_idx": self.slot_idx,
             "opcode": self.opcode,
             "opcode_name": opcode_label(self.opcode, names),
-            "slot_status": _status_name(self.slot_status),
+            "slot_status": SlotStatus.label_of(self.slot_status),
             "failure_class": self.failure_class.label,
             "code": self.code,
             "code_name": _code_name(self.code),
@@ -213,13 +213,6 @@ def read_plan(path: str | os.PathLike[str], *, salvage: bool = False) -> ReplayP
 
 
 # ---------------------------------------------------------------------------------------------- labels
-
-
-def _status_name(value: int) -> str:
-    try:
-        return SlotStatus(value).name.lower()
-    except ValueError:
-        return str(value)
 
 
 def _code_name(code: int) -> str:

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from vrrl_gpu.analysis._launches import code_label, crash_windows, failure_mask, find_launches, meta_mask
-from vrrl_gpu.analysis.exporters._rows import _status_name
 from vrrl_gpu.format._layout import FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu.format._reader import Records
 from vrrl_gpu.format._sidecar import opcode_label
@@ -68,7 +67,7 @@ def chrome_trace(
 
     # Column lists, not numpy scalars, in the per-launch loop: it runs once per launch.
     labels = {op: opcode_label(op, opcode_names) for op in np.unique(ls.opcode).tolist()}
-    statuses = {st: _status_name(st) for st in np.unique(ls.status).tolist()}
+    statuses = {st: SlotStatus.label_of(st) for st in np.unique(ls.status).tolist()}
     cols = zip(
         ls.opcode.tolist(), ls.ts.tolist(), ls.tenant.tolist(), ls.slot.tolist(), ls.args.tolist(),
         ls.epoch.tolist(), ls.status.tolist(), ls.completed.tolist(), ls.end_ts.tolist(),
@@ -129,7 +128,7 @@ def chrome_trace(
             label = FailureClass(fc).label
             events.append(
                 {
-                    "name": f"{_status_name(st)}: {label} {code_label(code)}",
+                    "name": f"{SlotStatus.label_of(st)}: {label} {code_label(code)}",
                     "cat": "failure",
                     "ph": "i",
                     "s": "t",

@@ -49,13 +49,6 @@ ROW_FIELDS = (*DUMP_FIELDS, "slot_status_name", "opcode_name")
 ProgressFn = Callable[[int, "int | None"], None]
 
 
-def _status_name(value: int) -> str:
-    try:
-        return SlotStatus(value).name.lower()
-    except ValueError:
-        return str(value)
-
-
 def opcode_names_of(path: str | os.PathLike[str]) -> dict[int, str]:
     """The opcode names in the log's sidecar ({} when it has none). A malformed sidecar raises."""
     side = read_sidecar(path)
@@ -79,7 +72,7 @@ def record_rows(
     cols = {n: records[n].tolist() for n in records.dtype.names or () if n != "magic"}
     org = origin.tolist() if origin is not None else None
     class_label = {v: FailureClass(v).label for v in set(cols["failure_class"])}
-    status_name = {v: _status_name(v) for v in set(cols["slot_status"])}
+    status_name = {v: SlotStatus.label_of(v) for v in set(cols["slot_status"])}
     for i in range(records.shape[0]):
         fc = int(cols["failure_class"][i])
         op = int(cols["opcode"][i])

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from vrrl_gpu.analysis.exporters._rows import ROW_FIELDS, ProgressFn, _status_name, record_rows
+from vrrl_gpu.analysis.exporters._rows import ROW_FIELDS, ProgressFn, record_rows
 from vrrl_gpu.errors import MissingExtraError, VrrlIoError
-from vrrl_gpu.format._layout import FailureClass
+from vrrl_gpu.format._layout import FailureClass, SlotStatus
 from vrrl_gpu.format._reader import Records
 from vrrl_gpu.format._ringlog import RingLog
 from vrrl_gpu.format._sidecar import opcode_label
@@ -173,7 +173,7 @@ class _ParquetSink:
             ),
             pa.array(records["epoch"], pa.uint32()),
             pa.array(records["slot_status"], pa.uint32()),
-            pa.array([_status_name(s) for s in sts], pa.string()),
+            pa.array([SlotStatus.label_of(s) for s in sts], pa.string()),
             pa.array(records["failure_class"], pa.uint32()),
             pa.array([FailureClass(f).label for f in fcs], pa.string()),
             pa.array(records["backend_error_code"], pa.uint32()),
