@@ -169,9 +169,6 @@ def test_no_module_spells_the_status_label_itself() -> None:
     import vrrl_gpu
 
     pkg = Path(vrrl_gpu.__file__).resolve().parent
-    copies = [
-        str(p.relative_to(pkg))
-        for p in pkg.rglob("*.py")
-        if p.name != "_layout.py" and "SlotStatus(" in (text := p.read_text(encoding="utf-8")) and ".name.lower()" in text
-    ]
-    assert copies == []
+    texts = {p: p.read_text(encoding="utf-8") for p in pkg.rglob("*.py") if p.name != "_layout.py"}
+    dup = [str(p.relative_to(pkg)) for p, t in texts.items() if "SlotStatus(" in t and ".name.lower()" in t]
+    assert dup == []

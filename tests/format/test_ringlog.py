@@ -14,8 +14,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from vrrl_gpu import RECORD_DTYPE, Record, RingLog
-from vrrl_gpu.errors import LogLockedError, RecordValueError, VrrlIoError
-from vrrl_gpu.format import RECORD_MAGIC, file_size_for
+from vrrl_gpu.errors import (
+    CorruptRecordError,
+    LogLockedError,
+    RecordValueError,
+    TruncatedLogError,
+    VrrlIoError,
+)
+from vrrl_gpu.format import HEADER_SIZE, RECORD_MAGIC, RECORD_SIZE, file_size_for, iter_record_chunks
 
 
 def make_records(n: int, start: int = 0) -> np.ndarray:
@@ -233,3 +239,36 @@ class RingModel(RuleBasedStateMachine):
 
 RingModel.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
 test_ring_against_a_deque_model = RingModel.TestCase
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    capacity=st.integers(1, 40),
+    n=st.integers(0, 100),
+    damage=st.lists(st.integers(0, 39), max_size=5),
+    cut=st.integers(0, 40),
+    chunk=st.integers(1, 17),
+)
+def test_ringlog_and_the_chunked_reader_share_one_strict_and_salvage_reading(
+    tmp_path_factory: pytest.TempPathFactory, capacity: int, n: int, damage: list[int], cut: int, chunk: int
+) -> None:
+    path = tmp_path_factory.mktemp("one-reader") / "r.vrrl"
+    with RingLog.open(path, capacity=capacity) as log:
+        log.extend(make_records(n))
+    with open(path, "r+b") as f:
+        for slot in {d % capacity for d in damage}:
+            f.seek(HEADER_SIZE + RECORD_SIZE * slot)
+            f.write((0x0BADF00D).to_bytes(4, "little"))
+        f.truncate(HEADER_SIZE + RECORD_SIZE * min(capacity, cut))
+    with RingLog.open(path, readonly=True) as log:
+        salvaged = log.records(salvage=True)
+        chunked = list(iter_record_chunks(path, chunk_records=chunk, salvage=True))
+        assert np.concatenate([salvaged[:0], *chunked]).tobytes() == salvaged.tobytes()
+        errors: list[tuple[type[BaseException], int | None]] = []
+        for read in (lambda: log.records(), lambda: list(iter_record_chunks(path, chunk_records=chunk))):
+            try:
+                read()
+                errors.append((type(None), None))
+            except (CorruptRecordError, TruncatedLogError) as e:
+                errors.append((type(e), getattr(e, "slot", None)))
+        assert errors[0] == errors[1]

@@ -8,14 +8,9 @@ from collections.abc import Iterator
 import numpy as np
 import numpy.typing as npt
 
-from vrrl_gpu.errors import CorruptRecordError, RecordValueError, TruncatedLogError, VrrlIoError
-from vrrl_gpu.format._layout import (
-    HEADER_SIZE,
-    RECORD_DTYPE,
-    RECORD_MAGIC,
-    RECORD_SIZE,
-)
-from vrrl_gpu.format._ringlog import read_header
+from vrrl_gpu.errors import RecordValueError, TruncatedLogError, VrrlIoError
+from vrrl_gpu.format._layout import RECORD_DTYPE
+from vrrl_gpu.format._ringlog import read_header, read_live_slots
 
 __all__ = ["Records", "iter_record_chunks", "count_records"]
 
@@ -26,46 +21,12 @@ Records = npt.NDArray[np.void]
 # ------------------------------------------------------------ chunked reads
 
 
-def _pread_exact(fd: int, buf: npt.NDArray[np.void], offset: int, path: str) -> int:
-    """Fill ``buf`` from ``offset``; returns the whole records read (fewer at the end of a short file)."""
-    view = buf.data.cast("B")
-    got = 0
-    try:
-        while got < len(view):
-            n = os.preadv(fd, [view[got:]], offset + got)
-            if n == 0:
-                break
-            got += n
-    except OSError as e:
-        raise VrrlIoError(f"{path}: read at byte {offset + got} failed: {e.strerror or e}") from e
-    return got // RECORD_SIZE
-
-
 def _read_slots(fd: int, path: str, lo: int, hi: int, *, salvage: bool) -> Records:
-    """The live records of file slots ``lo <= s < hi`` (strict: a bad magic raises)."""
+    """The live records of file slots ``lo <= s < hi`` (:func:`read_live_slots`; strict: damage raises)."""
     buf = np.empty(hi - lo, RECORD_DTYPE)
-    got = _pread_exact(fd, buf, HEADER_SIZE + RECORD_SIZE * lo, path)
-    if got < buf.shape[0] and not salvage:
-        raise TruncatedLogError(
-            f"{path}: expected slots {lo}..{hi - 1}, the file ends at slot {lo + got}; "
-            f"read it with --salvage to skip the missing slots",
-            expected=HEADER_SIZE + RECORD_SIZE * hi,
-            found=HEADER_SIZE + RECORD_SIZE * (lo + got),
-        )
-    buf = buf[:got]
-    magic = buf["magic"]
-    live = magic == RECORD_MAGIC
-    if not salvage:
-        bad = np.flatnonzero((magic != 0) & ~live)
-        if bad.size:
-            slot = lo + int(bad[0])
-            raise CorruptRecordError(
-                f"{path}: slot {slot} has record magic {int(magic[bad[0]]):#010x}, expected 0 or "
-                f"{RECORD_MAGIC:#010x}; read it with --salvage to skip damaged slots",
-                slot=slot,
-                magic=int(magic[bad[0]]),
-            )
-    return buf if bool(live.all()) else buf[live]
+    kept = read_live_slots(fd, path, lo, buf, salvage=salvage).kept
+    # A sparse chunk is copied out, so a held chunk costs its records, not its window.
+    return buf if kept == buf.shape[0] else buf[:kept].copy()
 
 
 def _open_ro(path: str) -> int:

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +28,6 @@ from vrrl_gpu.errors import (
     LogLockedError,
     RecordValueError,
     TruncatedLogError,
-    VrrlError,
     VrrlIoError,
     ZeroCapacityError,
 )
@@ -46,7 +46,7 @@ from vrrl_gpu.format._layout import (
     file_size_for,
 )
 
-__all__ = ["Header", "RingLog", "ScanResult", "read_header"]
+__all__ = ["Header", "RingLog", "ScanResult", "SlotRead", "read_header", "read_live_slots"]
 
 # Reads go through a bounded scratch window so that reading a log never holds
 # much more than the records it returns (a 64 MiB log must not cost 128 MiB).
@@ -335,30 +335,11 @@ class RingLog:
             s = lo
             while s < hi:
                 e = min(hi, s + _CHUNK_RECORDS)
-                window = out[n_out : n_out + (e - s)]
-                _pread_into(fd, window, HEADER_SIZE + RECORD_SIZE * s, self._path)
-                magic = window["magic"]
-                live = magic == RECORD_MAGIC
+                got = read_live_slots(fd, self._path, s, out[n_out : n_out + (e - s)], salvage=salvage)
                 if s == start and lo == start:
-                    wrapped = bool(live[0])
-                if bool(live.all()):
-                    n_out += e - s
-                else:
-                    bad = np.flatnonzero((magic != 0) & ~live)
-                    if bad.size:
-                        if not salvage:
-                            slot = s + int(bad[0])
-                            raise CorruptRecordError(
-                                f"{self._path}: slot {slot} has record magic {int(magic[bad[0]]):#010x}, "
-                                f"expected 0 or {RECORD_MAGIC:#010x}; read it with salvage=True "
-                                f"(vrrl dump --salvage) to skip damaged slots",
-                                slot=slot,
-                                magic=int(magic[bad[0]]),
-                            )
-                        corrupt.extend(s + int(i) for i in bad)
-                    kept = window[live]
-                    out[n_out : n_out + len(kept)] = kept
-                    n_out += len(kept)
+                    wrapped = got.first_live
+                corrupt += got.corrupt
+                n_out += got.kept
                 s = e
         if n_out < present:
             # Shrinks in place (realloc): pages never touched were never resident.
@@ -463,21 +444,56 @@ def _pwrite_all(fd: int, data: bytes | npt.NDArray[np.void], offset: int, path: 
         raise VrrlIoError(f"{path}: write at byte {offset} failed: {e.strerror or e}") from e
 
 
-def _pread_into(fd: int, window: npt.NDArray[np.void], offset: int, path: str) -> None:
-    view = window.data.cast("B")
-    want = len(view)
+class SlotRead(NamedTuple):
+    """What :func:`read_live_slots` found: live records kept, corrupt slots skipped, first slot live."""
+
+    kept: int
+    corrupt: list[int]
+    first_live: bool
+
+
+def read_live_slots(fd: int, path: str, lo: int, out: npt.NDArray[np.void], *, salvage: bool) -> SlotRead:
+    """Read file slots ``lo, lo + 1, ...`` into ``out``, then move the live records to its front.
+
+    The one strict/salvage record reader under :meth:`RingLog.scan` and the
+    chunked readers. Strict: a magic other than 0 or ``0xDEADBEEF`` raises
+    :class:`CorruptRecordError`, a file that ends early :class:`TruncatedLogError`.
+    Salvage skips both and lists the corrupt slots.
+    """
+    view = out.data.cast("B")
+    offset = HEADER_SIZE + RECORD_SIZE * lo
     got = 0
     try:
-        while got < want:
+        while got < len(view):
             n = os.preadv(fd, [view[got:]], offset + got)
             if n == 0:
-                raise TruncatedLogError(
-                    f"{path}: expected {want} bytes at offset {offset}, found {got} (the file shrank)",
-                    expected=offset + want,
-                    found=offset + got,
-                )
+                break
             got += n
-    except VrrlError:
-        raise
     except OSError as e:
         raise VrrlIoError(f"{path}: read at byte {offset + got} failed: {e.strerror or e}") from e
+    n = got // RECORD_SIZE
+    if n < out.shape[0] and not salvage:
+        raise TruncatedLogError(
+            f"{path}: expected slots {lo}..{lo + out.shape[0] - 1}, the file ends at slot {lo + n}; "
+            f"read it with --salvage (salvage=True) to skip the missing slots",
+            expected=offset + RECORD_SIZE * out.shape[0],
+            found=offset + RECORD_SIZE * n,
+        )
+    window = out[:n]
+    magic = window["magic"]
+    live = magic == RECORD_MAGIC
+    first_live = bool(n) and bool(live[0])
+    if bool(live.all()):
+        return SlotRead(n, [], first_live)
+    bad = np.flatnonzero((magic != 0) & ~live)
+    if bad.size and not salvage:
+        slot = lo + int(bad[0])
+        raise CorruptRecordError(
+            f"{path}: slot {slot} has record magic {int(magic[bad[0]]):#010x}, expected 0 or "
+            f"{RECORD_MAGIC:#010x}; read it with --salvage (salvage=True) to skip damaged slots",
+            slot=slot,
+            magic=int(magic[bad[0]]),
+        )
+    kept = window[live]
+    out[: kept.shape[0]] = kept
+    return SlotRead(int(kept.shape[0]), [lo + int(i) for i in bad], first_live)
