@@ -24,6 +24,7 @@ __all__ = [
     "KernelSourceError",
     "KernelCompileError",
     "BackendUnavailableError",
+    "CudaUnavailableError",
     "StagingError",
     "StagingSpaceError",
     "DrainError",
@@ -141,6 +142,29 @@ def _rebuild_compile(
 
 class BackendUnavailableError(VrrlError, RuntimeError):
     """The requested backend (CuPy, a CUDA device, a C++ compiler) is not available here."""
+
+
+class CudaUnavailableError(BackendUnavailableError):
+    """An NVIDIA device is here but CUDA does not start: ``cuda_error_code``/``cuda_error_name`` and ``fix``.
+
+    Raised instead of falling back to the CPU twin (a driver older than CuPy's
+    runtime, 35; a stopped fabric manager, 802; ...). ``status`` is the code too,
+    as on CuPy's errors.
+    """
+
+    def __init__(self, message: str, *, cuda_error_code: int, cuda_error_name: str, fix: str) -> None:
+        super().__init__(message)
+        self.cuda_error_code = int(cuda_error_code)
+        self.status = self.cuda_error_code
+        self.cuda_error_name = cuda_error_name
+        self.fix = fix
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_cuda_unavailable, (str(self), self.cuda_error_code, self.cuda_error_name, self.fix))
+
+
+def _rebuild_cuda_unavailable(message: str, code: int, name: str, fix: str) -> CudaUnavailableError:
+    return CudaUnavailableError(message, cuda_error_code=code, cuda_error_name=name, fix=fix)
 
 
 class StagingError(VrrlError, ValueError):

@@ -17,14 +17,15 @@ import pytest
 
 import vrrl_gpu
 from tests.helpers.gpu import gpu_status
-from vrrl_gpu.backends import Backend, RingPointers, TwinBackend, TwinCudaError, get_backend
+from vrrl_gpu.backends import Backend, RingPointers, TwinBackend, TwinCudaError, _host, _registry, get_backend
 from vrrl_gpu.backends import _cupy as cupy_mod
 from vrrl_gpu.backends._base import HostAllocation, normalize_dims, numpy_args, pack_args
 from vrrl_gpu.capture import StagingRing, kernel_source, parse_kernels
-from vrrl_gpu.errors import BackendUnavailableError, KernelArgumentError, VrrlWarning
+from vrrl_gpu.errors import BackendUnavailableError, CudaUnavailableError, KernelArgumentError, VrrlWarning
 
 PACK = parse_kernels(kernel_source("vrrl_pack.cu"))["vrrl_pack"]
 NO_GPU = not gpu_status()[0]
+NO_NVIDIA_HOST = not _host.probe_host().present
 
 
 # ---- selection -----------------------------------------------------------------------------------
@@ -39,8 +40,9 @@ def test_twin_by_name_is_silent() -> None:
     b.close()
 
 
-@pytest.mark.skipif(not NO_GPU, reason="a CUDA device is present: auto picks CuPy")
-def test_auto_without_a_device_picks_the_twin_and_says_so_loudly() -> None:
+@pytest.mark.skipif(not NO_NVIDIA_HOST, reason="this host has an NVIDIA device: auto must not pick the twin")
+def test_auto_on_this_host_without_a_device_picks_the_twin_and_says_so_loudly() -> None:
+    # The dev VM has CuPy and a CUDA toolkit, no GPU (getDeviceCount fails with 35) and no device nodes: twin.
     with pytest.warns(VrrlWarning, match="CPU TWIN, NOT A GPU"):
         b = get_backend("auto")
     assert b.name == "twin"
@@ -51,6 +53,117 @@ def test_auto_without_a_device_picks_the_twin_and_says_so_loudly() -> None:
 def test_cupy_without_a_device_raises_backend_unavailable() -> None:
     with pytest.raises(BackendUnavailableError, match="twin"):
         get_backend("cupy")
+
+
+class _CudaError(RuntimeError):
+    """Shaped like CuPy's CUDARuntimeError: ``status`` and "cudaErrorName: text"."""
+
+    def __init__(self, status: int, name: str, text: str) -> None:
+        super().__init__(f"{name}: {text}")
+        self.status = status
+
+
+def _host_with(monkeypatch: pytest.MonkeyPatch, nodes: tuple[str, ...], nvml: int | None) -> None:
+    seen = _host.HostDevices(nodes, nvml, "ok" if nvml is not None else "none")
+    monkeypatch.setattr(_registry, "probe_host", lambda: seen)
+
+
+def _cupy_failing_with(monkeypatch: pytest.MonkeyPatch, err: BaseException) -> None:
+    fake = _FakeCupy()
+
+    def count() -> int:
+        raise err
+
+    fake.cuda.runtime.getDeviceCount = count
+    monkeypatch.setattr(cupy_mod, "import_cupy", lambda: fake)
+
+
+@pytest.mark.parametrize(
+    ("status", "name", "fix_word"),
+    [(35, "cudaErrorInsufficientDriver", "driver"), (802, "cudaErrorSystemNotReady", "fabricmanager"),
+     (999, "cudaErrorUnknown", "Xid")],
+)  # fmt: skip
+def test_auto_on_a_gpu_host_raises_the_cuda_error_instead_of_running_the_twin(
+    monkeypatch: pytest.MonkeyPatch, status: int, name: str, fix_word: str
+) -> None:
+    _host_with(monkeypatch, ("/dev/nvidia0", "/dev/nvidiactl"), None)
+    _cupy_failing_with(monkeypatch, _CudaError(status, name, "what CUDA says"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no twin warning either: nothing fell back
+        with pytest.raises(CudaUnavailableError) as info:
+            get_backend("auto")
+    e = info.value
+    assert isinstance(e, BackendUnavailableError)
+    assert (e.cuda_error_code, e.status, e.cuda_error_name) == (status, status, name)
+    assert fix_word in e.fix
+    assert fix_word in str(e)
+    assert "/dev/nvidia0" in str(e)
+    assert "not used in its place" in str(e)
+    assert isinstance(e.__cause__, _CudaError)
+    again = pickle.loads(pickle.dumps(e))
+    assert (type(again), again.cuda_error_code, again.fix, str(again)) == (type(e), status, e.fix, str(e))
+
+
+def test_auto_with_only_an_nvml_device_also_refuses_the_twin(monkeypatch: pytest.MonkeyPatch) -> None:
+    _host_with(monkeypatch, (), 8)
+    _cupy_failing_with(monkeypatch, _CudaError(35, "cudaErrorInsufficientDriver", "x"))
+    with pytest.raises(CudaUnavailableError, match="8 device"):
+        get_backend("auto")
+
+
+def test_auto_on_a_gpu_host_without_cupy_raises_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    _host_with(monkeypatch, ("/dev/nvidia0",), None)
+
+    def no_cupy() -> Any:
+        raise BackendUnavailableError("the cupy backend needs CuPy; import failed (No module named 'cupy')")
+
+    monkeypatch.setattr(cupy_mod, "import_cupy", no_cupy)
+    with pytest.raises(BackendUnavailableError, match=r"vrrl_gpu\[cuda13\].*not used in its place"):
+        get_backend("auto")
+
+
+def test_auto_on_a_host_without_nvidia_hardware_runs_the_twin_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    _host_with(monkeypatch, (), None)
+    _cupy_failing_with(monkeypatch, _CudaError(35, "cudaErrorInsufficientDriver", "x"))  # never asked
+    with pytest.warns(VrrlWarning, match="no NVIDIA device.*CPU TWIN, NOT A GPU"):
+        b = get_backend("auto")
+    assert isinstance(b, TwinBackend)
+    b.close()
+
+
+def test_auto_on_a_working_gpu_host_picks_cupy(monkeypatch: pytest.MonkeyPatch) -> None:
+    _host_with(monkeypatch, ("/dev/nvidia0",), 1)
+    monkeypatch.setattr(cupy_mod, "import_cupy", _FakeCupy)
+    assert isinstance(get_backend("auto"), cupy_mod.CupyBackend)
+
+
+def test_host_probe_reads_device_nodes_and_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_host.glob, "glob", lambda pattern: ["/dev/nvidiactl", "/dev/nvidia0"])
+    assert _host.device_nodes() == ("/dev/nvidia0", "/dev/nvidiactl")
+    calls: list[str] = []
+    nvml = SimpleNamespace(
+        nvmlInit=lambda: calls.append("init"),
+        nvmlDeviceGetCount=lambda: 4,
+        nvmlShutdown=lambda: calls.append("shutdown"),
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    assert _host.nvml_device_count() == (4, "ok")
+    assert calls == ["init", "shutdown"]
+
+    def no_driver() -> None:
+        raise RuntimeError("NVML Shared Library Not Found")
+
+    nvml.nvmlInit = no_driver
+    count, note = _host.nvml_device_count()
+    assert count is None
+    assert "Not Found" in note
+    host = _host.probe_host()
+    assert host.present
+    assert "/dev/nvidia0" in host.describe()
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed
+    monkeypatch.setattr(_host.glob, "glob", lambda pattern: [])
+    assert not _host.probe_host().present
+    assert "pynvml not installed" in _host.probe_host().describe()
 
 
 def test_unknown_backend_name_raises() -> None:
@@ -224,7 +337,7 @@ class _FakeCupy:
 @pytest.fixture
 def fake_cupy(monkeypatch: pytest.MonkeyPatch) -> _FakeCupy:
     fake = _FakeCupy()
-    monkeypatch.setattr(cupy_mod, "_import_cupy", lambda: fake)
+    monkeypatch.setattr(cupy_mod, "import_cupy", lambda: fake)
     return fake
 
 

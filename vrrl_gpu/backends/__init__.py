@@ -1,7 +1,10 @@
 """Device backends: ``cupy`` (a real CUDA device) and ``twin`` (the same kernels compiled for the CPU).
 
 The twin is never substituted silently: ``get_backend("auto")`` picks it only
-when no CUDA device is usable, and then warns (:class:`~vrrl_gpu.errors.VrrlWarning`).
+when the host has no NVIDIA device at all (no ``/dev/nvidia*`` node, no NVML
+device), and then warns (:class:`~vrrl_gpu.errors.VrrlWarning`). On a host
+with a device, a CUDA that does not start raises
+:class:`~vrrl_gpu.errors.CudaUnavailableError` (the code and the fix).
 The names live in one table, :data:`BACKEND_NAMES` (``_registry.py``).
 """
 

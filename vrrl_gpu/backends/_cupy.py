@@ -25,9 +25,21 @@ from vrrl_gpu.backends._base import (
     numpy_args,
 )
 from vrrl_gpu.capture._kernels import kernel_path, kernels_dir, parse_kernels, sources_digest
-from vrrl_gpu.errors import BackendUnavailableError, KernelSourceError, WrongDeviceError
+from vrrl_gpu.errors import (
+    BackendUnavailableError,
+    CudaUnavailableError,
+    KernelSourceError,
+    WrongDeviceError,
+)
 
-__all__ = ["CupyBackend", "cupy_device_count", "NVRTC_OPTIONS"]
+__all__ = [
+    "CupyBackend",
+    "import_cupy",
+    "cupy_device_count",
+    "cuda_start_error",
+    "CUDA_START_FIXES",
+    "NVRTC_OPTIONS",
+]
 
 #: NVRTC options besides the include paths. CuPy picks ``-arch=sm_XX`` for the current device and compiles a
 #: cubin (never PTX for the driver to JIT: PTX from a newer NVRTC fails to load on older drivers, code 222).
@@ -38,7 +50,8 @@ _HOST_REGISTER_PORTABLE_MAPPED = 1 | 2
 _CALIBRATION_ROUNDS = 9
 
 
-def _import_cupy() -> Any:
+def import_cupy() -> Any:
+    """The ``cupy`` module, or :class:`BackendUnavailableError` saying what to install."""
     try:
         import cupy
     except ImportError as e:
@@ -49,10 +62,63 @@ def _import_cupy() -> Any:
     return cupy
 
 
+#: What to do when CUDA does not start, by cudaError_t (the codes a host with a GPU gives at getDeviceCount).
+CUDA_START_FIXES: dict[int, str] = {
+    3: "the driver did not initialise: run nvidia-smi and look for NVRM/Xid lines in dmesg; in a container, "
+    "start it with the NVIDIA container runtime (--gpus all)",
+    34: "libcuda.so is the toolkit's stub: remove the .../lib64/stubs directory from LD_LIBRARY_PATH",
+    35: "the NVIDIA driver is older than CuPy's CUDA runtime: update the driver (R580 or newer for CUDA 13), "
+    "or install CuPy for the driver's CUDA: pip uninstall cupy-cuda13x && pip install 'vrrl_gpu[cuda12]'",
+    36: "the NVIDIA driver is too old for this call: update the driver, or pip install 'vrrl_gpu[cuda12]' "
+    "(after uninstalling cupy-cuda13x) to match an R525-R575 driver",
+    46: "every GPU is busy or in exclusive-process mode: free one, or nvidia-smi -c DEFAULT",
+    100: "CUDA sees no device: check CUDA_VISIBLE_DEVICES and, in a container, --gpus",
+    101: "CUDA_VISIBLE_DEVICES names a device that does not exist: fix or unset it",
+    802: "the system is not ready, usually the fabric manager of an NVSwitch host (HGX H100/H200): "
+    "systemctl start nvidia-fabricmanager (its version must equal the driver's)",
+    803: "the kernel module and the user-space driver differ in version: reboot after a driver upgrade, or "
+    "reinstall the driver",
+    804: "forward-compatibility libcuda (cuda-compat) is on the library path but this GPU cannot use it: "
+    "remove it from LD_LIBRARY_PATH",
+    999: "CUDA reports an unknown error: run nvidia-smi, look for Xid lines in dmesg (the GPU may be lost)",
+}
+
+
+def cuda_start_error(exc: BaseException, host_note: str = "") -> BackendUnavailableError:
+    """The typed error for a CUDA that does not start: the code, its name and the fix (CUDA_START_FIXES).
+
+    ``host_note`` (what ``device="auto"`` saw of NVIDIA hardware) also says the twin was not substituted.
+    """
+    code = getattr(exc, "status", None)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    where = f" (an NVIDIA device is here: {host_note})" if host_note else ""
+    no_twin = (
+        "; the CPU twin is not used in its place (pass device='twin' to choose it)"
+        if host_note
+        else "; on a machine without an NVIDIA GPU use device='twin'"
+    )
+    if not isinstance(code, int):
+        return BackendUnavailableError(
+            f"CUDA does not start{where}: {text}; install the NVIDIA driver and vrrl_gpu[cuda13] (or "
+            f"[cuda12]), and run `vrrl doctor`{no_twin}"
+        )
+    name, _, rest = text.partition(": ") if text.startswith("cuda") else (f"cudaError {code}", "", text)
+    fix = CUDA_START_FIXES.get(code, "run nvidia-smi and `vrrl doctor` to see what is wrong")
+    return CudaUnavailableError(
+        f"CUDA does not start{where}: {name} ({code}): {rest or text}; fix: {fix}{no_twin}",
+        cuda_error_code=code,
+        cuda_error_name=name,
+        fix=fix,
+    )
+
+
 def cupy_device_count() -> int:
-    """The number of CUDA devices CuPy sees; 0 when CuPy, the driver or a device is missing."""
+    """The number of CUDA devices CuPy sees; 0 when CuPy, the driver or a device is missing.
+
+    For reports only: ``get_backend("auto")`` decides from the host (``_host.probe_host``), not from this.
+    """
     try:
-        cupy = _import_cupy()
+        cupy = import_cupy()
         return int(cupy.cuda.runtime.getDeviceCount())
     except Exception:  # no CuPy, no libcuda, no device: all mean "no device" to the caller
         return 0
@@ -65,16 +131,13 @@ class CupyBackend(Backend):
     is_simulated = False
 
     def __init__(self, device_id: int | None = None) -> None:
-        cp = _import_cupy()
+        cp = import_cupy()
         self._cp = cp
         self._rt = cp.cuda.runtime
         try:
             count = int(self._rt.getDeviceCount())
-        except Exception as e:  # CUDARuntimeError without a driver: say what is missing, keep the cause
-            raise BackendUnavailableError(
-                f"the cupy backend needs a CUDA driver and device; getDeviceCount() failed: {e}; "
-                f"use device='twin' on machines without an NVIDIA GPU"
-            ) from e
+        except Exception as e:  # CUDARuntimeError: name the code and the fix, keep the cause
+            raise cuda_start_error(e) from e
         if count < 1:
             raise BackendUnavailableError("the cupy backend needs a CUDA device; getDeviceCount() returned 0")
         self._device_id = int(cp.cuda.Device().id if device_id is None else device_id)

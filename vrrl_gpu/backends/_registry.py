@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from vrrl_gpu.backends._base import Backend
+from vrrl_gpu.backends._host import probe_host
 from vrrl_gpu.errors import BackendUnavailableError, VrrlWarning
 
 __all__ = ["BackendName", "BACKEND_FACTORIES", "BACKEND_NAMES", "AUTO", "get_backend"]
@@ -46,17 +47,24 @@ BACKEND_NAMES: tuple[str, ...] = (AUTO, *BACKEND_FACTORIES)
 
 
 def get_backend(name: BackendName | str = AUTO) -> Backend:
-    """A new backend. ``"auto"``: CuPy when it imports and sees a device, else the twin, loudly."""
+    """A new backend. ``"auto"``: CuPy on a host with an NVIDIA device (its CUDA error if CUDA fails), else
+    the twin, loudly."""
     factory = BACKEND_FACTORIES.get(name)
     if factory is not None:
         return factory()
     if name == AUTO:
-        from vrrl_gpu.backends import _cupy as cupy_backend
+        host = probe_host()
+        if host.present:
+            from vrrl_gpu.backends._cupy import cuda_start_error
 
-        if cupy_backend.cupy_device_count() > 0:
-            return _cupy()
+            try:
+                return _cupy()
+            except BackendUnavailableError as e:
+                # Re-raised with what the host showed: the reader must see a GPU is here, and no twin ran.
+                cause = e.__cause__ if e.__cause__ is not None else e
+                raise cuda_start_error(cause, host.describe()) from cause
         warnings.warn(
-            "vrrl_gpu: no CUDA device is usable here (no CuPy, no driver or no GPU), so device='auto' "
+            f"vrrl_gpu: this host has no NVIDIA device ({host.describe()}), so device='auto' "
             "is running the CPU TWIN, NOT A GPU: records come from the kernel sources compiled for the CPU. "
             "Pass device='twin' to choose it explicitly, or install CuPy on a machine with an NVIDIA GPU.",
             VrrlWarning,
