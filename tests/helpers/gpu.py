@@ -18,7 +18,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @functools.lru_cache(maxsize=1)
 def gpu_status() -> tuple[bool, str]:
-    """(usable, reason): CuPy imports and sees at least one CUDA device."""
+    """(usable, reason): CuPy imports and sees at least one CUDA device.
+
+    A host with NVIDIA hardware whose CUDA fails is not reported as "no GPU" (``vrrl doctor`` says why).
+    """
     try:
         import cupy
     except Exception as e:
@@ -26,6 +29,14 @@ def gpu_status() -> tuple[bool, str]:
     try:
         n = int(cupy.cuda.runtime.getDeviceCount())
     except Exception as e:
+        from vrrl_gpu.backends._host import probe_host
+
+        host = probe_host()
+        if host.present:  # hardware is here and CUDA fails: that is not "no GPU", say so (and what to run)
+            return False, (
+                f"an NVIDIA device is here ({host.describe()}) but CUDA does not start "
+                f"({type(e).__name__}: {e}); run `vrrl doctor`"
+            )
         return False, f"no GPU: getDeviceCount() failed ({type(e).__name__}: {e})"
     if n < 1:
         return False, "no GPU: getDeviceCount() returned 0"
