@@ -46,6 +46,7 @@ def _choices(parser: argparse.ArgumentParser, command: str, dest: str) -> tuple[
 def test_every_entry_point_offers_the_registered_names() -> None:
     parser = build_parser()
     assert _choices(parser, "demo", "device") == BACKEND_NAMES
+    assert _choices(parser, "doctor", "device") == BACKEND_NAMES
     assert _choices(parser, "replay", "device") == REPLAY_DEVICES
     for name in BACKEND_NAMES:
         assert RecorderOptions(device=name).device == name

@@ -10,6 +10,7 @@ from typing import Any
 from vrrl_gpu._cli._argtypes import positive_int
 from vrrl_gpu._cli._output import print_table
 from vrrl_gpu.backends._doctor import DoctorReport, run_doctor
+from vrrl_gpu.backends._registry import BACKEND_NAMES
 
 __all__ = ["register"]
 
@@ -28,7 +29,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--device",
-        choices=("auto", "cupy", "twin"),
+        choices=BACKEND_NAMES,
         default="auto",
         help="the backend of the live checks (default auto: CuPy on a host with an NVIDIA device)",
     )
