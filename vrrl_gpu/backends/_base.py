@@ -57,11 +57,16 @@ exceptions, unchanged, or :class:`~vrrl_gpu.backends.TwinCudaError`):
     ``ts_offset`` in ns: UNIX-epoch ns minus ``%globaltimer`` (0 on the twin).
 ``close()``
     Releases what the backend holds; idempotent. Backends are context managers.
+``abandon()``
+    After a sticky error, instead of ``close()``: leaks what only a CUDA call
+    could free (compiled modules), so no finalizer touches the dead context.
+    ``HostAllocation.leak()`` / ``DeviceCounter.leak()`` do the same for memory.
 """
 
 from __future__ import annotations
 
 import abc
+import ctypes
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +97,8 @@ __all__ = [
     "ArgPacker",
     "numpy_args",
     "PACK_SOURCE",
+    "leak",
+    "leaked_count",
 ]
 
 #: The source file of the pack kernels.
@@ -108,10 +115,42 @@ class StreamLike(Protocol):
     def ptr(self) -> int: ...
 
 
+#: Everything :func:`leak` kept alive. Each also holds a reference no code ever drops (``Py_IncRef``), so
+#: not even interpreter shutdown, which clears module globals like this list, runs its finalizer.
+_LEAKED: list[object] = []
+
+
+def leak(owner: object) -> None:
+    """Keep ``owner`` alive until the process ends, its finalizer never run (no CUDA call at GC or exit).
+
+    After a sticky error the context is dead: ``cudaFreeHost`` or ``cuModuleUnload`` from a finalizer fails
+    ("Exception ignored" at exit) or may hang; the pages go back to the OS with the process instead.
+    """
+    if any(o is owner for o in _LEAKED):
+        return
+    _LEAKED.append(owner)
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(owner))
+
+
+def leaked_count() -> int:
+    """How many objects :func:`leak` has kept alive in this process."""
+    return len(_LEAKED)
+
+
 class _Closable:
-    def __init__(self, release: Callable[[], None] | None) -> None:
+    def __init__(self, release: Callable[[], None] | None, owner: object = None) -> None:
         self._release = release
+        self._owner = owner
         self.closed = False
+
+    def leak(self) -> None:
+        """Never free the memory (see :func:`leak`): for after a sticky error. Marks it closed; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self._release = None
+        if self._owner is not None:
+            leak(self._owner)
 
     def close(self) -> None:
         """Release the memory; idempotent (marked closed first, so a failing release is not retried)."""
@@ -134,12 +173,18 @@ class HostAllocation(_Closable):
 
     ``host`` keeps the memory alive for as long as the view (or a view of it)
     exists; ``close()`` unregisters or drops the backend's own reference.
+    ``owner`` is the object whose finalizer frees the memory (CuPy's
+    ``PinnedMemory``); ``leak()`` keeps it alive for good.
     """
 
     def __init__(
-        self, host: npt.NDArray[np.uint8], device_ptr: int, release: Callable[[], None] | None = None
+        self,
+        host: npt.NDArray[np.uint8],
+        device_ptr: int,
+        release: Callable[[], None] | None = None,
+        owner: object = None,
     ) -> None:
-        super().__init__(release)
+        super().__init__(release, owner)
         self.host = host
         self.device_ptr = int(device_ptr)
         self.nbytes = int(host.nbytes)
@@ -152,9 +197,13 @@ class DeviceCounter(_Closable):
     """A u64 in device memory. ``read()`` waits for the device, then copies it to the host."""
 
     def __init__(
-        self, device_ptr: int, reader: Callable[[], int], release: Callable[[], None] | None = None
+        self,
+        device_ptr: int,
+        reader: Callable[[], int],
+        release: Callable[[], None] | None = None,
+        owner: object = None,
     ) -> None:
-        super().__init__(release)
+        super().__init__(release, owner)
         self.device_ptr = int(device_ptr)
         self._reader = reader
 
@@ -542,6 +591,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    def abandon(self) -> None:  # noqa: B027 - a default for backends whose objects need no CUDA call to free
+        """After a sticky error, instead of :meth:`close`: keep what would need a CUDA call to free alive."""
 
     def pack(
         self,

@@ -21,6 +21,7 @@ from vrrl_gpu.backends._base import (
     HostAllocation,
     KernelHandle,
     check_host_buffer,
+    leak,
     normalize_dims,
     numpy_args,
 )
@@ -181,7 +182,8 @@ class CupyBackend(Backend):
             dev_ptr = rt.pointerGetAttributes(mem.ptr).devicePointer
         # The numpy view holds the PinnedMemoryPointer, which holds `mem`: the pages live as long as any view.
         host = np.frombuffer(cp.cuda.PinnedMemoryPointer(mem, 0), dtype=np.uint8, count=int(nbytes))
-        return HostAllocation(host, int(dev_ptr))
+        # PinnedMemory's finalizer calls cudaFreeHost: leak() keeps `mem` itself alive after a sticky error.
+        return HostAllocation(host, int(dev_ptr), owner=mem)
 
     def register_host(self, buf: npt.NDArray[np.uint8]) -> HostAllocation:
         """``hostRegister(ptr, size, Portable | Mapped)`` then ``pointerGetAttributes``; close unregisters."""
@@ -213,7 +215,7 @@ class CupyBackend(Backend):
                 rt.deviceSynchronize()
                 return int(cell.get()[0])
 
-        return DeviceCounter(int(cell.data.ptr), read)
+        return DeviceCounter(int(cell.data.ptr), read, owner=cell)
 
     def alloc_device(self, nbytes: int) -> DeviceBuffer:
         """Zeroed device memory from CuPy's pool; copies synchronize the device first."""
@@ -372,5 +374,12 @@ class CupyBackend(Backend):
 
     def close(self) -> None:
         """Drop the compiled modules (CuPy unloads them when unreferenced); idempotent."""
+        self._closed = True
+        self._modules.clear()
+
+    def abandon(self) -> None:
+        """Leak the compiled modules: unloading them is a CUDA call on a dead context."""
+        for mod in self._modules.values():
+            leak(mod)
         self._closed = True
         self._modules.clear()

@@ -375,6 +375,8 @@ class Recorder:
                 try:
                     if cuda_ok:
                         counter.close()
+                    else:
+                        counter.leak()
                 finally:
                     release(cuda_ok)
 
@@ -453,6 +455,8 @@ class Recorder:
         self._log.close()
         if release_cuda:
             self._backend.close()
+        else:
+            self._backend.abandon()
         if error is not None:
             raise error
         if self._watchdog_error is not None:
@@ -518,6 +522,8 @@ class Recorder:
                 try:
                     if cuda_ok:
                         alloc.close()
+                    else:
+                        alloc.leak()  # no cudaHostUnregister on a dead context
                 finally:
                     # The records are in the log by now; the segment is plain host memory and a file.
                     seg.close()
@@ -532,6 +538,8 @@ class Recorder:
             def release(cuda_ok: bool) -> None:
                 if cuda_ok:
                     alloc.close()
+                else:
+                    alloc.leak()  # else PinnedMemory's finalizer would call cudaFreeHost on a dead context
 
         return ring, RingPointers.from_staging(alloc, ring), release
 
