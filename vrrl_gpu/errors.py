@@ -1,4 +1,4 @@
-"""Every error vrrl_gpu raises, in one place.
+"""Every error vrrl_gpu raises, in one place (but the CPU twin's CUDA error, ``backends/_twin_errors.py``).
 
 Each class subclasses :class:`VrrlError` *and* the builtin whose meaning it
 shares, so ``except ValueError`` / ``except OSError`` keep working for callers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -19,7 +20,7 @@ from tests.helpers.analysis_logs import NAMES, T0, gap, rec, run_rows, write_log
 from vrrl_gpu import Record, RingLog, SlotStatus
 from vrrl_gpu._cli import main
 from vrrl_gpu._cli._progress import progress_bar
-from vrrl_gpu.analysis.exporters import ROW_FIELDS
+from vrrl_gpu.analysis.exporters import FORMATS, ROW_FIELDS
 from vrrl_gpu.errors import LogLockedError
 
 
@@ -251,7 +252,7 @@ def test_merge_refuses_existing_output_and_too_many_records(
     captured = capsys.readouterr()
     assert "16 record(s)" in captured.out
     assert "tenant id(s) 0, 1 occur in more than one input" in captured.err
-    monkeypatch.setattr(vrrl_gpu.analysis._export, "MAX_CAPACITY", 10)
+    monkeypatch.setitem(FORMATS, "vrrl", dataclasses.replace(FORMATS["vrrl"], max_records=10))
     assert main(["merge", str(a), str(b), "-o", str(tmp_path / "big.vrrl")]) == 2
     msg = _one_error_line(capsys.readouterr().err)
     assert "16 records" in msg

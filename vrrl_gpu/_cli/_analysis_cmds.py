@@ -20,7 +20,7 @@ from vrrl_gpu.analysis._follow import LogFollower
 from vrrl_gpu.analysis._launches import code_label
 from vrrl_gpu.analysis._report import DEFAULT_LAST, write_report
 from vrrl_gpu.analysis._stats import compute_stats
-from vrrl_gpu.analysis.exporters._rows import EXPORT_FORMATS, MERGE_FORMATS
+from vrrl_gpu.analysis.exporters._registry import FORMATS, export_formats, merge_formats
 from vrrl_gpu.format._layout import FailureClass, SlotStatus
 from vrrl_gpu.format._ringlog import RingLog
 from vrrl_gpu.format._sidecar import opcode_label
@@ -79,17 +79,23 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="the merged file")
     p.add_argument(
         "--format",
-        choices=MERGE_FORMATS,
+        choices=merge_formats(),
         default="vrrl",
-        help="vrrl (default; origin kept only as tenant id), jsonl or parquet (with an origin column)",
+        help=", ".join(
+            f"{f.name} ({'default; ' if f.name == 'vrrl' else ''}"
+            f"{'with an origin column' if f.origin_column else 'origin kept only as tenant id'})"
+            for f in FORMATS.values()
+            if f.merge
+        ),
     )
     p.add_argument("--force", action="store_true", help="replace OUT when it exists")
     p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing a log")
     p.set_defaults(func=cmd_merge)
 
-    p = sub.add_parser("export", help="write a log as a Chrome/Perfetto trace, Parquet, CSV or JSON lines")
+    *head, last = (f.title for f in FORMATS.values() if f.export)
+    p = sub.add_parser("export", help=f"write a log as a {', '.join(head)} or {last}")
     p.add_argument("log", help="path of a VRRL v1 log")
-    p.add_argument("--format", choices=EXPORT_FORMATS, required=True, help="the output format")
+    p.add_argument("--format", choices=export_formats(), required=True, help="the output format")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="the output file")
     p.add_argument("--force", action="store_true", help="replace OUT when it exists")
     p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing the log")
@@ -324,9 +330,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
         )
     if s.shared_tenants:
         shown = ", ".join(map(str, s.shared_tenants[:10]))
+        with_origin = " or ".join(f.name for f in FORMATS.values() if f.merge and f.origin_column)
         print(
             f"vrrl: warning: tenant id(s) {shown} occur in more than one input, so the VRRL output "
-            f"cannot tell their records' origin; use --format jsonl or parquet for an origin column",
+            f"cannot tell their records' origin; use --format {with_origin} for an origin column",
             file=sys.stderr,
         )
     print(f"{args.output}: {s.records:,} record(s) from {s.inputs} log(s) ({s.fmt})")

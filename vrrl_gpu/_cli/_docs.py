@@ -142,23 +142,46 @@ def render_cli_markdown() -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+#: The generated table of export formats inside docs/analysis.md lies between these lines.
+FORMATS_BEGIN = "<!-- formats:begin (generated from exporters/_registry.py) -->\n"
+FORMATS_END = "<!-- formats:end -->"
+
+
+def with_formats_table(page: str) -> str:
+    """``page`` (docs/analysis.md) with its table of export formats regenerated from the registry."""
+    from vrrl_gpu.analysis.exporters._registry import render_formats_markdown
+
+    head, rest = page.split(FORMATS_BEGIN, 1)
+    _, tail = rest.split(FORMATS_END, 1)
+    return head + FORMATS_BEGIN + render_formats_markdown() + FORMATS_END + tail
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Write docs/cli.md (or the given path); with ``--check``, exit 1 when it is out of date."""
+    """Write docs/cli.md (or the given path) and the format table of the analysis.md beside it.
+
+    With ``--check``, exit 1 when either is out of date.
+    """
     ap = argparse.ArgumentParser(prog="python -m vrrl_gpu._cli._docs", description=main.__doc__)
     ap.add_argument("path", nargs="?", default="docs/cli.md")
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
-    text = render_cli_markdown()
     path = Path(args.path)
-    if args.check:
-        current = path.read_text(encoding="utf-8") if path.exists() else ""
-        if current != text:
-            print(f"{path} is out of date; run: python -m vrrl_gpu._cli._docs", file=sys.stderr)
-            return 1
-        return 0
-    path.write_text(text, encoding="utf-8")
-    print(f"wrote {path}")
-    return 0
+    analysis = path.with_name("analysis.md")
+    wanted = {path: render_cli_markdown()}
+    if analysis.exists():
+        wanted[analysis] = with_formats_table(analysis.read_text(encoding="utf-8"))
+    stale = 0
+    for p, text in wanted.items():
+        current = p.read_text(encoding="utf-8") if p.exists() else ""
+        if current == text:
+            continue
+        if args.check:
+            print(f"{p} is out of date; run: python -m vrrl_gpu._cli._docs", file=sys.stderr)
+            stale = 1
+        else:
+            p.write_text(text, encoding="utf-8")
+            print(f"wrote {p}")
+    return stale
 
 
 if __name__ == "__main__":

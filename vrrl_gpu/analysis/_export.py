@@ -1,32 +1,24 @@
-"""``export_log`` and ``merge_to``: one log to a format, several logs merged into one."""
+"""``export_log`` and ``merge_to``: one log to a format, several logs merged into one.
+
+Both look the format up in the one registry (``exporters/_registry.py``) and
+know nothing about any particular format.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from vrrl_gpu.analysis._merge import merge_logs
-from vrrl_gpu.analysis.exporters._chrome import chrome_trace
-from vrrl_gpu.analysis.exporters._rows import EXPORT_FORMATS, MERGE_FORMATS, ProgressFn, opcode_names_of
-from vrrl_gpu.analysis.exporters._sinks import (
-    _AtomicOutput,
-    _CsvSink,
-    _drive,
-    _JsonlSink,
-    _ParquetSink,
-    _pyarrow,
-    _Sink,
-    _VrrlSink,
-)
+from vrrl_gpu.analysis.exporters._output import AtomicOutput, SinkContext, drive
+from vrrl_gpu.analysis.exporters._registry import FORMATS, get_format
+from vrrl_gpu.analysis.exporters._rows import ProgressFn, opcode_names_of
 from vrrl_gpu.errors import CapacityOverflowError, RecordValueError, VrrlIoError
-from vrrl_gpu.format._layout import MAX_CAPACITY
 from vrrl_gpu.format._reader import iter_record_chunks
-from vrrl_gpu.format._ringlog import RingLog
 
 __all__ = ["MergeSummary", "export_log", "merge_to"]
 
@@ -43,35 +35,15 @@ def export_log(
     salvage: bool = False,
     progress: ProgressFn | None = None,
 ) -> int:
-    """Write the log at ``path`` to ``out`` as ``fmt`` (see :data:`EXPORT_FORMATS`); returns the records."""
-    if fmt not in EXPORT_FORMATS:
-        raise RecordValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    """Write the log at ``path`` to ``out`` as ``fmt`` (one of ``export_formats()``); returns the records."""
+    f = get_format(fmt, purpose="export")
     p = os.fspath(path)
     names = opcode_names_of(p)
-    if fmt == "parquet":
-        _pyarrow()  # refuse before creating anything
-    target = _AtomicOutput(out, force=force)
-    if fmt == "chrome":
-        try:
-            with RingLog.open(p, readonly=True) as log:
-                recs = log.records(salvage=salvage)
-            trace = chrome_trace(recs, opcode_names=names, source=p)
-            with open(target.tmp, "w", encoding="utf-8") as f:
-                json.dump(trace, f, separators=(",", ":"))
-            target.commit()
-        except BaseException:
-            target.abort()
-            raise
-        if progress is not None:
-            progress(int(recs.shape[0]), int(recs.shape[0]))
-        return int(recs.shape[0])
-    makers: dict[str, Callable[[Path], _Sink]] = {
-        "jsonl": lambda t: _JsonlSink(t, names, (), ()),
-        "csv": lambda t: _CsvSink(t, names),
-        "parquet": lambda t: _ParquetSink(t, names, None, ()),
-    }
+    f.require_extra()  # refuse before creating anything
+    target = AtomicOutput(out, force=force)
+    ctx = SinkContext(opcode_names=names, source=p)
     batches = ((c, None) for c in iter_record_chunks(p, salvage=salvage))
-    return _drive(target, makers[fmt], batches, progress, None)
+    return drive(target, lambda t: f.open_sink(t, ctx), batches, progress, None)
 
 
 # -------------------------------------------------------------------- merge
@@ -97,7 +69,7 @@ def merge_to(
     memory_records: int = 1 << 18,
     progress: ProgressFn | None = None,
 ) -> MergeSummary:
-    """Merge logs by timestamp into ``out`` (VRRL, JSON lines or Parquet), streaming.
+    """Merge logs by timestamp into ``out`` (a format of ``merge_formats()``), streaming.
 
     JSON lines and Parquet rows carry ``origin`` = {index, path} of their
     input. A VRRL output has no column for it: records keep their own
@@ -105,8 +77,7 @@ def merge_to(
     distinct tenant ids (``shared_tenants`` says when they did not). VRRL
     output needs a first counting pass and refuses a total over 1,048,576.
     """
-    if fmt not in MERGE_FORMATS:
-        raise RecordValueError(f"merge format must be one of {', '.join(MERGE_FORMATS)}, got {fmt!r}")
+    f = get_format(fmt, purpose="merge")
     if not paths:
         raise RecordValueError("merge needs at least one input log")
     ps = [os.fspath(p) for p in paths]
@@ -114,12 +85,12 @@ def merge_to(
     for p in ps:
         if outp.exists() and Path(p).exists() and os.path.samefile(p, outp):
             raise VrrlIoError(f"{outp}: is also an input; write the merge to another file")
-    if fmt == "parquet":
-        _pyarrow()
-    per_origin = [opcode_names_of(p) for p in ps] if fmt != "vrrl" else []
+    f.require_extra()
+    per_origin = [opcode_names_of(p) for p in ps] if f.origin_column else []
     total: int | None = None
     shared: list[int] = []
-    if fmt == "vrrl":
+    if not f.origin_column or f.max_records is not None:
+        # A first pass: the total (a bounded format sizes its output by it) and the tenant ids seen twice.
         total = 0
         seen: dict[int, int] = {}
         for i, p in enumerate(ps):
@@ -128,17 +99,17 @@ def merge_to(
                 for t in np.unique(chunk["tenant_id"]).tolist():
                     if seen.setdefault(t, i) != i and t not in shared:
                         shared.append(t)
-        if total > MAX_CAPACITY:
+        if f.max_records is not None and total > f.max_records:
+            unbounded = [g.name for g in FORMATS.values() if g.merge and g.max_records is None]
             raise CapacityOverflowError(
-                f"merging {len(ps)} logs gives {total:,} records, but a VRRL v1 log holds at most "
-                f"{MAX_CAPACITY:,}; write --format jsonl or --format parquet instead, or merge fewer logs"
+                f"merging {len(ps)} logs gives {total:,} records, but a {f.title} holds at most "
+                f"{f.max_records:,}; write {' or '.join(f'--format {n}' for n in unbounded)} instead, "
+                f"or merge fewer logs"
             )
-    target = _AtomicOutput(out, force=force)
-    makers: dict[str, Callable[[Path], _Sink]] = {
-        "vrrl": lambda t: _VrrlSink(t, total or 0),
-        "jsonl": lambda t: _JsonlSink(t, None, ps, per_origin),
-        "parquet": lambda t: _ParquetSink(t, None, ps, per_origin),
-    }
+        if f.origin_column:
+            shared = []
+    target = AtomicOutput(out, force=force)
+    ctx = SinkContext(origin_paths=ps, origin_names=per_origin, total=total)
     batches = merge_logs(ps, memory_records=memory_records, salvage=salvage)
-    n = _drive(target, makers[fmt], batches, progress, total)
+    n = drive(target, lambda t: f.open_sink(t, ctx), batches, progress, total)
     return MergeSummary(records=n, inputs=len(ps), fmt=fmt, shared_tenants=sorted(shared))

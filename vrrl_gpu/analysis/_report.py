@@ -430,8 +430,8 @@ def write_report(
     salvage: bool = False,
 ) -> int:
     """Render the report of the log at ``path`` into ``out``; returns the number of records."""
+    from vrrl_gpu.analysis.exporters._output import AtomicOutput
     from vrrl_gpu.analysis.exporters._rows import opcode_names_of
-    from vrrl_gpu.analysis.exporters._sinks import _AtomicOutput
     from vrrl_gpu.format._ringlog import RingLog
 
     p = os.fspath(path)
@@ -446,7 +446,7 @@ def write_report(
     if scan.corrupt_slots or scan.missing_slots:
         header["damaged slots skipped"] = len(scan.corrupt_slots) + scan.missing_slots
     page = render_report(scan.records, source=p, opcode_names=opcode_names_of(p), header=header, last=last)
-    target = _AtomicOutput(out, force=force)
+    target = AtomicOutput(out, force=force)
     try:
         with open(target.tmp, "w", encoding="utf-8") as f:
             f.write(page)

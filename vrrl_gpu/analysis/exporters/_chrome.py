@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from vrrl_gpu.analysis._launches import code_label, crash_windows, failure_mask, find_launches, meta_mask
-from vrrl_gpu.format._layout import FailureClass, MetaOpcode, SlotStatus
+from vrrl_gpu.analysis.exporters._output import Sink, SinkContext
+from vrrl_gpu.format._layout import RECORD_DTYPE, FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu.format._reader import Records
 from vrrl_gpu.format._sidecar import opcode_label
 
-__all__ = ["chrome_trace"]
+__all__ = ["ChromeSink", "chrome_trace"]
 
 
 # -------------------------------------------------------------- chrome trace
@@ -168,3 +171,21 @@ def chrome_trace(
         "displayTimeUnit": "ns",
         "otherData": {"source": source, "base_timestamp_ns": base, "generator": f"vrrl_gpu {__version__}"},
     }
+
+
+class ChromeSink(Sink):
+    """The trace needs the whole log (launch pairs, crash windows), so batches are kept until the end."""
+
+    def __init__(self, path: Path, ctx: SinkContext) -> None:
+        self._path, self._ctx = path, ctx
+        self._chunks: list[Records] = []
+
+    def write(self, records: Records, origin: npt.NDArray[np.int32] | None) -> None:
+        self._chunks.append(records)
+
+    def finish(self) -> None:
+        recs = np.concatenate(self._chunks) if self._chunks else np.empty(0, RECORD_DTYPE)
+        self._chunks = []
+        trace = chrome_trace(recs, opcode_names=self._ctx.opcode_names, source=self._ctx.source)
+        with open(self._path, "w", encoding="utf-8") as f:
+            json.dump(trace, f, separators=(",", ":"))

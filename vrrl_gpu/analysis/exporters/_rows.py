@@ -14,8 +14,6 @@ from vrrl_gpu.format._reader import Records
 from vrrl_gpu.format._sidecar import opcode_label, read_sidecar
 
 __all__ = [
-    "EXPORT_FORMATS",
-    "MERGE_FORMATS",
     "DUMP_FIELDS",
     "ROW_FIELDS",
     "ProgressFn",
@@ -23,9 +21,6 @@ __all__ = [
     "record_rows",
 ]
 
-
-EXPORT_FORMATS = ("chrome", "parquet", "csv", "jsonl")
-MERGE_FORMATS = ("vrrl", "jsonl", "parquet")
 
 #: The columns of ``vrrl dump --json``/``--csv``: the format's field names, then the class name.
 DUMP_FIELDS = (

@@ -1,0 +1,31 @@
+"""CSV: the row columns, the four ``args`` words space-separated."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from vrrl_gpu.analysis.exporters._output import Sink, SinkContext
+from vrrl_gpu.analysis.exporters._rows import ROW_FIELDS, record_rows
+from vrrl_gpu.format._reader import Records
+
+__all__ = ["CsvSink"]
+
+
+class CsvSink(Sink):
+    def __init__(self, path: Path, ctx: SinkContext) -> None:
+        self._f = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by close()
+        self._w = csv.writer(self._f, lineterminator="\n")
+        self._w.writerow(ROW_FIELDS)
+        self._names = ctx.opcode_names
+
+    def write(self, records: Records, origin: npt.NDArray[np.int32] | None) -> None:
+        for row in record_rows(records, opcode_names=self._names):
+            row["args"] = " ".join(str(a) for a in row["args"])
+            self._w.writerow(["" if row[k] is None else row[k] for k in ROW_FIELDS])
+
+    def close(self) -> None:
+        self._f.close()
