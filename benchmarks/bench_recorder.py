@@ -1,17 +1,22 @@
-"""Recorder overhead: host µs per call and, on a GPU, end-to-end cost.
+"""Recorder overhead (issue 17), in one run: host cost per recorded launch as ratios to a bare launch,
+the recorder's own Python work, and the CUDA API calls per recorded launch counted by a CountingBackend.
 
 Run: python benchmarks/bench_recorder.py [--device auto|cupy|twin] [--calls 2000] [--e2e 10000]
 
-Host µs per call for: a bare launch through the backend, ``rec.launch``, a ``rec.wrap``ped kernel, "begin" vs
-"begin+end" breadcrumbs, and ``VRRL_DISABLE=1``. With a GPU (``--device cupy`` or auto on a machine with one)
-also the end-to-end time of ``--e2e`` launches of a ~50 µs kernel, bare vs recorded.
-Targets on an H100 (issue 5): wrapped <= 1.5x bare host time; <= 1 µs added device time per recorded
-launch; <= 2 % end to end. On the twin the figures describe the twin, not a GPU.
+Host µs per call on one explicit stream: a bare launch, ``rec.launch`` ("begin", "begin+end"), a
+``rec.wrap``ped kernel, a ``rec.slot`` around the bare launch, and ``VRRL_DISABLE=1``, each beside its
+target (issue 17: <= 1.2x bare for instrumented kernels, <= 2x through the pack kernel). The bare baseline
+is the backend's launch on the twin and CuPy's own ``RawKernel.__call__`` on a GPU. The recorder's own
+Python work is timed with every backend launch a no-op (``CountingBackend(noop=True)``), in units of a
+bare 4-argument Python call (target <= 5). The call counts are exact (targets: 1 launch instrumented,
+2 pack+begin, 3 pack+begin+end, 0 runtime queries). With a GPU also the end-to-end time of ``--e2e``
+launches of a ~50 µs kernel, bare vs recorded.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -20,13 +25,18 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 from vrrl_gpu import Recorder, VrrlWarning
+from vrrl_gpu.backends import CountingBackend, get_backend
 
 SPIN_NS = 50_000
+TARGET_PACK = 2.0
+TARGET_INSTRUMENTED = 1.2
+TARGET_PY_CALLS = 5.0
 
 
-def _per_call_us(fn: Callable[[], None], calls: int, sync: Callable[[], None], repeat: int = 5) -> float:
+def _per_call_us(fn: Callable[[], object], calls: int, sync: Callable[[], None], repeat: int = 5) -> float:
     """Median over ``repeat`` rounds of the host time per call, the queue drained between rounds."""
     samples = []
     for _ in range(repeat):
@@ -39,67 +49,230 @@ def _per_call_us(fn: Callable[[], None], calls: int, sync: Callable[[], None], r
     return statistics.median(samples)
 
 
-def _host_costs(device: str, calls: int, tmp: str) -> tuple[str, list[tuple[str, float]]]:
-    rows: list[tuple[str, float]] = []
+def _recorder(tmp: str, name: str, device: Any, **kw: Any) -> Recorder:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VrrlWarning)
-        rec = Recorder(
-            os.path.join(tmp, "begin.vrrl"), device=device, capacity=1 << 20, staging_slots=1 << 14
-        )
+        return Recorder(os.path.join(tmp, name), device=device, capacity=1 << 20, staging_slots=1 << 14, **kw)
+
+
+def _kernel(rec: Recorder) -> tuple[Any, tuple[Any, ...]]:
+    """The demo's spin kernel with a 0 ns spin (returns at once: the host path is what is measured).
+
+    On CuPy it is CuPy's own RawKernel with exact-width arguments, so "bare" is CuPy's call."""
+    k = rec.backend.load("vrrl_demo.cu", "vrrl_demo_spin")
+    if rec.backend.name == "cupy":
+        import numpy as np
+
+        return k.native, (np.uint64(0),)
+    return k, (0,)
+
+
+Row = tuple[str, float, str]
+
+
+def _launcher(rec: Recorder, k: Any, args: tuple[Any, ...], op: int, s: Any) -> Callable[[], None]:
+    return lambda: rec.launch(k, 1, 1, args, opcode=op, stream=s)
+
+
+def _host_costs(device: str, calls: int, tmp: str) -> tuple[str, list[Row]]:
+    """(backend name, rows of (label, µs per call, target as text))."""
+    rows: list[Row] = []
+    pack = f"<= {TARGET_PACK}x"
+    rec = _recorder(tmp, "begin.vrrl", device, capture_check="declared")
     try:
         be = rec.backend
-        k = be.load("vrrl_demo.cu", "vrrl_demo_spin")
-        args = (0,)  # a kernel that returns at once: the host path is what is measured
-        op = rec.opcode("spin")
-        wrapped = rec.wrap(k, opcode=op, words=lambda a: (a[0] & 0xFFFFFFFF, 0, 0, 0))
-        sync = rec.synchronize
-        bare = _per_call_us(lambda: be.launch(k, 1, 1, args), calls, sync)
-        rows.append(("bare backend launch", bare))
-        rows.append(
-            ("rec.launch (begin)", _per_call_us(lambda: rec.launch(k, 1, 1, args, opcode=op), calls, sync))
-        )
-        rows.append(("wrapped kernel (begin)", _per_call_us(lambda: wrapped(1, 1, args), calls, sync)))
         name = be.name
+        k, args = _kernel(rec)
+        s = be.new_stream()
+        op = rec.opcode("spin")
+        sync = rec.synchronize
+        if name == "cupy":
+
+            def bare_fn() -> None:
+                k((1,), (1,), args, stream=s)
+        else:
+
+            def bare_fn() -> None:
+                be.launch(k, 1, 1, args, stream=s)
+
+        rows.append(("bare launch", _per_call_us(bare_fn, calls, sync), "baseline"))
+        rows.append(("rec.launch (begin)", _per_call_us(_launcher(rec, k, args, op, s), calls, sync), pack))
+        wrapped = rec.wrap(k, opcode=op, words=lambda a: (7, 0, 0, 0))
+        rows.append(
+            ("rec.wrap (begin)", _per_call_us(lambda: wrapped(1, 1, args, stream=s), calls, sync), pack)
+        )
+
+        def in_slot() -> None:
+            with rec.slot(op, stream=s):
+                bare_fn()
+
+        rows.append(("rec.slot around the bare launch (begin)", _per_call_us(in_slot, calls, sync), pack))
     finally:
         rec.close()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", VrrlWarning)
-        rec2 = Recorder(
-            os.path.join(tmp, "be.vrrl"),
-            device=device,
-            capacity=1 << 20,
-            staging_slots=1 << 14,
-            breadcrumbs="begin+end",
-        )
-    try:
-        k2 = rec2.backend.load("vrrl_demo.cu", "vrrl_demo_spin")
-        op2 = rec2.opcode("spin")
-        rows.append(
-            (
-                "rec.launch (begin+end)",
-                _per_call_us(lambda: rec2.launch(k2, 1, 1, (0,), opcode=op2), calls, rec2.synchronize),
-            )
-        )
-        # VRRL_DISABLE: the recorder object is a no-op; the kernel still launches.
-        os.environ["VRRL_DISABLE"] = "1"
+    for label, kw in (
+        ("rec.launch (begin), capture_check='probe'", {}),
+        ("rec.launch (begin+end)", {"breadcrumbs": "begin+end", "capture_check": "declared"}),
+    ):
+        other = _recorder(tmp, f"other{len(rows)}.vrrl", device, **kw)
         try:
-            off = Recorder(os.path.join(tmp, "off.vrrl"), device=device)
-            rows.append(
-                (
-                    "rec.launch, VRRL_DISABLE=1",
-                    _per_call_us(lambda: off.launch(k2, 1, 1, (0,), opcode=0), calls, rec2.synchronize),
-                )
-            )
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                with off.slot(0):
-                    pass
-            rows.append(("rec.slot() body-less, VRRL_DISABLE=1", (time.perf_counter() - t0) / calls * 1e6))
+            k2, a2 = _kernel(other)
+            s2 = other.backend.new_stream()
+            fn = _launcher(other, k2, a2, other.opcode("spin"), s2)
+            rows.append((label, _per_call_us(fn, calls, other.synchronize), pack))
         finally:
-            del os.environ["VRRL_DISABLE"]
+            other.close()
+    os.environ["VRRL_DISABLE"] = "1"
+    try:
+        off = Recorder(os.path.join(tmp, "off.vrrl"), device=device)
+        k3, a3 = _kernel(off)
+        s3 = off.backend.new_stream()
+        t_off = _per_call_us(_launcher(off, k3, a3, 0, s3), calls, off.synchronize)
+        rows.append(("rec.launch, VRRL_DISABLE=1", t_off, "~1x"))
+        off.close()
     finally:
-        rec2.close()
+        del os.environ["VRRL_DISABLE"]
     return name, rows
+
+
+def _noop(a: object, b: object, c: object, d: object) -> None:
+    return None
+
+
+def _python_work(calls: int, tmp: str) -> list[tuple[str, float]]:
+    """The recorder's own Python per launch with every backend launch a no-op, in bare Python calls.
+
+    Own work = rec.launch - the no-op user launch - the no-op bound pack(s), each timed alone."""
+    out: list[tuple[str, float]] = []
+
+    def none() -> None:
+        return None
+
+    loop = _per_call_us(none, calls * 10, none)
+    unit = _per_call_us(lambda: _noop(1, 1, 1, 1), calls * 10, none) - loop
+    out.append(("a bare 4-argument Python call (the unit), µs", unit))
+    for mode in ("begin", "begin+end"):
+        cb = CountingBackend(get_backend("twin"), noop=True)
+        rec = _recorder(tmp, f"noop-{mode}.vrrl", cb, breadcrumbs=mode, capture_check="declared")
+        try:
+            k = rec.backend.load("vrrl_demo.cu", "vrrl_demo_spin")
+            s = cb.new_stream()
+            op = rec.opcode("spin")
+            launch = _launcher(rec, k, (0,), op, s)
+            launch()
+            bound = rec._by_id[id(s)].pack
+            assert bound is not None
+            t_rec = _per_call_us(launch, calls, none)
+            t_launch = _per_call_us(functools.partial(cb.launch, k, 1, 1, (0,), stream=s), calls, none)
+            t_pack = _per_call_us(functools.partial(bound, 0, 0, op, (0, 0, 0, 0), 0, 1), calls, none)
+            packs = 2 if mode == "begin+end" else 1
+            own = t_rec - t_launch - packs * t_pack
+            out.append((f"recorder's own work per rec.launch ({mode}), bare calls", own / unit))
+        finally:
+            rec.close()
+    return out
+
+
+def _count_one(cb: CountingBackend, fn: Callable[[], object]) -> tuple[int, int]:
+    cb.reset()
+    fn()
+    return cb.launches, cb.queries
+
+
+def _wrap_and_slot_counts(
+    rec: Recorder, cb: CountingBackend, k: Any, op: int, s: Any, want: str
+) -> list[tuple[str, int, int, str]]:
+    wrapped = rec.wrap(k, opcode=op)
+
+    def slot() -> None:
+        with rec.slot(op, stream=s):
+            cb.launch(k, 1, 1, (0,), stream=s)
+
+    return [
+        ("rec.wrap (begin, stream=s)", *_count_one(cb, lambda: wrapped(1, 1, (0,), stream=s)), want),
+        ("rec.slot around one launch (begin, stream=s)", *_count_one(cb, slot), want),
+    ]
+
+
+def _call_counts(tmp: str) -> list[tuple[str, int, int, str]]:
+    """(case, backend launches, runtime queries, target) per recorded launch, counted, exact."""
+    out: list[tuple[str, int, int, str]] = []
+    for mode, capture, explicit in (
+        ("begin", "declared", True),
+        ("begin+end", "declared", True),
+        ("begin", "declared", False),
+        ("begin", "probe", True),
+    ):
+        cb = CountingBackend(get_backend("twin"))
+        rec = _recorder(
+            tmp, f"count-{mode}-{capture}-{explicit}.vrrl", cb, breadcrumbs=mode, capture_check=capture
+        )
+        try:
+            k = rec.backend.load("vrrl_demo.cu", "vrrl_demo_spin")
+            s = cb.new_stream() if explicit else None
+            op = rec.opcode("spin")
+            launch = _launcher(rec, k, (0,), op, s)
+            launch()  # first sight of the stream: its ring and the checks, once
+            where = "stream=s" if explicit else "stream=None"
+            want = "3 launches, 0 queries" if mode == "begin+end" else "2 launches, 0 queries"
+            out.append(
+                (f"rec.launch ({mode}, capture_check={capture!r}, {where})", *_count_one(cb, launch), want)
+            )
+            if mode == "begin" and capture == "declared" and explicit:
+                out += _wrap_and_slot_counts(rec, cb, k, op, s, want)
+            rec.synchronize()
+        finally:
+            rec.close()
+    out.append(("instrumented kernel (rec.instrument)", -1, -1, "1 launch, 0 queries"))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=("auto", "cupy", "twin"), default="auto")
+    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--e2e", type=int, default=10_000)
+    opts = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        name, rows = _host_costs(opts.device, opts.calls, tmp)
+        gpu_rows: list[Row] = []
+        if name == "twin":
+            twin_rows = rows
+        else:
+            gpu_rows = rows
+            _, twin_rows = _host_costs("twin", opts.calls, tmp)
+        py = _python_work(opts.calls, tmp)
+        counts = _call_counts(tmp)
+        e2e = _end_to_end(opts.e2e, tmp) if name == "cupy" else []
+    print(f"host: {platform.machine()}, {os.cpu_count()} cpu(s), Python {platform.python_version()}")
+    w = max(len(r[0]) for r in twin_rows + gpu_rows + [(c[0], 0, "") for c in counts]) + 2
+
+    def table(title: str, rs: list[Row]) -> None:
+        print(f"\n{title}")
+        bare = rs[0][1]
+        print(f"{'measure':<{w}}  {'µs/call':>9}  {'x bare':>7}  target")
+        for label, us, target in rs:
+            print(f"{label:<{w}}  {us:9.2f}  {us / bare:7.2f}  {target}")
+        na = "instrumented kernel (rec.instrument)"
+        print(f"{na:<{w}}  {'n/a':>9}  {'n/a':>7}  <= {TARGET_INSTRUMENTED}x (not built)")
+
+    table("twin (the CPU twin, not a GPU): host time per call, one explicit stream", twin_rows)
+    if gpu_rows:
+        table("GPU (cupy): host time per call; bare = cupy.RawKernel.__call__", gpu_rows)
+    else:
+        print("\nGPU: not measured: no GPU")
+    print("\nthe recorder's own Python work (backend launches replaced by no-ops)")
+    for label, v in py:
+        target = "" if "unit" in label else f"  target <= {TARGET_PY_CALLS:g}"
+        print(f"{label:<{w}}  {v:9.2f}{target}")
+    print("\nCUDA API calls per recorded launch (CountingBackend over the twin; the same calls on CuPy)")
+    print(f"{'case':<{w}}  {'launches':>8}  {'queries':>7}  target")
+    for label, n_launch, n_query, target in counts:
+        nl = "n/a" if n_launch < 0 else str(n_launch)
+        nq = "n/a" if n_query < 0 else str(n_query)
+        print(f"{label:<{w}}  {nl:>8}  {nq:>7}  {target}")
+    for label, v in e2e:
+        print(f"{label:<{w}}  {v:9.2f}")
+    sys.stdout.flush()
 
 
 def _end_to_end(n: int, tmp: str) -> list[tuple[str, float]]:
@@ -129,31 +302,6 @@ def _end_to_end(n: int, tmp: str) -> list[tuple[str, float]]:
         return out
     finally:
         rec.close()
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", choices=("auto", "cupy", "twin"), default="auto")
-    ap.add_argument("--calls", type=int, default=2000)
-    ap.add_argument("--e2e", type=int, default=10_000)
-    opts = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        name, rows = _host_costs(opts.device, opts.calls, tmp)
-        e2e = _end_to_end(opts.e2e, tmp) if name == "cupy" else []
-    print(
-        f"backend: {name}; host: {platform.machine()}, {os.cpu_count()} cpu(s), "
-        f"Python {platform.python_version()}"
-    )
-    if name == "twin":
-        print("(the CPU twin: these are not GPU figures)")
-    bare = rows[0][1]
-    w = max(len(r[0]) for r in rows + e2e)
-    print(f"{'measure':<{w}}  {'µs/call':>9}  {'x bare':>7}")
-    for label, us in rows:
-        print(f"{label:<{w}}  {us:9.2f}  {us / bare:7.2f}")
-    for label, v in e2e:
-        print(f"{label:<{w}}  {v:9.2f}")
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -413,3 +413,40 @@ def test_cupy_error_for_is_cupys_runtime_error() -> None:
     e = b.error_for(700)
     assert type(e).__name__ == "CUDARuntimeError"
     assert e.status == 700  # type: ignore[attr-defined]
+
+
+def test_cupy_bound_pack_points_cupy_at_the_exact_parameter_values() -> None:
+    """Without a GPU: the prebuilt block that CupyBackend.bind_pack hands to CuPy's Function.__call__ holds,
+    at each CNumpyArray's pointer, vrrl_pack's parameter at its exact width (the launch needs a GPU)."""
+    import contextlib
+    import ctypes
+
+    cupy = pytest.importorskip("cupy")
+    from vrrl_gpu.backends._cupy import CupyBackend
+
+    calls: list[tuple[Any, ...]] = []
+    be = object.__new__(CupyBackend)
+    be._cp = cupy
+    be._device_id = 0
+    be._device = contextlib.nullcontext  # type: ignore[method-assign]
+    fn = SimpleNamespace(kernel=lambda *a: calls.append(a))
+    be._pack_kernel = lambda name: SimpleNamespace(native=fn)  # type: ignore[method-assign,assignment,return-value]
+    ring = RingPointers(records_ptr=0x7F00_0000_1000, commits_ptr=0x7F00_0000_0000, mask=4095)
+    stream = SimpleNamespace(ptr=0x1234)
+    bound = be.bind_pack(ring, stream=stream, tenant_id=7, ts_offset=-(10**9))
+    values = []
+    for seq in (5, 2**40 + 3):
+        bound(seq, 9, 0xABCDEF01, (1, 2, 3, 2**32 - 1), 11, 1)
+        grid, block, args, shared, s = calls[-1]
+        assert (grid, block, shared, s) == ((1, 1, 1), (1, 1, 1), 0, stream)
+        assert all(isinstance(a, cupy.cuda.function.CPointer) for a in args)
+        widths = "QQQQIIIIIIIIIq"
+        values.append(
+            tuple(
+                {"Q": ctypes.c_uint64, "I": ctypes.c_uint32, "q": ctypes.c_int64}[w].from_address(a.ptr).value
+                for a, w in zip(args, widths, strict=True)
+            )
+        )
+    base = (ring.records_ptr, ring.commits_ptr, 4095)
+    rest = (9, 7, 0xABCDEF01, 1, 2, 3, 2**32 - 1, 11, 1, -(10**9))
+    assert values == [(*base, 5, *rest), (*base, 2**40 + 3, *rest)]

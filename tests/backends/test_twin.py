@@ -119,6 +119,36 @@ def test_pack_writes_the_record_and_commit_word_of_the_contract(twin: TwinBacken
     assert not records[np.arange(n) != i]["magic"].any()
 
 
+@pytest.mark.parametrize("n", [8, 4096])
+def test_bound_pack_writes_what_pack_writes(twin: TwinBackend, n: int) -> None:
+    """The prebuilt parameter blocks (a pool smaller than the launches for n=4096, wrapping for n=8)."""
+    _m1, general, p1 = make_ring(twin, n)
+    _m2, bound_ring, p2 = make_ring(twin, n)
+    s = twin.new_stream()
+    bound = twin.bind_pack(p2, stream=s, tenant_id=3, ts_offset=-(10**9))
+    k = 3000 if n > 8 else 6  # more launches than the pool holds; under n for the ring itself
+    for q in range(k):
+        w = (q, 2**32 - 1, q * 7 & 0xFFFF, 5)
+        twin.pack(p1, q, slot_idx=q + 1, tenant_id=3, opcode=0xABCDEF01, words=w, epoch=q % 4, slot_status=1,
+                  ts_offset=-(10**9), stream=s)  # fmt: skip
+        bound(q, q + 1, 0xABCDEF01, w, q % 4, 1)
+    twin.synchronize()
+    a, b = general.records[:k].copy(), bound_ring.records[:k].copy()
+    a["timestamp_ns"] = b["timestamp_ns"] = 0
+    assert a.tobytes() == b.tobytes()
+    assert list(bound_ring.commits[:k]) == list(range(1, k + 1))
+    assert list(b["slot_idx"]) == list(range(1, k + 1))
+
+
+def test_bound_pack_raises_the_sticky_error(fresh: TwinBackend) -> None:
+    _m, _ring, ptrs = make_ring(fresh, 16)
+    bound = fresh.bind_pack(ptrs, stream=None, tenant_id=0, ts_offset=0)
+    fresh._poison(TwinCudaError(700, "earlier fault"))
+    with pytest.raises(TwinCudaError) as ei:
+        bound(0, 0, 1, (0, 0, 0, 0), 0, 1)
+    assert ei.value.cuda_error_code == 700
+
+
 def test_pack_devseq_claims_sequences_from_the_device_counter(twin: TwinBackend) -> None:
     _mem, ring, ptrs = make_ring(twin, 32)
     counter = twin.alloc_counter()

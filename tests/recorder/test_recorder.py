@@ -113,6 +113,30 @@ def spy_raises(monkeypatch: pytest.MonkeyPatch, obj: Any, name: str) -> list[Bas
     return raised
 
 
+def spy_bound_pack(monkeypatch: pytest.MonkeyPatch, backend: Any) -> tuple[list[int], list[BaseException]]:
+    """Patch backend.bind_pack so the packs it binds from now on count their calls and remember what they
+    raise (the recorder binds a stream's pack when it first sees the stream)."""
+    calls: list[int] = []
+    raised: list[BaseException] = []
+    orig = backend.bind_pack
+
+    def bind(*a: Any, **kw: Any) -> Any:
+        bound = orig(*a, **kw)
+
+        def spy(*pa: Any) -> None:
+            calls.append(pa[0])
+            try:
+                bound(*pa)
+            except BaseException as e:
+                raised.append(e)
+                raise
+
+        return spy
+
+    monkeypatch.setattr(backend, "bind_pack", bind)
+    return calls, raised
+
+
 def poll_check_until_raises(rec: Recorder) -> BaseException:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -218,7 +242,7 @@ def test_fault_surfaces_at(
     out as it is."""
     rec = make_rec()
     w = Axpy.on(rec)
-    launch_raised = spy_raises(monkeypatch, rec.backend, "launch")
+    _packs, pack_raised = spy_bound_pack(monkeypatch, rec.backend)
     sync_raised = spy_raises(monkeypatch, rec.backend, "synchronize")
     for i in range(4):
         w.launch(i)
@@ -241,7 +265,7 @@ def test_fault_surfaces_at(
         with pytest.raises(TwinCudaError) as ei:
             w.launch(5)
         err = ei.value
-        assert err is launch_raised[-1]
+        assert err is pack_raised[-1]  # the begin breadcrumb is the launch's first CUDA call
     assert isinstance(err, TwinCudaError)
     assert err.cuda_error_code == 700
     assert rec.poisoned
@@ -315,6 +339,7 @@ def test_poisoned_recorder_refuses_every_call_and_close_still_writes(
     make_rec: Callable[..., Recorder], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rec = make_rec(breadcrumbs="begin+end")
+    packs, _ = spy_bound_pack(monkeypatch, rec.backend)
     w = Axpy.on(rec)
     wrapped = rec.wrap(w.kernel, opcode=w.opcode)
     decorated = rec.recorded(w.opcode)(lambda: None)
@@ -327,6 +352,7 @@ def test_poisoned_recorder_refuses_every_call_and_close_still_writes(
     assert rec.poisoned
     assert "poisoned" in repr(rec)
 
+    packs_before = len(packs)
     calls: list[str] = []
     for name in ("launch", "synchronize", "stream_query", "alloc_pinned", "alloc_counter", "close", "pack"):
         orig = getattr(rec.backend, name)
@@ -353,6 +379,7 @@ def test_poisoned_recorder_refuses_every_call_and_close_still_writes(
     rec.close()  # drains and writes, raises nothing more
     rec.close()  # idempotent
     assert calls == []  # no CUDA call after the sticky error
+    assert len(packs) == packs_before
     recs = log_records(rec.path)
     assert failures(recs) == [(3, FAULTED, PB, 719)]
     assert sorted(with_status(recs, SlotStatus.COMPLETED)["slot_idx"].tolist()) == [0, 1, 2]

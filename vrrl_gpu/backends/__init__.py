@@ -19,12 +19,14 @@ from vrrl_gpu.backends._base import (
     RingPointers,
     StreamLike,
 )
+from vrrl_gpu.backends._counting import CountingBackend
 from vrrl_gpu.backends._registry import BACKEND_FACTORIES, BACKEND_NAMES, BackendName, get_backend
 from vrrl_gpu.backends._twin import TwinBackend, TwinGraph, TwinStream
 from vrrl_gpu.backends._twin_errors import TwinCudaError
 
 __all__ = [
     "Backend",
+    "CountingBackend",
     "HostAllocation",
     "DeviceCounter",
     "DeviceBuffer",

@@ -35,8 +35,16 @@ exceptions, unchanged, or :class:`~vrrl_gpu.backends.TwinCudaError`):
     Enqueues ``vrrl_pack`` (host-sequenced record ``seq``) on ``stream``.
 ``pack_devseq(ring, counter, *, tenant_id, opcode, words, epoch, slot_status=0, ts_offset=0, stream=None)``
     Enqueues ``vrrl_pack_devseq`` (sequence claimed from ``counter``).
+``bind_pack(ring, *, stream, tenant_id, ts_offset) -> PackLauncher``
+    ``vrrl_pack`` with the arguments that never change for a stream bound
+    once (a prebuilt parameter block); calling it with ``(seq, slot_idx,
+    opcode, words, epoch, slot_status)`` is one launch, nothing converted.
+    Values must already be valid (the recorder checks them); one caller at a time.
 ``current_stream()``, ``new_stream()``
     Stream objects with an int ``ptr`` (``cupy.cuda.Stream`` on CuPy).
+``launch_stream()``
+    The caller's current stream for a recorded launch, after checking that
+    the current device is this backend's (one query; CuPy: ``getDevice``).
 ``stream_query(stream) -> int``
     CUDA semantics: 0 all work done, 600 not ready, anything else the error.
 ``synchronize(stream=None)``
@@ -99,12 +107,16 @@ __all__ = [
     "PACK_SOURCE",
     "leak",
     "leaked_count",
+    "PackLauncher",
 ]
 
 #: The source file of the pack kernels.
 PACK_SOURCE = "vrrl_pack.cu"
 
 Dim3 = tuple[int, int, int]
+
+#: A bound pack: ``(seq, slot_idx, opcode, words, epoch, slot_status)`` -> one launch of ``vrrl_pack``.
+PackLauncher = Callable[[int, int, int, Sequence[int], int, int], None]
 
 
 @runtime_checkable
@@ -378,6 +390,9 @@ _NUMPY_SCALARS: dict[str, Callable[[Any], np.generic]] = {
     "d": np.float64,
 }
 
+# np.iinfo costs microseconds a call: the limits of each integer code, once.
+_INT_LIMITS = {c: (int(np.iinfo(np.dtype(c)).min), int(np.iinfo(np.dtype(c)).max)) for c in _INT_CODES}
+
 
 def _scalar_value(sig: KernelSignature, i: int, code: str, value: object) -> int | float | bool:
     if isinstance(value, np.generic):
@@ -389,12 +404,11 @@ def _scalar_value(sig: KernelSignature, i: int, code: str, value: object) -> int
         if isinstance(value, (bool, int)):
             return bool(value)
     elif isinstance(value, int) and not isinstance(value, bool):
-        info = np.iinfo(np.dtype(code))
-        if int(info.min) <= value <= int(info.max):
+        lo, hi = _INT_LIMITS[code]
+        if lo <= value <= hi:
             return value
         raise KernelArgumentError(
-            f"{sig.name} argument {i} ({sig.params[i].ctype}): "
-            f"expected {info.min} ..= {info.max}, got {value}"
+            f"{sig.name} argument {i} ({sig.params[i].ctype}): expected {lo} ..= {hi}, got {value}"
         )
     raise KernelArgumentError(
         f"{sig.name} argument {i} ({sig.params[i].ctype}): expected a number of type "
@@ -496,31 +510,68 @@ class ArgPacker:
             raise KernelArgumentError(f"{self.sig.name}: arguments do not fit the parameters: {e}") from e
 
 
+class _NumpyConverter:
+    """:func:`numpy_args` for one signature: a converter per parameter, chosen once."""
+
+    def __init__(self, sig: KernelSignature) -> None:
+        self.sig = sig
+        self.n = len(sig.params)
+        self.codes = tuple(p.code for p in sig.params)
+
+    def __call__(
+        self, args: Sequence[object], pointer_hook: Callable[[int, object], object | None]
+    ) -> tuple[object, ...]:
+        if len(args) != self.n:
+            check_arg_count(self.sig, args)
+        out: list[object] = []
+        for i, code in enumerate(self.codes):
+            a = args[i]
+            t = type(a)
+            if code == "p":
+                if t is int and 0 <= a < _U64_LIMIT:  # type: ignore[operator]
+                    out.append(np.uint64(a))  # type: ignore[arg-type]
+                    continue
+                addr = pointer_value(self.sig, i, a)
+                if addr is not None:
+                    out.append(np.uint64(addr))
+                    continue
+                native = pointer_hook(i, a)
+                if native is None:
+                    raise KernelArgumentError(
+                        f"{self.sig.name} argument {i} ({self.sig.params[i].ctype}): expected an address "
+                        f"(int), None, an object with device_ptr or a CuPy array, got {t.__name__}"
+                    )
+                out.append(native)
+            elif t is int and code in _INT_CODES:
+                lo, hi = _INT_LIMITS[code]
+                if not lo <= a <= hi:  # type: ignore[operator]
+                    _scalar_value(self.sig, i, code, a)  # raises with the argument named
+                out.append(_NUMPY_SCALARS[code](a))
+            elif t is float and code in "fd":
+                out.append(_NUMPY_SCALARS[code](a))
+            else:
+                out.append(_NUMPY_SCALARS[code](_scalar_value(self.sig, i, code, a)))
+        return tuple(out)
+
+
+# Keyed by identity (hashing a signature is slower than converting); the converter keeps its signature alive.
+_CONVERTERS: dict[int, _NumpyConverter] = {}
+
+
 def numpy_args(
     sig: KernelSignature, args: Sequence[object], pointer_hook: Callable[[int, object], object | None]
 ) -> tuple[object, ...]:
     """Arguments as exact-width numpy scalars (pointers as ``np.uint64``), for CuPy's launcher.
 
     ``pointer_hook`` may return a native object to pass as it is (a CuPy array).
+    The per-signature converter is built once (no ``np.iinfo`` per call).
     """
-    check_arg_count(sig, args)
-    out: list[object] = []
-    for i, (p, a) in enumerate(zip(sig.params, args, strict=True)):
-        if p.code == "p":
-            addr = pointer_value(sig, i, a)
-            if addr is not None:
-                out.append(np.uint64(addr))
-                continue
-            native = pointer_hook(i, a)
-            if native is None:
-                raise KernelArgumentError(
-                    f"{sig.name} argument {i} ({p.ctype}): expected an address (int), None, an object with "
-                    f"device_ptr or a CuPy array, got {type(a).__name__}"
-                )
-            out.append(native)
-        else:
-            out.append(_NUMPY_SCALARS[p.code](_scalar_value(sig, i, p.code, a)))
-    return tuple(out)
+    conv = _CONVERTERS.get(id(sig))
+    if conv is None or conv.sig is not sig:
+        conv = _NumpyConverter(sig)
+        if len(_CONVERTERS) < 4096:
+            _CONVERTERS[id(sig)] = conv
+    return conv(args, pointer_hook)
 
 
 class Backend(abc.ABC):
@@ -589,6 +640,11 @@ class Backend(abc.ABC):
         """True while ``stream`` is being captured into a CUDA graph (an invalidated capture included)."""
         return False
 
+    def launch_stream(self) -> Any:
+        """The caller's current stream for a recorded launch, after checking the current device is ours."""
+        self.check_device()
+        return self.current_stream()
+
     @abc.abstractmethod
     def close(self) -> None: ...
 
@@ -643,6 +699,20 @@ class Backend(abc.ABC):
              a0, a1, a2, a3, epoch, slot_status, ts_offset),
             stream=stream,
         )  # fmt: skip
+
+    def bind_pack(self, ring: RingPointers, *, stream: Any, tenant_id: int, ts_offset: int) -> PackLauncher:
+        """``vrrl_pack`` on ``stream`` with ``ring``, ``tenant_id`` and ``ts_offset`` bound (module doc).
+
+        This default goes through :meth:`pack`; backends override it with a prebuilt parameter block.
+        """
+
+        def bound(
+            seq: int, slot_idx: int, opcode: int, words: Sequence[int], epoch: int, status: int
+        ) -> None:
+            self.pack(ring, seq, slot_idx=slot_idx, tenant_id=tenant_id, opcode=opcode, words=words,
+                      epoch=epoch, slot_status=status, ts_offset=ts_offset, stream=stream)  # fmt: skip
+
+        return bound
 
     def _pack_kernel(self, name: str) -> KernelHandle:
         cache: dict[str, KernelHandle] = self.__dict__.setdefault("_pack_kernels", {})

@@ -6,6 +6,7 @@ and 6; CuPy's exceptions propagate unchanged (the recorder classifies them).
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,8 @@ from vrrl_gpu.backends._base import (
     DeviceCounter,
     HostAllocation,
     KernelHandle,
+    PackLauncher,
+    RingPointers,
     check_host_buffer,
     leak,
     normalize_dims,
@@ -49,6 +52,15 @@ NVRTC_OPTIONS = ("-std=c++17",)
 # cudaHostRegisterPortable | cudaHostRegisterMapped (driver_types.h; CuPy exposes no constants for these).
 _HOST_REGISTER_PORTABLE_MAPPED = 1 | 2
 _CALIBRATION_ROUNDS = 9
+
+# vrrl_pack's parameter block, naturally aligned: records, commits, mask, seq (u64), slot_idx, tenant_id,
+# opcode, a0..a3, epoch, slot_status (u32), 4 bytes of padding, ts_offset (i64). Only seq .. slot_status
+# change per launch.
+_PACK_BLOCK = struct.Struct("<4Q9I4xq")
+_PACK_VARYING = struct.Struct("<Q9I")
+_PACK_VARYING_AT = 24
+_PACK_FIELDS = ((0, "<u8"), (8, "<u8"), (16, "<u8"), (24, "<u8"), *((32 + 4 * i, "<u4") for i in range(9)),
+                (72, "<i8"))  # fmt: skip
 
 
 def import_cupy() -> Any:
@@ -290,6 +302,42 @@ class CupyBackend(Backend):
         kernel.native(normalize_dims(grid, "grid"), normalize_dims(block, "block"), conv,
                       shared_mem=int(shared_mem), stream=stream)  # fmt: skip
 
+    def bind_pack(self, ring: RingPointers, *, stream: Any, tenant_id: int, ts_offset: int) -> PackLauncher:
+        """A prebuilt parameter block for ``vrrl_pack`` on ``stream`` (not yet run on a GPU).
+
+        One ``CNumpyArray`` per parameter points into the block, so CuPy passes
+        them as they are (no per-argument conversion); ``cuLaunchKernel`` copies
+        the values at the call, so the block is rewritten for the next launch.
+        """
+        fn_handle = self._pack_kernel("vrrl_pack")
+        with self._device():
+            fn = fn_handle.native.kernel  # the cupy.cuda.function.Function of this device, looked up once
+        block: Any = np.zeros(_PACK_BLOCK.size, dtype=np.uint8)
+        _PACK_BLOCK.pack_into(block, 0, ring.records_ptr, ring.commits_ptr, ring.mask, 0, 0, int(tenant_id),
+                              0, 0, 0, 0, 0, 0, 0, int(ts_offset))  # fmt: skip
+        cpointer = self._cp.cuda.function.CNumpyArray
+        args = tuple(cpointer(block[off : off + np.dtype(t).itemsize].view(t)) for off, t in _PACK_FIELDS)
+        s = self.current_stream() if stream is None else stream
+        tenant = int(tenant_id)
+        one = (1, 1, 1)
+        pack_into = _PACK_VARYING.pack_into
+
+        def bound(
+            seq: int, slot_idx: int, opcode: int, words: Sequence[int], epoch: int, status: int
+        ) -> None:
+            w0, w1, w2, w3 = words
+            pack_into(block, _PACK_VARYING_AT, seq, slot_idx, tenant, opcode, w0, w1, w2, w3, epoch, status)
+            fn(one, one, args, 0, s)
+
+        return bound
+
+    def launch_stream(self) -> Any:
+        """``getDevice`` once: WrongDeviceError unless it is ours, else that device's current stream."""
+        current = int(self._rt.getDevice())
+        if current != self._device_id:
+            self._wrong_device(current)
+        return self._cp.cuda.get_current_stream(current)
+
     def _cupy_pointer(self, i: int, value: object) -> object | None:
         return value if isinstance(value, self._cp.ndarray) else None
 
@@ -321,10 +369,13 @@ class CupyBackend(Backend):
         """One Recorder per device: launching while another device is current is refused."""
         current = int(self._rt.getDevice())
         if current != self._device_id:
-            raise WrongDeviceError(
-                f"this recorder drives CUDA device {self._device_id}, but device {current} is current; "
-                f"create one Recorder per device, or switch back: cupy.cuda.Device({self._device_id}).use()"
-            )
+            self._wrong_device(current)
+
+    def _wrong_device(self, current: int) -> None:
+        raise WrongDeviceError(
+            f"this recorder drives CUDA device {self._device_id}, but device {current} is current; "
+            f"create one Recorder per device, or switch back: cupy.cuda.Device({self._device_id}).use()"
+        )
 
     def is_capturing(self, stream: Any) -> bool:
         """``Stream.is_capturing()`` of CuPy (False for streams without it); an invalidated capture counts.

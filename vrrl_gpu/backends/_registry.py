@@ -46,9 +46,11 @@ BACKEND_FACTORIES: Mapping[str, Callable[[], Backend]] = MappingProxyType({"cupy
 BACKEND_NAMES: tuple[str, ...] = (AUTO, *BACKEND_FACTORIES)
 
 
-def get_backend(name: BackendName | str = AUTO) -> Backend:
+def get_backend(name: BackendName | str | Backend = AUTO) -> Backend:
     """A new backend. ``"auto"``: CuPy on a host with an NVIDIA device (its CUDA error if CUDA fails), else
-    the twin, loudly."""
+    the twin, loudly. A :class:`Backend` instance is returned as it is (e.g. a ``CountingBackend``)."""
+    if isinstance(name, Backend):
+        return name
     factory = BACKEND_FACTORIES.get(name)
     if factory is not None:
         return factory()

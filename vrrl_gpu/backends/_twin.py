@@ -51,6 +51,8 @@ from vrrl_gpu.backends._base import (
     DeviceCounter,
     HostAllocation,
     KernelHandle,
+    PackLauncher,
+    RingPointers,
     check_host_buffer,
     grid_exceeds_limits,
     normalize_dims,
@@ -638,6 +640,12 @@ class TwinBackend(Backend):
             _Launch(kernel=kernel, dims=dims, block=block_bytes, args_ptr=base + 8 * n, workers=workers)
         )
 
+    def bind_pack(self, ring: RingPointers, *, stream: Any, tenant_id: int, ts_offset: int) -> PackLauncher:
+        """Prebuilt ``vrrl_pack`` launches for ``stream``: per call one ``pack_into`` and an enqueue."""
+        self._check_usable()
+        return _TwinPackLauncher(self, self._pack_kernel("vrrl_pack"), self._stream(stream), ring,
+                                 tenant_id, ts_offset)  # fmt: skip
+
     def _execute(self, item: _Launch, err: Any) -> None:
         # CUDA drops the work still queued behind a sticky error; so does the twin.
         if self._sticky is not None or self._worker_exc is not None or self._abort.value:
@@ -651,6 +659,10 @@ class TwinBackend(Backend):
 
     def current_stream(self) -> TwinStream:
         """The twin's default stream (ptr 0)."""
+        return self._default
+
+    def launch_stream(self) -> TwinStream:
+        """The default stream: the twin has one device, so there is nothing to check."""
         return self._default
 
     def new_stream(self) -> TwinStream:
@@ -730,6 +742,75 @@ class TwinBackend(Backend):
             )
         with contextlib.suppress(Exception):
             self._registered.clear()
+
+
+# vrrl_pack's parameters seq .. slot_status (cells 3 to 12) in the twin's 8-byte cells.
+_PACK_VARYING = struct.Struct("<Q" + "I4x" * 9)
+_PACK_CELLS = 14
+_PACK_POOL = 1024
+
+
+class _TwinPackLauncher:
+    """``vrrl_pack`` launches for one stream from a pool of prebuilt argument blocks.
+
+    Block ``i % pool`` is rewritten only when fewer than ``pool`` launches are
+    pending on the stream: the launch that last used it has then run (a stream
+    runs in order). Otherwise the call takes the general path, which allocates.
+    """
+
+    def __init__(
+        self,
+        backend: TwinBackend,
+        kernel: KernelHandle,
+        stream: TwinStream,
+        ring: RingPointers,
+        tenant_id: int,
+        ts_offset: int,
+    ) -> None:
+        self._backend = backend
+        self._stream = stream
+        self._ring = ring
+        self._tenant = int(tenant_id)
+        self._ts_offset = int(ts_offset)
+        self._pool = max(1, min(_PACK_POOL, ring.mask + 1))
+        size = 16 * _PACK_CELLS
+        self._buf = ctypes.create_string_buffer(size * self._pool)
+        base = ctypes.addressof(self._buf)
+        tk: _TwinKernel = kernel.native
+        dims = _dims_array((1, 1, 1), (1, 1, 1))
+        self._items: list[_Launch] = []
+        self._offsets: list[int] = []
+        for j in range(self._pool):
+            off = j * size
+            tk.packer.pack_into(self._buf, off, (ring.records_ptr, ring.commits_ptr, ring.mask, 0, 0,
+                                tenant_id, 0, 0, 0, 0, 0, 0, 0, ts_offset), _numpy_pointer)  # fmt: skip
+            cells = base + off
+            tk.pointers.pack_into(self._buf, off + 8 * _PACK_CELLS, *[cells + o for o in tk.offsets])
+            self._items.append(_Launch(kernel=kernel, dims=dims, block=self._buf,
+                                       args_ptr=cells + 8 * _PACK_CELLS, workers=1))  # fmt: skip
+            self._offsets.append(off + 24)  # cell 3: seq
+        self._next = 0
+
+    def __call__(
+        self, seq: int, slot_idx: int, opcode: int, words: Sequence[int], epoch: int, status: int
+    ) -> None:
+        be = self._backend
+        if be._closed or be._sticky is not None or be._worker_exc is not None:
+            be._check_usable()
+        s = self._stream
+        w = s._worker
+        if s._captured is not None or w.pending >= self._pool:
+            # A captured launch keeps its block for every replay; a full pool may still be read: a fresh one.
+            be.pack(self._ring, seq, slot_idx=slot_idx, tenant_id=self._tenant, opcode=opcode, words=words,
+                    epoch=epoch, slot_status=status, ts_offset=self._ts_offset, stream=s)  # fmt: skip
+            return
+        j = self._next
+        self._next = (j + 1) % self._pool
+        w0, w1, w2, w3 = words
+        _PACK_VARYING.pack_into(
+            self._buf, self._offsets[j], seq, slot_idx, self._tenant, opcode, w0, w1, w2, w3, epoch, status
+        )
+        w.enqueue(self._items[j])
 
 
 _DIMS_ARRAYS: dict[tuple[int, ...], Any] = {}

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
+from vrrl_gpu.backends._base import Backend
 from vrrl_gpu.backends._registry import BACKEND_NAMES
 from vrrl_gpu.capture._drain import DrainOptions
 from vrrl_gpu.errors import (
@@ -43,10 +44,15 @@ class RecorderOptions:
     launches under CUDA graph capture are recorded without allocating inside
     the capture (False: made at the first :meth:`Recorder.device_ring`, and a
     captured launch raises :class:`~vrrl_gpu.errors.CaptureError`).
+    ``device`` may be a :class:`~vrrl_gpu.backends.Backend` instance (the
+    recorder closes it). ``capture_check``: ``"probe"`` asks the runtime at
+    every launch whether its stream is capturing; ``"declared"`` asks nothing
+    per launch and relies on captures being declared with
+    :meth:`Recorder.capturing`.
     """
 
     capacity: int = 65536
-    device: str = "auto"
+    device: str | Backend = "auto"
     staging: str = "pinned"
     staging_slots: int = 4096
     breadcrumbs: str = "begin"
@@ -58,11 +64,16 @@ class RecorderOptions:
     nvtx: bool = False
     drain: DrainOptions | None = None
     capture: bool = True
+    capture_check: str = "probe"
 
     def __post_init__(self) -> None:
-        if self.device not in BACKEND_NAMES:
+        if not isinstance(self.device, Backend) and self.device not in BACKEND_NAMES:
             *head, last = (repr(n) for n in BACKEND_NAMES)
-            raise RecordValueError(f"device must be {', '.join(head)} or {last}, got {self.device!r}")
+            raise RecordValueError(
+                f"device must be {', '.join(head)} or {last} (or a Backend instance), got {self.device!r}"
+            )
+        if self.capture_check not in ("probe", "declared"):
+            raise RecordValueError(f"capture_check must be 'probe' or 'declared', got {self.capture_check!r}")
         if self.staging not in ("pinned", "shm"):
             raise RecordValueError(f"staging must be 'pinned' or 'shm', got {self.staging!r}")
         if self.breadcrumbs not in ("begin", "begin+end"):

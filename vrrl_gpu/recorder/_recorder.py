@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, cast
 
+import numpy as np
+
 from vrrl_gpu.backends import Backend, get_backend
 from vrrl_gpu.backends._base import DeviceCounter, RingPointers
 from vrrl_gpu.capture._drain import Drainer
@@ -103,6 +105,9 @@ class Recorder:
         self._slot_counter = 0
         self._epoch = 0
         self._streams: dict[int, _StreamState] = {}
+        # The launch path finds a stream's state by the stream object's identity: no query, no hashing.
+        self._by_id: dict[int, _StreamState] = {}
+        self._probe_capture = opts.capture_check == "probe"
         self._device_ring: tuple[StagingRing, RingPointers, DeviceCounter, Callable[[bool], None]] | None = (
             None
         )
@@ -317,6 +322,29 @@ class Recorder:
             return cast(F, inner)
 
         return deco
+
+    @contextlib.contextmanager
+    def capturing(self, stream: Any = None) -> Iterator[None]:
+        """Declare that the body captures ``stream`` (default: the current one) into a CUDA graph.
+
+        Launches recorded on it inside the body claim their sequences on the
+        device, so every replay of the graph writes distinct records. The
+        stream's ring and the device-sequenced ring are made here, before the
+        capture (nothing may be allocated inside one). Begin and end the
+        capture yourself inside the body (``stream.begin_capture()`` …
+        ``stream.end_capture()``). Needed with ``capture="declared"``; with
+        ``"probe"`` the recorder finds captures itself, at a query per launch.
+        """
+        with self._lock:
+            self._require_usable()
+            st = self._state_of(stream)
+            self._ensure_device_ring()
+            st.capturing += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                st.capturing -= 1
 
     def publish(
         self,
@@ -543,15 +571,32 @@ class Recorder:
 
         return ring, RingPointers.from_staging(alloc, ring), release
 
+    def _state_of(self, stream: Any) -> _StreamState:
+        """The state of ``stream`` (None: the current one) on the launch path: a dict lookup once known."""
+        if stream is None:
+            stream = self._backend.launch_stream()  # checks the current device (one query on CuPy)
+        # Every object whose id is a key is held by its state (stream or aliases): an id cannot be reused.
+        st = self._by_id.get(id(stream))
+        if st is not None:
+            return st
+        return self._stream_state(stream)
+
     def _stream_state(self, stream: Any) -> _StreamState:
-        self._backend.check_device()
-        s = self._backend.current_stream() if stream is None else stream
-        key = int(self._backend.stream_key(s))
+        """First sight of a stream object: the device check, its key, and its ring when the stream is new."""
+        be = self._backend
+        be.check_device()
+        s = be.current_stream() if stream is None else stream
+        key = int(be.stream_key(s))
         st = self._streams.get(key)
         if st is None:
             if self._backend.is_capturing(s):
                 return self._capture_state(key, s)
             ring, ptrs, release = self._new_ring()
+            try:
+                pack = be.bind_pack(ptrs, stream=s, tenant_id=self._opts.tenant_id, ts_offset=self._ts_offset)
+            except BaseException:
+                release(True)
+                raise
             st = _StreamState(
                 key=key,
                 stream=s,
@@ -559,16 +604,30 @@ class Recorder:
                 ptrs=ptrs,
                 release=release,
                 launches=deque(maxlen=self._opts.staging_slots),
+                pack=pack,
             )
             self._streams[key] = st
+            self._by_id[id(s)] = st
             self._drainer.add_ring(ring)
+        elif s is not st.stream and len(st.aliases) < _MAX_ALIASES:
+            # Another object for the same stream (an ExternalStream made per call): remember it, holding it so
+            # that its id cannot be reused by a different stream. Past the bound the slow path answers.
+            st.aliases.append(s)
+            self._by_id[id(s)] = st
         return st
 
     def _capture_state(self, key: int, stream: Any) -> _StreamState:
         """For a stream first seen while it captures: no ring of its own (making one would allocate)."""
         ring, ptrs, _counter = self._capture_ring()
+        # capturing=1: its launches always take the device-sequenced path (it has no pack of its own).
         return _StreamState(
-            key=key, stream=stream, ring=ring, ptrs=ptrs, release=lambda ok: None, launches=deque(maxlen=1)
+            key=key,
+            stream=stream,
+            ring=ring,
+            ptrs=ptrs,
+            release=lambda ok: None,
+            launches=deque(maxlen=1),
+            capturing=1,
         )
 
     def _capture_ring(self) -> tuple[StagingRing, RingPointers, DeviceCounter]:
@@ -595,20 +654,10 @@ class Recorder:
             stream=st.stream,
         )
 
-    def _pack(self, st: _StreamState, info: _Launch, status: SlotStatus) -> int:
+    def _pack(self, st: _StreamState, info: _Launch, status: int) -> int:
         seq = st.next_seq
-        self._backend.pack(
-            st.ptrs,
-            seq,
-            stream=st.stream,
-            slot_idx=info.slot_idx,
-            tenant_id=self._opts.tenant_id,
-            opcode=info.opcode,
-            words=info.words,
-            epoch=info.epoch,
-            slot_status=int(status),
-            ts_offset=self._ts_offset,
-        )
+        assert st.pack is not None
+        st.pack(seq, info.slot_idx, info.opcode, info.words, info.epoch, status)
         st.next_seq = seq + 1
         st.ring.note_produced(seq)
         st.by_seq[seq] = info
@@ -624,33 +673,30 @@ class Recorder:
         """Checks, then the stream's ring and the begin breadcrumb (caller holds the lock)."""
         self._require_usable()
         try:
-            st = self._stream_state(stream)
+            st = self._state_of(stream)
             return st, self._begin(st, opcode, words, outputs)
         except BaseException as exc:
             self._enqueue_failed(exc)
             raise
 
     def _begin(self, st: _StreamState, opcode: int, words: Words, outputs: Any) -> _Launch:
-        if not 0 <= int(opcode) < META_OPCODE_BASE:
-            raise RecordValueError(
-                f"opcode must be 0 ..= {META_OPCODE_BASE - 1:#x} (higher: reserved for meta-records), "
-                f"got {opcode!r}; use rec.opcode('name') for a stable one"
-            )
+        if type(opcode) is not int or not 0 <= opcode < META_OPCODE_BASE:
+            opcode = _checked_opcode(opcode)
         info = _Launch(
             slot_idx=self._slot_counter & _U32,
-            opcode=int(opcode),
+            opcode=opcode,
             words=words,
             epoch=self._epoch,
             begin_seq=-1,
             outputs=outputs,
         )
-        if self._backend.is_capturing(st.stream):
+        if st.capturing or (self._probe_capture and self._backend.is_capturing(st.stream)):
             # A host-chosen sequence would be frozen into every replay of the graph: the device claims it.
             info.captured = True
             self._pack_devseq(st, info, SlotStatus.BEGIN)
             self._slot_counter += 1
             return info
-        info.begin_seq = self._pack(st, info, SlotStatus.BEGIN)
+        info.begin_seq = self._pack(st, info, _BEGIN)
         self._slot_counter += 1
         st.launches.append(info)
         st.outstanding = True
@@ -659,7 +705,7 @@ class Recorder:
     def _end(self, st: _StreamState, info: _Launch) -> None:
         if self._opts.breadcrumbs == "begin+end":
             if info.begin_seq >= 0:
-                info.end_seq = self._pack(st, info, SlotStatus.COMPLETED)
+                info.end_seq = self._pack(st, info, _COMPLETED)
             elif info.captured:
                 self._pack_devseq(st, info, SlotStatus.COMPLETED)
 
@@ -885,6 +931,23 @@ class Recorder:
         )
         if self._opts.on_hang is not None:
             self._opts.on_hang(report)
+
+
+_BEGIN = int(SlotStatus.BEGIN)
+_COMPLETED = int(SlotStatus.COMPLETED)
+_MAX_ALIASES = 8
+
+
+def _checked_opcode(opcode: Any) -> int:
+    if isinstance(opcode, bool) or not isinstance(opcode, (int, np.integer)):
+        raise RecordValueError(f"opcode must be an int, got {type(opcode).__name__} {opcode!r}")
+    op = int(opcode)
+    if not 0 <= op < META_OPCODE_BASE:
+        raise RecordValueError(
+            f"opcode must be 0 ..= {META_OPCODE_BASE - 1:#x} (higher: reserved for meta-records), "
+            f"got {opcode!r}; use rec.opcode('name') for a stable one"
+        )
+    return op
 
 
 def _release(release: Callable[[bool], None], release_cuda: bool) -> None:

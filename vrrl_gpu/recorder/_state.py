@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vrrl_gpu.backends._base import RingPointers
+from vrrl_gpu.backends._base import PackLauncher, RingPointers
 from vrrl_gpu.capture._staging import StagingRing
 from vrrl_gpu.errors import (
     RecordValueError,
@@ -38,10 +38,36 @@ class _StreamState:
     by_seq: dict[int, _Launch] = field(default_factory=dict)
     next_seq: int = 0
     outstanding: bool = False
+    pack: PackLauncher | None = None  # vrrl_pack bound to this stream's ring (set once the ring exists)
+    capturing: int = 0  # depth of rec.capturing(stream) blocks open on this stream
+    aliases: list[Any] = field(
+        default_factory=list
+    )  # other objects for the same stream (kept alive: id keys)
+
+
+_ZERO_WORDS: Words = (0, 0, 0, 0)
 
 
 def _words(words: Sequence[int] | None) -> Words:
-    w = tuple(int(x) for x in (words or (0, 0, 0, 0)))
+    if words is None:
+        return _ZERO_WORDS
+    if type(words) is tuple and len(words) == 4:
+        a, b, c, d = words
+        if (
+            type(a) is int
+            and type(b) is int
+            and type(c) is int
+            and type(d) is int
+            and 0 <= a <= _U32
+            and 0 <= b <= _U32
+            and 0 <= c <= _U32
+            and 0 <= d <= _U32
+        ):
+            return words
+    try:
+        w = tuple(int(x) for x in (words or (0, 0, 0, 0)))
+    except (TypeError, ValueError) as e:
+        raise RecordValueError(f"words must be 4 integers in 0 ..= {_U32}, got {words!r}") from e
     if len(w) != 4 or any(not 0 <= x <= _U32 for x in w):
         raise RecordValueError(f"words must be 4 integers in 0 ..= {_U32}, got {words!r}")
     return (w[0], w[1], w[2], w[3])
