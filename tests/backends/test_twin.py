@@ -1,26 +1,29 @@
-"""The CPU twin: byte-identical records against the reference packer, CUDA-like asynchrony and sticky errors,
-device-sequenced recording from many threads, and the record-failure-and-exit helper."""
+"""The CPU twin: the Backend contract (``TestTwinBackend``, tests/backends/contract.py, the same tests the GPU
+run passes), and what only the twin has: its wording of errors, live publishing into a megakernel, allocation
+limits, worker exceptions, cancelling on close, the library cache, user kernel files."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from vrrl_gpu.backends import HostAllocation, KernelHandle, RingPointers, TwinBackend, TwinCudaError
-from vrrl_gpu.capture import StagingRing, pack_reference
-from vrrl_gpu.errors import BackendUnavailableError, KernelArgumentError, StagingError
-from vrrl_gpu.format import RECORD_DTYPE, RECORD_MAGIC, FailureClass, SlotStatus
-
-U32 = st.integers(0, 2**32 - 1)
-NO_POISON = 0xFFFFFFFF
-FAULT_ILLEGAL_ADDRESS, FAULT_TRAP, FAULT_ASSERT = 1, 2, 3
+from tests.backends.contract import (
+    FAULT_ASSERT,
+    FAULT_ILLEGAL_ADDRESS,
+    FAULT_TRAP,
+    SCENARIOS,
+    BackendContract,
+    flag,
+    launch_wait,
+    make_ring,
+)
+from vrrl_gpu.backends import KernelHandle, TwinBackend, TwinCudaError
+from vrrl_gpu.errors import BackendUnavailableError, StagingError
+from vrrl_gpu.format import SlotStatus
 
 
 @pytest.fixture(scope="module")
@@ -38,106 +41,21 @@ def fresh() -> Iterator[TwinBackend]:
     b.close()
 
 
-def make_ring(b: TwinBackend, n: int) -> tuple[HostAllocation, StagingRing, RingPointers]:
-    mem = b.alloc_pinned(StagingRing.layout_size(n))
-    ring = StagingRing.create(mem.host, n)
-    return mem, ring, RingPointers.from_staging(mem, ring)
+class TestTwinBackend(BackendContract):
+    """The contract on the twin, in CI. Scenarios that poison the context get a twin of their own."""
 
+    @pytest.fixture(scope="class")
+    def backend(self) -> Iterator[TwinBackend]:  # type: ignore[override]
+        b = TwinBackend(max_workers=4)  # several OS threads race on device counters
+        yield b
+        b.close()
 
-def flag(b: TwinBackend) -> tuple[HostAllocation, npt.NDArray[np.uint32]]:
-    mem = b.alloc_pinned(64)
-    return mem, mem.host[:4].view(np.uint32)
-
-
-def launch_wait(b: TwinBackend, f: HostAllocation, stream: object = None) -> None:
-    """Park `stream` until the flag is set (60 s safety timeout)."""
-    b.launch(b.load("vrrl_demo.cu", "vrrl_demo_wait"), 1, 1, (f.device_ptr, 60 * 10**9), stream=stream)
-
-
-# ---- records -------------------------------------------------------------------------------------
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    seq=st.integers(0, 2**64 - 2),
-    slot_idx=U32,
-    tenant_id=U32,
-    opcode=U32,
-    words=st.tuples(U32, U32, U32, U32),
-    epoch=U32,
-    slot_status=st.integers(0, 8),
-)
-def test_twin_pack_is_byte_identical_to_the_reference_packer(
-    twin: TwinBackend,
-    seq: int,
-    slot_idx: int,
-    tenant_id: int,
-    opcode: int,
-    words: tuple[int, int, int, int],
-    epoch: int,
-    slot_status: int,
-) -> None:
-    n = 8
-    mem, ring, ptrs = make_ring(twin, n)
-    ref_buf = np.zeros(StagingRing.layout_size(n), np.uint8)
-    ref = StagingRing.create(ref_buf, n)
-    t0 = time.time_ns()
-    twin.pack(ptrs, seq, slot_idx=slot_idx, tenant_id=tenant_id, opcode=opcode, words=words, epoch=epoch,
-              slot_status=slot_status)  # fmt: skip
-    twin.synchronize()
-    t1 = time.time_ns()
-    ts = int(ring.records[seq & ring.mask]["timestamp_ns"])
-    assert t0 <= ts <= t1  # %globaltimer is CLOCK_REALTIME on the twin, and ts_offset was 0
-    pack_reference(ref, seq, slot_idx=slot_idx, tenant_id=tenant_id, opcode=opcode, words=words, epoch=epoch,
-                   slot_status=slot_status, timestamp_ns=ts)  # fmt: skip
-    lo = ring.commits_offset
-    assert mem.host[lo : StagingRing.layout_size(n)].tobytes() == ref_buf[lo:].tobytes()
-
-
-def test_pack_writes_the_record_and_commit_word_of_the_contract(twin: TwinBackend) -> None:
-    # Independent of _staging: the expected bytes built from RECORD_DTYPE and raw offsets.
-    n = 16
-    mem = twin.alloc_pinned(4096 + 72 * n)
-    ptrs = RingPointers(mem.device_ptr + 4096 + 8 * n, mem.device_ptr + 4096, n - 1)
-    seq = 2**40 + 5
-    t0 = time.time_ns()
-    twin.pack(ptrs, seq, slot_idx=7, tenant_id=3, opcode=0xABCDEF01, words=(1, 2, 3, 2**32 - 1), epoch=11,
-              slot_status=1, ts_offset=-(10**9))  # fmt: skip
-    twin.synchronize()
-    t1 = time.time_ns()
-    commits = mem.host[4096 : 4096 + 8 * n].view("<u8")
-    records = mem.host[4096 + 8 * n : 4096 + 72 * n].view(RECORD_DTYPE)
-    i = seq % n
-    assert commits[i] == seq + 1
-    assert (np.delete(commits, i) == 0).all()
-    expected = np.zeros(1, RECORD_DTYPE)
-    ts_written = records[i]["timestamp_ns"]
-    expected[0] = (RECORD_MAGIC, ts_written, 7, 3, 0xABCDEF01, (1, 2, 3, 2**32 - 1), 11, 1, 0, 0, 0)
-    assert records[i].tobytes() == expected.tobytes()
-    ts = int(records[i]["timestamp_ns"])
-    assert t0 - 10**9 <= ts <= t1 - 10**9  # the offset was applied (-1 s)
-    assert not records[np.arange(n) != i]["magic"].any()
-
-
-@pytest.mark.parametrize("n", [8, 4096])
-def test_bound_pack_writes_what_pack_writes(twin: TwinBackend, n: int) -> None:
-    """The prebuilt parameter blocks (a pool smaller than the launches for n=4096, wrapping for n=8)."""
-    _m1, general, p1 = make_ring(twin, n)
-    _m2, bound_ring, p2 = make_ring(twin, n)
-    s = twin.new_stream()
-    bound = twin.bind_pack(p2, stream=s, tenant_id=3, ts_offset=-(10**9))
-    k = 3000 if n > 8 else 6  # more launches than the pool holds; under n for the ring itself
-    for q in range(k):
-        w = (q, 2**32 - 1, q * 7 & 0xFFFF, 5)
-        twin.pack(p1, q, slot_idx=q + 1, tenant_id=3, opcode=0xABCDEF01, words=w, epoch=q % 4, slot_status=1,
-                  ts_offset=-(10**9), stream=s)  # fmt: skip
-        bound(q, q + 1, 0xABCDEF01, w, q % 4, 1)
-    twin.synchronize()
-    a, b = general.records[:k].copy(), bound_ring.records[:k].copy()
-    a["timestamp_ns"] = b["timestamp_ns"] = 0
-    assert a.tobytes() == b.tobytes()
-    assert list(bound_ring.commits[:k]) == list(range(1, k + 1))
-    assert list(b["slot_idx"]) == list(range(1, k + 1))
+    def run_scenario(self, name: str, arg: int) -> dict[str, Any]:
+        b = TwinBackend()
+        try:
+            return SCENARIOS[name](b, arg)
+        finally:
+            b.close()
 
 
 def test_bound_pack_raises_the_sticky_error(fresh: TwinBackend) -> None:
@@ -149,95 +67,10 @@ def test_bound_pack_raises_the_sticky_error(fresh: TwinBackend) -> None:
     assert ei.value.cuda_error_code == 700
 
 
-def test_pack_devseq_claims_sequences_from_the_device_counter(twin: TwinBackend) -> None:
-    _mem, ring, ptrs = make_ring(twin, 32)
-    counter = twin.alloc_counter()
-    for k in range(20):
-        twin.pack_devseq(ptrs, counter, tenant_id=2, opcode=9, words=(k, 0, 0, 0), epoch=1)
-    assert counter.read() == 20
-    got = ring.records[:20]
-    assert list(got["slot_idx"]) == list(range(20))
-    assert list(got["args"][:, 0]) == list(range(20))
-    assert list(ring.commits[:20]) == list(range(1, 21))
+# ---- device-side recording from user kernels (the contract has the all-published case) -------------
 
 
-def test_many_launches_on_one_stream_run_in_order(twin: TwinBackend) -> None:
-    n = 4096
-    _mem, ring, ptrs = make_ring(twin, n)
-    k = 3000
-    for s in range(k):
-        twin.pack(ptrs, s, slot_idx=s, tenant_id=0, opcode=1, words=(s, 0, 0, 0), epoch=0)
-    twin.synchronize()
-    rec = ring.records[:k]
-    assert list(ring.commits[:k]) == list(range(1, k + 1))
-    assert (rec["args"][:, 0] == np.arange(k)).all()
-    assert (np.diff(rec["timestamp_ns"].astype(np.int64)) >= 0).all()
-
-
-def test_overflow_laps_the_ring_keeping_the_newest(twin: TwinBackend) -> None:
-    n = 8
-    _mem, ring, ptrs = make_ring(twin, n)
-    for s in range(21):
-        twin.pack(ptrs, s, slot_idx=s, tenant_id=0, opcode=1, words=(s, 0, 0, 0), epoch=0)
-    twin.synchronize()
-    assert sorted(int(c) for c in ring.commits) == list(range(14, 22))
-    res = ring.consume(final=True)
-    assert list(res.records["slot_idx"]) == list(range(13, 21))
-    assert res.dropped == 13
-
-
-# ---- device-side recording from user kernels -----------------------------------------------------
-
-
-def record_many(b: TwinBackend, ptrs: RingPointers, counter: object, grid: int, block: int, count: int,
-                report_thread: int, after: HostAllocation) -> None:  # fmt: skip
-    k = b.load("vrrl_demo.cu", "vrrl_demo_record_many")
-    b.launch(k, grid, block, (ptrs.records_ptr, ptrs.commits_ptr, ptrs.mask, counter, 0, 5, 42, count,
-                              report_thread, after.device_ptr))  # fmt: skip
-
-
-def test_device_sequenced_recording_from_many_threads_gives_distinct_sequences() -> None:
-    b = TwinBackend(max_workers=4)  # several OS threads race on the counter
-    try:
-        _mem, ring, ptrs = make_ring(b, 4096)
-        counter = b.alloc_counter()
-        after = b.alloc_pinned(4 * 256)
-        record_many(b, ptrs, counter, 4, 64, 8, report_thread=NO_POISON, after=after)
-        assert counter.read() == 4 * 64 * 8
-        rec = ring.records[: 4 * 64 * 8]
-        assert list(ring.commits[: 4 * 64 * 8]) == list(range(1, 4 * 64 * 8 + 1))
-        pairs = {(int(r["args"][0]), int(r["args"][1])) for r in rec}
-        assert pairs == {(g, k) for g in range(256) for k in range(8)}  # every (thread, k) exactly once
-        assert (rec["slot_status"] == SlotStatus.DEVICE_CLAIMED).all()
-        assert (rec["args"][:, 0] == rec["slot_idx"]).all()
-    finally:
-        b.close()
-
-
-def test_fail_and_exit_records_the_failure_and_ends_only_that_thread(fresh: TwinBackend) -> None:
-    _mem, ring, ptrs = make_ring(fresh, 1024)
-    counter = fresh.alloc_counter()
-    after = fresh.alloc_pinned(4 * 64)
-    record_many(fresh, ptrs, counter, 2, 32, 3, report_thread=37, after=after)
-    fresh.synchronize()  # no error: the context survives a reported failure
-    assert fresh.stream_query() == 0
-    total = counter.read()
-    assert total == 63 * 3 + 1
-    rec = ring.records[:total]
-    reported = rec[rec["slot_status"] == SlotStatus.DEVICE_REPORTED]
-    assert len(reported) == 1
-    r = reported[0]
-    assert (int(r["slot_idx"]), int(r["failure_class"]), int(r["backend_error_code"])) == (
-        37, FailureClass.PROGRAM_BUG, 77,
-    )  # fmt: skip
-    assert after.host.view(np.uint32)[37] == 0  # the code after the helper never ran
-    assert 37 not in set(rec[rec["slot_status"] == SlotStatus.DEVICE_CLAIMED]["slot_idx"].tolist())
-    # The context is still usable afterwards.
-    fresh.pack(ptrs, 10**6, slot_idx=1, tenant_id=0, opcode=1, words=(0, 0, 0, 0), epoch=0)
-    fresh.synchronize()
-
-
-def test_megakernel_records_the_slots_it_picks_up(fresh: TwinBackend) -> None:
+def test_megakernel_records_the_slots_published_while_it_runs(fresh: TwinBackend) -> None:
     _mem, ring, ptrs = make_ring(fresh, 256)
     seq_counter = fresh.alloc_counter()
     next_item = fresh.alloc_counter()
@@ -271,68 +104,40 @@ def test_megakernel_records_the_slots_it_picks_up(fresh: TwinBackend) -> None:
 @pytest.mark.parametrize(
     ("fault_kind", "code"), [(FAULT_ILLEGAL_ADDRESS, 700), (FAULT_TRAP, 719), (FAULT_ASSERT, 710)]
 )
-def test_a_kernel_fault_surfaces_later_and_is_sticky(fresh: TwinBackend, fault_kind: int, code: int) -> None:
+def test_a_twin_fault_is_worded_like_cupy_and_names_the_kernel(
+    fresh: TwinBackend, fault_kind: int, code: int
+) -> None:
+    # The contract checks the codes and the stickiness; this is what only the twin's error carries.
     f_mem, f = flag(fresh)
-    _mem, ring, ptrs = make_ring(fresh, 64)
     axpy = fresh.load("vrrl_demo.cu", "vrrl_demo_axpy")
     y = np.ones(64, np.float32)
-    x = np.ones(64, np.float32)
-    launch_wait(fresh, f_mem)  # park the stream so nothing below has run yet
-    fresh.pack(ptrs, 0, slot_idx=0, tenant_id=0, opcode=1, words=(0, 0, 0, 0), epoch=0)
-    fresh.launch(axpy, 1, 64, (y, x, 1.0, 64, fault_kind))  # no error at the call: asynchronous
-    fresh.pack(ptrs, 1, slot_idx=1, tenant_id=0, opcode=1, words=(0, 0, 0, 0), epoch=0)
-    assert fresh.stream_query() == 600
+    launch_wait(fresh, f_mem)
+    fresh.launch(axpy, 1, 64, (y, y, 1.0, 64, fault_kind))
     f[0] = 1
     with pytest.raises(TwinCudaError) as info:
         fresh.synchronize()
-    assert info.value.cuda_error_code == code
+    assert info.value.cuda_error_code == info.value.status == code
     assert info.value.sticky
     assert "(twin)" in str(info.value)
     assert "vrrl_demo_axpy" in info.value.detail
-    # The record written before the fault is there; the work queued after it was dropped.
-    assert int(ring.commits[0]) == 1
-    assert int(ring.commits[1]) == 0
-    # Sticky: every later call fails with the same code.
-    assert fresh.stream_query() == code
-    for call in (
-        lambda: fresh.launch(axpy, 1, 1, (y, x, 1.0, 1, 0)),
-        lambda: fresh.alloc_pinned(64),
-        lambda: fresh.alloc_counter(),
-        lambda: fresh.load("vrrl_pack.cu", "vrrl_pack"),
-        lambda: fresh.new_stream(),
-        lambda: fresh.synchronize(),
-    ):
-        with pytest.raises(TwinCudaError) as again:
-            call()
-        assert again.value.cuda_error_code == code
-    # Host memory is still readable after the fault.
-    assert int(ring.records[0]["magic"]) == RECORD_MAGIC
+    assert fresh.sticky_error is not None
+    with pytest.raises(TwinCudaError) as again:
+        fresh.load("vrrl_pack.cu", "vrrl_pack")
+    assert again.value.cuda_error_code == code
 
 
-def test_launch_configuration_errors_raise_at_the_call_and_are_not_sticky(fresh: TwinBackend) -> None:
+def test_twin_launch_errors_are_not_sticky_and_a_missing_kernel_is_500(fresh: TwinBackend) -> None:
+    # The shared launch-configuration errors are in the contract; these two are the twin's own.
     axpy = fresh.load("vrrl_demo.cu", "vrrl_demo_axpy")
     y = np.zeros(4, np.float32)
-    x = np.ones(4, np.float32)
-    for grid, block, shared in [(1, 1025, 0), (1, (32, 32, 2), 0), ((1, 65536), 1, 0), (1, 1, 64 * 1024)]:
-        with pytest.raises(TwinCudaError) as info:
-            fresh.launch(axpy, grid, block, (y, x, 1.0, 4, 0), shared_mem=shared)
-        assert info.value.cuda_error_code == 1
-        assert not info.value.sticky
+    with pytest.raises(TwinCudaError) as info:
+        fresh.launch(axpy, 1, 1, (y, y, 1.0, 4, 0), shared_mem=64 * 1024)
+    assert (info.value.cuda_error_code, info.value.sticky) == (1, False)
     with pytest.raises(TwinCudaError) as missing:
         fresh.load("vrrl_demo.cu", "no_such_kernel")
     assert missing.value.cuda_error_code == 500
-    with pytest.raises(KernelArgumentError, match="expects 5 arguments"):
-        fresh.launch(axpy, 1, 4, (y, x, 1.0, 4))
-    with pytest.raises(KernelArgumentError, match="4294967295"):
-        fresh.launch(axpy, 1, 4, (y, x, 1.0, 2**32, 0))
-    with pytest.raises(KernelArgumentError, match="float"):
-        fresh.launch(axpy, 1, 4, (y, x, "2", 4, 0))
-    with pytest.raises(KernelArgumentError, match="address"):
-        fresh.launch(axpy, 1, 4, ("y", x, 1.0, 4, 0))
-    # Still usable: none of these poisoned the context.
-    fresh.launch(axpy, 1, 4, (y, x, 2.0, np.uint32(4), 0))
+    fresh.launch(axpy, 1, 4, (y, y, 2.0, 4, 0))
     fresh.synchronize()
-    assert list(y) == [2.0] * 4
     assert fresh.stream_query() == 0
 
 
@@ -349,37 +154,6 @@ def test_allocation_over_the_limit_raises_2_synchronously_and_is_not_sticky() ->
         b.synchronize()
     finally:
         b.close()
-
-
-def test_two_streams_run_independently(fresh: TwinBackend) -> None:
-    f_mem, f = flag(fresh)
-    s1, s2 = fresh.new_stream(), fresh.new_stream()
-    assert len({s1.ptr, s2.ptr, fresh.current_stream().ptr}) == 3
-    _mem, ring, ptrs = make_ring(fresh, 64)
-    launch_wait(fresh, f_mem, stream=s1)
-    fresh.pack(ptrs, 0, slot_idx=0, tenant_id=0, opcode=1, words=(1, 0, 0, 0), epoch=0, stream=s1)
-    for s in range(1, 11):
-        fresh.pack(ptrs, s, slot_idx=s, tenant_id=0, opcode=2, words=(2, 0, 0, 0), epoch=0, stream=s2)
-    fresh.synchronize(s2)
-    assert fresh.stream_query(s2) == 0
-    assert fresh.stream_query(s1) == 600  # still parked behind the wait kernel
-    assert int(ring.commits[0]) == 0
-    assert list(ring.commits[1:11]) == list(range(2, 12))
-    f[0] = 1
-    fresh.synchronize()
-    assert int(ring.commits[0]) == 1
-
-
-def test_a_fault_on_one_stream_poisons_every_stream(fresh: TwinBackend) -> None:
-    s1, s2 = fresh.new_stream(), fresh.new_stream()
-    axpy = fresh.load("vrrl_demo.cu", "vrrl_demo_axpy")
-    y = np.zeros(1, np.float32)
-    fresh.launch(axpy, 1, 1, (y, y, 1.0, 1, FAULT_TRAP), stream=s1)
-    with pytest.raises(TwinCudaError):
-        fresh.synchronize(s1)
-    assert fresh.stream_query(s2) == 719
-    with pytest.raises(TwinCudaError):
-        fresh.synchronize(s2)
 
 
 def test_a_worker_exception_is_reraised_not_swallowed(
@@ -435,15 +209,6 @@ def test_pinned_memory_is_page_aligned_and_zeroed(twin: TwinBackend) -> None:
     assert m.device_ptr % 4096 == 0
     assert m.nbytes == 10000
     assert not m.host.any()
-
-
-def test_device_buffer_round_trip_and_counter(twin: TwinBackend) -> None:
-    buf = twin.alloc_device(16)
-    buf.from_host(np.arange(4, dtype=np.float32))
-    assert list(buf.to_host().view(np.float32)) == [0.0, 1.0, 2.0, 3.0]
-    with pytest.raises(KernelArgumentError):
-        buf.from_host(np.zeros(5, np.float32))
-    assert twin.alloc_counter().read() == 0
 
 
 def test_device_info_says_it_is_not_a_gpu(twin: TwinBackend) -> None:
