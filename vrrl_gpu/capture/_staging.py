@@ -178,6 +178,7 @@ class StagingRing:
         self._ones = np.arange(1, n + 1, dtype=_U64)
         self._slot_index = np.arange(n, dtype=_U64)
         self._pos = int(self._ctl64[_W_CONSUMER])
+        self._last: tuple[int, npt.NDArray[np.void]] | None = None
         #: Test hook: called as ``hook(first_seq, count)`` after a run is copied and before the re-read.
         self._copy_hook: Callable[[int, int], None] | None = None
 
@@ -316,6 +317,15 @@ class StagingRing:
         return self._pos
 
     @property
+    def last_consumed(self) -> tuple[int, npt.NDArray[np.void]] | None:
+        """``(sequence, record)`` of the newest record this consumer took (a copy), or None.
+
+        What the producer wrote, kept apart from what it claimed: the
+        recorder attributes a fault to it (docs/recorder.md).
+        """
+        return self._last
+
+    @property
     def persisted_position(self) -> int:
         """The consumer position as stored in the control block (what recovery continues from)."""
         return int(self._ctl64[_W_CONSUMER])
@@ -373,6 +383,7 @@ class StagingRing:
         gaps: list[tuple[int, int]] = []
         gap_positions: list[int] = []
         emitted = 0
+        last_seq = -1
         claimed = int(self._ctl64[_W_PRODUCER])
         backlog = max(0, claimed - start)
         window = min(limit, _FIRST_WINDOW, n)
@@ -420,9 +431,13 @@ class StagingRing:
                 chunks.append(raw[:r2])
                 emitted += r2
                 s += r2
+                last_seq = s - 1
             if r2 == k:
                 window = min(window * 8, n)
         self._pos = s
+        if chunks:
+            # One tuple assignment: the recorder's watchdog reads it from another thread.
+            self._last = (last_seq, chunks[-1][-1:].view(RECORD_DTYPE).reshape(-1).copy())
         if persist:
             self._ctl64[_W_CONSUMER] = s
         if not chunks:

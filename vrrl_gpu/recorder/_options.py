@@ -37,7 +37,10 @@ class RecorderOptions:
     """Options of a :class:`Recorder` (also accepted as keyword arguments).
 
     ``staging_slots`` is the size of each per-stream staging ring (a power of
-    two); ``watchdog`` (seconds) enables the hang watchdog; ``nvtx`` opens an
+    two); ``backpressure`` holds a launch while its stream's device is that many
+    breadcrumbs behind, so attribution stays exact and the ring is never lapped
+    (off: the host runs ahead freely, and a fault may be attributed as
+    unknown); ``watchdog`` (seconds) enables the hang watchdog; ``nvtx`` opens an
     NVTX range (domain ``vrrl``) named ``"<opcode name> #<slot>"`` around each
     recorded launch, so Nsight Systems timelines line up with the log.
     ``capture`` makes the device-sequenced ring when the recorder starts, so
@@ -55,6 +58,7 @@ class RecorderOptions:
     device: str | Backend = "auto"
     staging: str = "pinned"
     staging_slots: int = 4096
+    backpressure: bool = True
     breadcrumbs: str = "begin"
     tenant_id: int = 0
     watchdog: float | None = None

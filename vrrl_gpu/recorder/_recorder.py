@@ -22,7 +22,6 @@ import socket
 import threading
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, cast
@@ -48,6 +47,7 @@ from vrrl_gpu.evidence._classify import Classification, classify
 from vrrl_gpu.evidence._failure import FailureEvidence
 from vrrl_gpu.format._layout import (
     META_OPCODE_BASE,
+    UNKNOWN_SLOT,
     FailureClass,
     MetaOpcode,
     Record,
@@ -112,6 +112,9 @@ class Recorder:
             None
         )
         self._opcode_names: dict[int, str] = {}
+        # The error a backpressure wait already attributed: the launch path must not attribute it twice.
+        self._attributed: BaseException | None = None
+        self._unknown: list[dict[str, int]] = []
         self._last_arrival = time.monotonic()
         self._hang_reported: set[int] = set()
         self._watchdog_stop = threading.Event()
@@ -599,11 +602,12 @@ class Recorder:
                 raise
             st = _StreamState(
                 key=key,
+                index=len(self._streams),
                 stream=s,
                 ring=ring,
                 ptrs=ptrs,
                 release=release,
-                launches=deque(maxlen=self._opts.staging_slots),
+                window=[None] * self._opts.staging_slots,
                 pack=pack,
             )
             self._streams[key] = st
@@ -622,11 +626,12 @@ class Recorder:
         # capturing=1: its launches always take the device-sequenced path (it has no pack of its own).
         return _StreamState(
             key=key,
+            index=-1,
             stream=stream,
             ring=ring,
             ptrs=ptrs,
             release=lambda ok: None,
-            launches=deque(maxlen=1),
+            window=[None],
             capturing=1,
         )
 
@@ -656,16 +661,38 @@ class Recorder:
 
     def _pack(self, st: _StreamState, info: _Launch, status: int) -> int:
         seq = st.next_seq
+        if seq - st.ring.consumer_position >= st.mask and self._opts.backpressure:
+            self._wait_for_device(st, seq)
         assert st.pack is not None
         st.pack(seq, info.slot_idx, info.opcode, info.words, info.epoch, status)
         st.next_seq = seq + 1
         st.ring.note_produced(seq)
-        st.by_seq[seq] = info
-        if len(st.by_seq) > 2 * self._opts.staging_slots:
-            # Sequences of one stream only grow, so insertion order is sequence order: drop the oldest.
-            for old in list(st.by_seq)[: len(st.by_seq) - self._opts.staging_slots]:
-                del st.by_seq[old]
+        st.window[seq & st.mask] = info
         return seq
+
+    def _wait_for_device(self, st: _StreamState, seq: int) -> None:
+        """Backpressure: hold the host until the device is less than the window behind sequence ``seq``.
+
+        Keeps every sequence that can still arrive resolvable, and the ring
+        unlapped. A CUDA error seen meanwhile is attributed here and raised.
+        """
+        delay = 20e-6
+        while True:
+            self._drainer.flush()
+            if seq - st.ring.consumer_position < st.mask:
+                return
+            code = int(self._backend.stream_query(st.stream))
+            if code == 0:
+                # Idle stream: whatever it wrote is committed now; what is still missing never arrives.
+                self._drainer.flush()
+                return
+            if code != 600:
+                exc = self._backend.error_for(code)
+                self._attributed = exc
+                self._async_fault(exc)
+                raise exc
+            time.sleep(delay)
+            delay = min(delay * 2, 1e-3)
 
     def _open_slot(
         self, stream: Any, opcode: int, words: Words, outputs: Any
@@ -683,7 +710,7 @@ class Recorder:
         if type(opcode) is not int or not 0 <= opcode < META_OPCODE_BASE:
             opcode = _checked_opcode(opcode)
         info = _Launch(
-            slot_idx=self._slot_counter & _U32,
+            slot_idx=self._slot_counter % UNKNOWN_SLOT,  # never UNKNOWN_SLOT itself
             opcode=opcode,
             words=words,
             epoch=self._epoch,
@@ -698,7 +725,7 @@ class Recorder:
             return info
         info.begin_seq = self._pack(st, info, _BEGIN)
         self._slot_counter += 1
-        st.launches.append(info)
+        st.note_slot(info.slot_idx)
         st.outstanding = True
         return info
 
@@ -711,26 +738,25 @@ class Recorder:
 
     def _enqueue_failed(self, exc: BaseException) -> None:
         """Enqueuing a breadcrumb (or making a stream's ring) raised: a sticky error is an earlier fault."""
+        if exc is self._attributed:
+            return
         cls = self._classify(exc)
         if cls.fatal:
             self._async_fault(exc, classification=cls)
 
     def _launch_failed(self, st: _StreamState, info: _Launch, exc: BaseException) -> None:
         """The launch call (or a slot body) raised: record it, attribute earlier faults, maybe poison."""
-        if isinstance(exc, (RecorderPoisonedError, RecorderClosedError)):
+        if isinstance(exc, (RecorderPoisonedError, RecorderClosedError)) or exc is self._attributed:
             return
         cls = self._classify(exc)
-        earlier = [
-            s
-            for s in self._streams.values()
-            if s.outstanding and s.launches and (s is not st or len(s.launches) > 1)
-        ]
-        if cls.fatal and earlier:
-            # The context died before this call: the culprit is in a crash window, not this launch.
-            if st.launches and st.launches[-1] is info:
-                st.launches.pop()
-            if self._async_fault(exc, classification=cls):
-                return
+        # This call's own begin (and anything after it) cannot be the culprit of an earlier fault.
+        stop = info.begin_seq if info.begin_seq >= 0 else st.next_seq
+        earlier = any(
+            s.outstanding and (s.next_seq if s is not st else stop) > 0 for s in self._streams.values()
+        )
+        # The context died before this call: the culprit is in a crash window, not this launch.
+        if cls.fatal and earlier and self._async_fault(exc, classification=cls, stop=(st, stop)):
+            return
             # Every stream in flight had finished: the error is this call's own.
         ev = FailureEvidence.from_exception(
             exc, slot_status=int(SlotStatus.FAILED_AT_LAUNCH), outputs=info.outputs, classification=cls
@@ -739,10 +765,17 @@ class Recorder:
         if cls.fatal:
             self._poison = exc
 
-    def _async_fault(self, exc: BaseException, *, classification: Classification | None = None) -> int:
+    def _async_fault(
+        self,
+        exc: BaseException,
+        *,
+        classification: Classification | None = None,
+        stop: tuple[_StreamState, int] | None = None,
+    ) -> int:
         """A CUDA error seen at a check/sync: drain, blame each stream's crash window, fsync, maybe poison.
 
-        Returns how many launches were blamed."""
+        ``stop``: a stream and the first of its sequences that cannot be the
+        culprit (the failing call's own). Returns how many launches were blamed."""
         cls = classification or self._classify(exc)
         if cls.fatal:
             self._poison = exc
@@ -751,7 +784,7 @@ class Recorder:
         for st in self._streams.values():
             if not st.outstanding:
                 continue
-            culprit = self._crash_window(st)
+            culprit = self._crash_window(st, stop[1] if stop is not None and stop[0] is st else None)
             if culprit is None:
                 continue
             outputs = None if cls.fatal else culprit.outputs
@@ -765,25 +798,40 @@ class Recorder:
             self._log_sync_quietly()
         return blamed
 
-    def _crash_window(self, st: _StreamState) -> _Launch | None:
-        """The launch the device had reached on this stream: the newest breadcrumb that arrived.
+    def _crash_window(self, st: _StreamState, stop: int | None = None) -> _Launch | None:
+        """The launch the device had reached on this stream, from the newest breadcrumb it wrote.
 
-        With begin+end, a launch whose end breadcrumb arrived finished, so
-        the window is the newest launch that began and did not end.
+        A begin breadcrumb names its launch itself. After an end breadcrumb
+        (or none yet) the window is the launch of the next sequence: its begin
+        or its end never arrived. None when nothing before ``stop`` (default:
+        every sequence enqueued) was in flight; a launch with slot
+        :data:`UNKNOWN_SLOT` when the next sequence is no longer resolvable.
         """
-        arrived = st.ring.consumer_position - 1
-        if arrived < 0:
-            return st.launches[0] if st.launches else None
-        info = st.by_seq.get(arrived)
-        if info is None:
-            return st.launches[-1] if st.launches else None
-        if info.end_seq == arrived:
-            # The newest arrival is an end breadcrumb: the next launch on this stream began (its begin may be
-            # lost with the device) but never ended. With no next launch, the stream had finished its work.
-            # list() copies in one step: the watchdog thread calls this while the host may append.
-            later = [launch for launch in list(st.launches) if launch.slot_idx > info.slot_idx]
-            return later[0] if later else None
-        return info
+        stop = st.next_seq if stop is None else stop
+        last = st.ring.last_consumed
+        arrived = -1 if last is None else last[0]
+        if last is not None and int(last[1]["slot_status"][0]) == SlotStatus.BEGIN:
+            if arrived >= stop:
+                return None
+            r = last[1][0]
+            known = st.lookup(arrived)
+            return _Launch(
+                slot_idx=int(r["slot_idx"]),
+                opcode=int(r["opcode"]),
+                words=cast(Words, tuple(int(x) for x in r["args"])),
+                epoch=int(r["epoch"]),
+                begin_seq=arrived,
+                outputs=known.outputs if known is not None else None,
+            )
+        nxt = arrived + 1
+        if nxt >= stop:
+            return None
+        info = st.lookup(nxt)
+        if info is not None:
+            return info
+        note = {"stream": st.index, "arrived_seq": arrived, "unresolved_seq": nxt, "enqueued": st.next_seq}
+        self._unknown.append(note)
+        return _Launch(slot_idx=UNKNOWN_SLOT, opcode=0, words=(0, 0, 0, 0), epoch=0, begin_seq=nxt)
 
     def _write_evidence(self, info: _Launch, ev: FailureEvidence) -> None:
         rec = Record(
@@ -800,6 +848,11 @@ class Recorder:
         )
         self._drainer.write_host(as_record_array([rec]))
         self._log_sync_quietly()
+        if info.slot_idx == UNKNOWN_SLOT:
+            # The record says "unknown"; the sidecar says what the device had written and what was missing.
+            with self._sidecar_lock:
+                self._sidecar.extra["unknown_windows"] = list(self._unknown)
+                write_sidecar(self._path, self._sidecar)
 
     def _nvtx_push(self, info: _Launch) -> None:
         assert self._nvtx is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,13 +28,22 @@ class _Launch:
 
 @dataclass
 class _StreamState:
+    """One stream: its staging ring, and the launch behind each sequence that can still arrive.
+
+    ``window[seq & mask]`` is the launch whose begin or end breadcrumb has
+    sequence ``seq`` (preallocated, one slot per staging slot): with
+    backpressure the host never runs more than ``len(window) - 1`` sequences
+    ahead of the consumer, so every sequence the device can still write, and
+    the newest one it wrote, stay resolvable in bounded memory.
+    """
+
     key: int
+    index: int
     stream: Any
     ring: StagingRing
     ptrs: RingPointers
     release: Callable[[bool], None]
-    launches: deque[_Launch]
-    by_seq: dict[int, _Launch] = field(default_factory=dict)
+    window: list[_Launch | None]
     next_seq: int = 0
     outstanding: bool = False
     pack: PackLauncher | None = None  # vrrl_pack bound to this stream's ring (set once the ring exists)
@@ -43,6 +51,37 @@ class _StreamState:
     aliases: list[Any] = field(
         default_factory=list
     )  # other objects for the same stream (kept alive: id keys)
+
+    #: The slots of this stream as arithmetic runs ``[first, stride, count]`` (the sidecar's stream table).
+    runs: list[list[int]] = field(default_factory=list)
+
+    @property
+    def mask(self) -> int:
+        return len(self.window) - 1
+
+    def lookup(self, seq: int) -> _Launch | None:
+        """The launch of sequence ``seq`` if the window still holds it, else None."""
+        if seq < 0:
+            return None
+        info = self.window[seq & (len(self.window) - 1)]
+        if info is None or (info.begin_seq != seq and info.end_seq != seq):
+            return None
+        return info
+
+    def note_slot(self, slot: int) -> None:
+        """Extend the stream table with ``slot`` (a few integer operations per launch)."""
+        runs = self.runs
+        if runs:
+            run = runs[-1]
+            if run[2] == 1:
+                if slot > run[0]:
+                    run[1] = slot - run[0]
+                    run[2] = 2
+                    return
+            elif slot == run[0] + run[1] * run[2]:
+                run[2] += 1
+                return
+        runs.append([slot, 1, 1])
 
 
 _ZERO_WORDS: Words = (0, 0, 0, 0)
