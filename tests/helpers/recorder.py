@@ -70,6 +70,26 @@ class Axpy:
         )
 
 
+class Hold:
+    """A vrrl_demo_wait launch that keeps its stream busy until released (a flag in mapped host memory)."""
+
+    def __init__(self, rec: Recorder) -> None:
+        self.rec = rec
+        self.flag = rec.backend.alloc_pinned(64)
+        self.flag.host[:] = 0  # pinned memory is not zeroed on a GPU
+        self.kernel = rec.backend.load("vrrl_demo.cu", "vrrl_demo_wait")
+        self.opcode = rec.opcode("wait")
+
+    def launch(self, i: int, stream: Any = None) -> None:
+        self.rec.launch(
+            self.kernel, 1, 1, (self.flag.device_ptr, 30 * 10**9), opcode=self.opcode, words=(i, 0, 0, 0),
+            stream=stream,
+        )  # fmt: skip
+
+    def release(self) -> None:
+        self.flag.host[:4].view(np.uint32)[0] = 1
+
+
 def sidecar_file(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     return p.with_name(p.name + ".json")

@@ -25,7 +25,16 @@ import numpy as np
 import pytest
 
 import vrrl_gpu.recorder._recorder as recorder_mod
-from tests.helpers.recorder import KERNEL_FAULTS, Axpy, N, failures, log_records, sidecar_file, with_status
+from tests.helpers.recorder import (
+    KERNEL_FAULTS,
+    Axpy,
+    Hold,
+    N,
+    failures,
+    log_records,
+    sidecar_file,
+    with_status,
+)
 from vrrl_gpu import FailureClass, MetaOpcode, Recorder, RecorderOptions, RingLog, SlotStatus, classify
 from vrrl_gpu.backends import TwinCudaError
 from vrrl_gpu.errors import (
@@ -63,26 +72,6 @@ def make_rec(tmp_path: Path) -> Iterator[Callable[..., Recorder]]:
         with contextlib.suppress(Exception):
             rec.close()
         rec.backend.close()
-
-
-class Hold:
-    """A vrrl_demo_wait launch that keeps its stream busy until released (a flag in mapped host memory)."""
-
-    def __init__(self, rec: Recorder) -> None:
-        self.rec = rec
-        self.flag = rec.backend.alloc_pinned(64)
-        self.flag.host[:] = 0  # pinned memory is not zeroed on a GPU
-        self.kernel = rec.backend.load("vrrl_demo.cu", "vrrl_demo_wait")
-        self.opcode = rec.opcode("wait")
-
-    def launch(self, i: int, stream: Any = None) -> None:
-        self.rec.launch(
-            self.kernel, 1, 1, (self.flag.device_ptr, 30 * 10**9), opcode=self.opcode, words=(i, 0, 0, 0),
-            stream=stream,
-        )  # fmt: skip
-
-    def release(self) -> None:
-        self.flag.host[:4].view(np.uint32)[0] = 1
 
 
 def wait_for(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:

@@ -23,7 +23,7 @@ from vrrl_gpu.analysis._stats import compute_stats
 from vrrl_gpu.analysis.exporters._registry import FORMATS, export_formats, merge_formats
 from vrrl_gpu.format._layout import FailureClass, SlotStatus
 from vrrl_gpu.format._ringlog import RingLog
-from vrrl_gpu.format._sidecar import opcode_label
+from vrrl_gpu.format._sidecar import opcode_label, slot_label
 
 __all__ = ["register"]
 
@@ -197,7 +197,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     )
     for w in s["crash_windows"]:
         print(
-            f"crash window: tenant {w['tenant_id']} slot {w['slot_idx']} "
+            f"crash window: tenant {w['tenant_id']} slot {slot_label(w['slot_idx'])} "
             f"({opcode_label(w['opcode'], names)}) was running when "
             f"{FailureClass(w['failure_class']).label} {code_label(w['backend_error_code'])} was seen"
         )
@@ -209,7 +209,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def _tail_line(d: dict[str, Any], names: dict[int, str]) -> str:
     text = (
-        f"{format_timestamp(d['timestamp_ns'])}  tenant {d['tenant_id']}  slot {d['slot_idx']}  "
+        f"{format_timestamp(d['timestamp_ns'])}  tenant {d['tenant_id']}  slot {slot_label(d['slot_idx'])}  "
         f"{opcode_label(d['opcode'], names)}  {SlotStatus.label_of(d['slot_status'])}  "
         f"args {' '.join(f'{a:#x}' for a in d['args'])}  epoch {d['epoch']}"
     )
@@ -275,7 +275,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         if kind == "opcode":
             return opcode_label(int(v), names)
         if kind == "missing":
-            return f"{opcode_label(v['opcode'], names)} slot {v['slot_idx']}"
+            return f"{opcode_label(v['opcode'], names)} slot {slot_label(v['slot_idx'])}"
         if kind == "args":
             return " ".join(f"{x:#x}" for x in v)
         return str(v)

@@ -20,7 +20,7 @@ from vrrl_gpu._cli._output import (
 from vrrl_gpu.errors import CorruptRecordError, TruncatedLogError
 from vrrl_gpu.format._layout import RECORD_MAGIC, FailureClass, SlotStatus
 from vrrl_gpu.format._ringlog import RingLog, ScanResult
-from vrrl_gpu.format._sidecar import opcode_label
+from vrrl_gpu.format._sidecar import opcode_label, slot_label
 
 __all__ = ["register"]
 
@@ -149,7 +149,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
         (
             i,
             format_timestamp(d["timestamp_ns"]),
-            d["slot_idx"],
+            slot_label(d["slot_idx"]),
             d["tenant_id"],
             opcode_label(d["opcode"], names),
             " ".join(f"{a:#x}" for a in d["args"]),

@@ -144,6 +144,13 @@ def _describe_launch(launch: Any, names: Any) -> str:
     return f"position {launch.position} (slot {launch.slot_idx}, {opcode_label(launch.opcode, names)})"
 
 
+def _describe_failed(plan: Any, fl: Any) -> str:
+    """The recorded failure's launch, or that the recorder could not tell which launch it was."""
+    if fl.unknown:
+        return f"slot unknown (the recorder could not tell which launch; any of positions 0..{fl.position})"
+    return _describe_launch(plan.launches[fl.position], plan.names)
+
+
 def _print_report(report: Any, args: argparse.Namespace) -> None:
     plan, out = report.plan, report.outcome
     names = plan.names
@@ -158,9 +165,8 @@ def _print_report(report: Any, args: argparse.Namespace) -> None:
     if exp is None:
         print("recorded:   no failure in this range")
     else:
-        launch = plan.launches[exp.position]
         print(
-            f"recorded:   {_describe_launch(launch, names)}: {exp.failure_class.label} "
+            f"recorded:   {_describe_failed(plan, exp)}: {exp.failure_class.label} "
             f"{_code(exp.code)} [{SlotStatus.label_of(exp.slot_status)}]"
         )
     f = out.first_failure
@@ -224,7 +230,7 @@ def _list(plan: Any, args: argparse.Namespace) -> int:
     if plan.failure is not None:
         fl = plan.failure
         print(
-            f"recorded failure: {_describe_launch(plan.launches[fl.position], plan.names)}: "
+            f"recorded failure: {_describe_failed(plan, fl)}: "
             f"{fl.failure_class.label} {_code(fl.code)} [{SlotStatus.label_of(fl.slot_status)}]"
         )
     else:
@@ -245,7 +251,7 @@ def _launch_json(launch: Any, names: Any) -> dict[str, Any]:
 
 
 def _print_launches(title: str, launches: Sequence[Any], plan: Any) -> None:
-    fail_pos = plan.failure.position if plan.failure is not None else -1
+    fail_pos = plan.failure.position if plan.failure is not None and not plan.failure.unknown else -1
     rows = [
         (
             x.position,
@@ -272,6 +278,10 @@ def _minimize(plan: Any, args: argparse.Namespace) -> int:
 
     if plan.failure is None:
         raise UsageError(f"vrrl replay: {args.log} holds no failure record; there is nothing to minimise")
+    if plan.failure.unknown:
+        raise UsageError(
+            f"vrrl replay: {args.log} does not say which launch failed (slot unknown); --minimize needs it"
+        )
     if args.stop is not None:
         raise UsageError("vrrl replay: --minimize always ends at the failure; drop --to")
     out_path = args.output or _default_output(args.log)

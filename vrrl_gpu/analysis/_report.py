@@ -27,7 +27,7 @@ from vrrl_gpu.analysis._launches import (
 )
 from vrrl_gpu.analysis._stats import compute_stats
 from vrrl_gpu.format._layout import FailureClass, MetaOpcode, SlotStatus
-from vrrl_gpu.format._sidecar import opcode_label
+from vrrl_gpu.format._sidecar import opcode_label, slot_label
 
 __all__ = ["DEFAULT_LAST", "render_report", "write_report"]
 
@@ -183,7 +183,7 @@ def _timeline(
         y = top + lane_of[w.tenant_id] * lane_h
         x0, x1 = x(max(w.start_ns, lo)), x(w.end_ns)
         wd = max(6.0, x1 - x0)
-        label = f"crash window: {opcode_label(w.opcode, names)} slot {w.slot_idx}"
+        label = f"crash window: {opcode_label(w.opcode, names)} slot {slot_label(w.slot_idx)}"
         tip = (
             f"{label}; {FailureClass(w.failure_class).label} {code_label(w.backend_error_code)}; "
             + _fmt_ns(w.end_ns - w.start_ns)
@@ -254,7 +254,7 @@ def _timeline(
         r = records[f]
         tip = (
             f"{SlotStatus.label_of(int(r['slot_status']))}: {FailureClass(int(r['failure_class'])).label} "
-            f"{code_label(int(r['backend_error_code']))} (slot {int(r['slot_idx'])})"
+            f"{code_label(int(r['backend_error_code']))} (slot {slot_label(int(r['slot_idx']))})"
         )
         points = f"{fx:.1f},{y + 4} {fx - 7:.1f},{y + lane_h - 4} {fx + 7:.1f},{y + lane_h - 4}"
         parts.append(_el("polygon", title=tip, class_="failure", points=points, fill="#b00020"))
@@ -325,7 +325,7 @@ def render_report(
             (
                 _utc(int(r["timestamp_ns"])),
                 int(r["tenant_id"]),
-                int(r["slot_idx"]),
+                slot_label(int(r["slot_idx"])),
                 opcode_label(int(r["opcode"]), opcode_names),
                 SlotStatus.label_of(int(r["slot_status"])),
                 FailureClass(int(r["failure_class"])).label,
@@ -347,7 +347,7 @@ def render_report(
     win_rows = [
         (
             w.tenant_id,
-            w.slot_idx,
+            slot_label(w.slot_idx),
             opcode_label(w.opcode, opcode_names),
             _utc(w.start_ns),
             _fmt_ns(w.end_ns - w.start_ns),

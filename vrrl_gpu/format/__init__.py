@@ -12,10 +12,10 @@ from vrrl_gpu.format._layout import (
     HEADER_SIZE,
     MAX_CAPACITY,
     META_OPCODE_BASE,
-    UNKNOWN_SLOT,
     RECORD_DTYPE,
     RECORD_MAGIC,
     RECORD_SIZE,
+    UNKNOWN_SLOT,
     FailureClass,
     MetaOpcode,
     Record,
@@ -33,6 +33,7 @@ from vrrl_gpu.format._sidecar import (
     opcode_label,
     read_sidecar,
     sidecar_path,
+    slot_label,
     write_sidecar,
 )
 
@@ -68,6 +69,7 @@ __all__ = [
     "Sidecar",
     "opcode_for_name",
     "opcode_label",
+    "slot_label",
     "read_sidecar",
     "sidecar_path",
     "write_sidecar",

@@ -146,8 +146,8 @@ class SlotStatus(enum.IntEnum):
 #: *(vrrl_gpu)* Opcodes from here up are reserved for recorder meta-records.
 META_OPCODE_BASE = 0xFFFFFF00
 
-#: *(vrrl_gpu)* ``slot_idx`` of failure evidence whose launch is not known (the recorder's launch counter never
-#: takes this value): a FAULTED or HUNG record for a stream whose crash window could not be resolved.
+#: *(vrrl_gpu)* ``slot_idx`` of failure evidence whose launch is not known (the recorder's launch counter
+#: never takes this value): a FAULTED or HUNG record for a stream whose crash window could not be resolved.
 UNKNOWN_SLOT = 0xFFFFFFFF
 
 

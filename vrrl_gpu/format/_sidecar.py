@@ -21,13 +21,14 @@ from typing import Any
 import blake3
 
 from vrrl_gpu.errors import SidecarError
-from vrrl_gpu.format._layout import META_OPCODE_BASE, MetaOpcode
+from vrrl_gpu.format._layout import META_OPCODE_BASE, UNKNOWN_SLOT, MetaOpcode
 
 __all__ = [
     "SIDECAR_SUFFIX",
     "Sidecar",
     "opcode_for_name",
     "opcode_label",
+    "slot_label",
     "read_sidecar",
     "sidecar_path",
     "write_sidecar",
@@ -134,6 +135,11 @@ def write_sidecar(log_path: str | os.PathLike[str], sidecar: Sidecar) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+def slot_label(slot_idx: int) -> str:
+    """The slot number, or ``unknown`` for :data:`UNKNOWN_SLOT` (evidence whose launch is not known)."""
+    return "unknown" if int(slot_idx) == UNKNOWN_SLOT else str(int(slot_idx))
 
 
 def opcode_label(opcode: int, names: Mapping[int, str] | None = None) -> str:

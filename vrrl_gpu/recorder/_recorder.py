@@ -757,7 +757,7 @@ class Recorder:
         # The context died before this call: the culprit is in a crash window, not this launch.
         if cls.fatal and earlier and self._async_fault(exc, classification=cls, stop=(st, stop)):
             return
-            # Every stream in flight had finished: the error is this call's own.
+        # No launch in flight had begun and not ended: the error is this call's own.
         ev = FailureEvidence.from_exception(
             exc, slot_status=int(SlotStatus.FAILED_AT_LAUNCH), outputs=info.outputs, classification=cls
         )
@@ -802,10 +802,12 @@ class Recorder:
         """The launch the device had reached on this stream, from the newest breadcrumb it wrote.
 
         A begin breadcrumb names its launch itself. After an end breadcrumb
-        (or none yet) the window is the launch of the next sequence: its begin
-        or its end never arrived. None when nothing before ``stop`` (default:
-        every sequence enqueued) was in flight; a launch with slot
-        :data:`UNKNOWN_SLOT` when the next sequence is no longer resolvable.
+        (or none yet) the stream was between launches, unless the next
+        sequence is the end of a launch that began earlier (a slot around
+        other launches): that one is the window. None when no launch before
+        ``stop`` (default: every sequence enqueued) had begun and not ended; a
+        launch with slot :data:`UNKNOWN_SLOT` when the next sequence is no
+        longer resolvable (only without backpressure).
         """
         stop = st.next_seq if stop is None else stop
         last = st.ring.last_consumed
@@ -828,7 +830,8 @@ class Recorder:
             return None
         info = st.lookup(nxt)
         if info is not None:
-            return info
+            # A begin that never arrived: the device had not reached that launch, so it is not blamed.
+            return info if info.end_seq == nxt else None
         note = {"stream": st.index, "arrived_seq": arrived, "unresolved_seq": nxt, "enqueued": st.next_seq}
         self._unknown.append(note)
         return _Launch(slot_idx=UNKNOWN_SLOT, opcode=0, words=(0, 0, 0, 0), epoch=0, begin_seq=nxt)

@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from vrrl_gpu.backends._registry import BACKEND_NAMES, BackendName
 from vrrl_gpu.errors import RecordValueError
-from vrrl_gpu.format._layout import META_OPCODE_BASE, FailureClass, MetaOpcode, SlotStatus
+from vrrl_gpu.format._layout import META_OPCODE_BASE, UNKNOWN_SLOT, FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu.format._ringlog import RingLog
 from vrrl_gpu.format._sidecar import opcode_label, read_sidecar
 
@@ -79,6 +79,11 @@ class RecordedFailure:
     @property
     def hung(self) -> bool:
         return self.slot_status == int(SlotStatus.HUNG)
+
+    @property
+    def unknown(self) -> bool:
+        """The recorder could not tell which launch failed: ``position`` is then the session's last launch."""
+        return self.slot_idx == UNKNOWN_SLOT
 
     def to_json(self, names: Mapping[int, str]) -> dict[str, Any]:
         return {
@@ -160,6 +165,21 @@ def read_plan(path: str | os.PathLike[str], *, salvage: bool = False) -> ReplayP
             continue
         fc = cols_fc[k]
         is_launch = st in _LAUNCH_STATUSES and fc == 0
+        if fc != 0 and slot == UNKNOWN_SLOT:
+            # No launch is named: replay the whole session and look for the failure anywhere in it. A
+            # named failure (another stream's) wins.
+            if failure is None and launches:
+                failure = RecordedFailure(
+                    position=len(launches) - 1,
+                    record_index=session + k,
+                    slot_idx=slot,
+                    opcode=op,
+                    slot_status=st,
+                    failure_class=FailureClass(fc),
+                    code=cols_code[k],
+                    digest=0,
+                )
+            continue
         if fc != 0 and slot not in last_by_slot:
             # The breadcrumb of the failed launch is missing (lost, or never written): the failure record
             # carries the same words, so it stands in for the launch.

@@ -14,7 +14,7 @@ from vrrl_gpu.analysis._launches import code_label, crash_windows, failure_mask,
 from vrrl_gpu.analysis.exporters._output import Sink, SinkContext
 from vrrl_gpu.format._layout import RECORD_DTYPE, FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu.format._reader import Records
-from vrrl_gpu.format._sidecar import opcode_label
+from vrrl_gpu.format._sidecar import opcode_label, slot_label
 
 __all__ = ["ChromeSink", "chrome_trace"]
 
@@ -151,7 +151,9 @@ def chrome_trace(
     for w in crash_windows(records, ls):
         events.append(
             {
-                "name": f"crash window: {opcode_label(w.opcode, opcode_names)} (slot {w.slot_idx})",
+                "name": (
+                    f"crash window: {opcode_label(w.opcode, opcode_names)} (slot {slot_label(w.slot_idx)})"
+                ),
                 "cat": "crash",
                 "ph": "X",
                 "pid": pid,
