@@ -166,3 +166,35 @@ def test_cli_prints_unknown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     plan = read_plan(path)
     assert plan.failure is not None
     assert plan.failure.slot_idx == k  # the named failure wins over the unknown one
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+def test_demo_with_thousands_queued_names_the_faulting_launch_and_replays(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: str
+) -> None:
+    """Issue 12's report: with 12,000 launches and --fault-at 1000 the FAULTED record named 11,999."""
+    log = tmp_path / "run.vrrl"
+    argv = ["demo", str(log), "--device", "twin", "--launches", "12000", "--fault-at", "1000"]
+    assert main([*argv, "--breadcrumbs", mode, "--elements", "256"]) == 3
+    capsys.readouterr()
+    faulted = with_status(log_records(log), SlotStatus.FAULTED)["slot_idx"].tolist()
+    assert faulted == [1000]
+    registry = str(REPO / "examples" / "replay_registry.py") + ":REGISTRY"
+    rc = main(["replay", str(log), "--registry", registry, "--device", "twin", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0, out
+    assert out["reproduced"] is True
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_backpressure_keeps_the_ring_unlapped(tmp_path: Path, mode: str) -> None:
+    """A host far faster than the device waits instead of lapping an 8-slot ring: no record is lost."""
+    rec = Recorder(tmp_path / "run.vrrl", device="twin", staging_slots=8, breadcrumbs=mode, capacity=1 << 14)
+    with rec:
+        w = Axpy.on(rec)
+        for i in range(600):
+            w.launch(i)
+    assert rec.statistics().dropped == 0
+    begun = with_status(log_records(rec.path), SlotStatus.BEGIN)["slot_idx"].tolist()
+    assert begun == list(range(600))

@@ -21,7 +21,7 @@ from vrrl_gpu.analysis._launches import code_label
 from vrrl_gpu.analysis._report import DEFAULT_LAST, write_report
 from vrrl_gpu.analysis._stats import compute_stats
 from vrrl_gpu.analysis.exporters._registry import FORMATS, export_formats, merge_formats
-from vrrl_gpu.format._layout import FailureClass, SlotStatus
+from vrrl_gpu.format._layout import UNKNOWN_SLOT, FailureClass, SlotStatus
 from vrrl_gpu.format._ringlog import RingLog
 from vrrl_gpu.format._sidecar import opcode_label, slot_label
 
@@ -196,10 +196,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
         ),
     )
     for w in s["crash_windows"]:
+        fault = f"{FailureClass(w['failure_class']).label} {code_label(w['backend_error_code'])}"
+        if w["slot_idx"] == UNKNOWN_SLOT:
+            print(f"crash window: tenant {w['tenant_id']} slot unknown (unresolved) when {fault} was seen")
+            continue
         print(
             f"crash window: tenant {w['tenant_id']} slot {slot_label(w['slot_idx'])} "
-            f"({opcode_label(w['opcode'], names)}) was running when "
-            f"{FailureClass(w['failure_class']).label} {code_label(w['backend_error_code'])} was seen"
+            f"({opcode_label(w['opcode'], names)}) was running when {fault} was seen"
         )
     return 0
 

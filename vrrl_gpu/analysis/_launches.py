@@ -13,6 +13,7 @@ from vrrl_gpu.evidence._classify import code_name
 from vrrl_gpu.format._layout import (
     META_OPCODE_BASE,
     RECORD_DTYPE,
+    UNKNOWN_SLOT,
     MetaOpcode,
     SlotStatus,
 )
@@ -147,7 +148,8 @@ def find_launches(records: Records) -> Launches:
     r = _check(records)
     n = r.shape[0]
     status = r["slot_status"]
-    non_meta = ~meta_mask(r)
+    # Evidence that names no launch (UNKNOWN_SLOT) belongs to none: it must not open one.
+    non_meta = ~meta_mask(r) & (r["slot_idx"] != UNKNOWN_SLOT)
     keys = launch_keys(r)
     opener = non_meta & ((status == SlotStatus.BEGIN) | (status == SlotStatus.PUBLISHED))
     # Slots that never had a BEGIN/PUBLISHED record (other writers' logs): their first record opens them.
@@ -235,9 +237,9 @@ def unclaimed_slots(records: Records, launches: Launches | None = None) -> list[
 class CrashWindow:
     """The launch that was running when a fault was seen, and the fault.
 
-    ``launch_record`` is the last launch of the fault's track, opened at or
-    before the fault record, with no ``COMPLETED`` record: what the device had
-    reached. The window runs from its timestamp to the fault record's.
+    ``launch_record`` is the record that opened the launch the fault names
+    (-1 when it names none: ``slot_idx`` is then ``UNKNOWN_SLOT``). The
+    window runs from its timestamp to the fault record's.
     """
 
     tenant_id: int
@@ -257,7 +259,13 @@ class CrashWindow:
 
 
 def crash_windows(records: Records, launches: Launches | None = None) -> list[CrashWindow]:
-    """One window per ``FAULTED`` or ``HUNG`` record that has an open launch before it on its track."""
+    """One window per ``FAULTED`` or ``HUNG`` record: the launch it names, not a neighbour on its track.
+
+    A record that names no launch (``UNKNOWN_SLOT``) gets a window of its own with that slot; one whose
+    breadcrumbs were lost is its own launch (it carries the same words), and its window starts at it. Only
+    a record that names a launch that completed (other writers) falls back to the last open launch of its
+    track opened at or before it.
+    """
     r = _check(records)
     ls = launches if launches is not None else find_launches(r)
     status = r["slot_status"]
@@ -266,25 +274,37 @@ def crash_windows(records: Records, launches: Launches | None = None) -> list[Cr
     open_rows = np.flatnonzero(~ls.completed)
     for f in faults.tolist():
         t = r["tenant_id"][f]
-        rows = open_rows[(ls.tenant[open_rows] == t) & (ls.index[open_rows] <= f)]
-        if not rows.size:
+        end = int(r["timestamp_ns"][f])
+        fields = {
+            "tenant_id": int(t),
+            "fault_record": int(f),
+            "fault_slot_idx": int(r["slot_idx"][f]),
+            "fault_status": int(status[f]),
+            "failure_class": int(r["failure_class"][f]),
+            "backend_error_code": int(r["backend_error_code"][f]),
+        }
+        if int(r["slot_idx"][f]) == UNKNOWN_SLOT:
+            unknown = {"launch_record": -1, "slot_idx": UNKNOWN_SLOT, "opcode": 0}
+            out.append(CrashWindow(start_ns=end, end_ns=end, **unknown, **fields))
             continue
-        row = int(rows[-1])
+        row = int(ls.group[f])
+        if row < 0 or ls.completed[row]:
+            # The record names a launch that completed (another writer's convention): the last open launch
+            # of its track before it is what the device had reached.
+            rows = open_rows[(ls.tenant[open_rows] == t) & (ls.index[open_rows] <= f)]
+            if not rows.size:
+                continue
+            row = int(rows[-1])
         li = int(ls.index[row])
-        start, end = int(r["timestamp_ns"][li]), int(r["timestamp_ns"][f])
+        start = int(r["timestamp_ns"][li])
         out.append(
             CrashWindow(
-                tenant_id=int(t),
                 launch_record=li,
-                fault_record=int(f),
                 start_ns=min(start, end),
                 end_ns=max(start, end),
                 slot_idx=int(ls.slot[row]),
                 opcode=int(ls.opcode[row]),
-                fault_slot_idx=int(r["slot_idx"][f]),
-                fault_status=int(status[f]),
-                failure_class=int(r["failure_class"][f]),
-                backend_error_code=int(r["backend_error_code"][f]),
+                **fields,
             )
         )
     return out
