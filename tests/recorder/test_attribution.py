@@ -24,7 +24,7 @@ from tests.helpers.gpu import requires_gpu
 from tests.helpers.recorder import Axpy, Hold, log_records, with_status
 from vrrl_gpu import Recorder, SlotStatus
 from vrrl_gpu._cli import main
-from vrrl_gpu.errors import TwinCudaError
+from vrrl_gpu.backends import TwinCudaError
 from vrrl_gpu.format import UNKNOWN_SLOT, read_sidecar
 from vrrl_gpu.reproduce import read_plan
 
