@@ -450,3 +450,37 @@ def test_cupy_bound_pack_points_cupy_at_the_exact_parameter_values() -> None:
     base = (ring.records_ptr, ring.commits_ptr, 4095)
     rest = (9, 7, 0xABCDEF01, 1, 2, 3, 2**32 - 1, 11, 1, -(10**9))
     assert values == [(*base, 5, *rest), (*base, 2**40 + 3, *rest)]
+
+
+# ---- stream keys -------------------------------------------------------------------------------------
+
+
+class _ProtocolStream:
+    """A stream of another library that speaks only the CUDA Python stream protocol."""
+
+    def __init__(self, handle: int, version: int = 0) -> None:
+        self._answer = (version, handle)
+
+    def __cuda_stream__(self) -> tuple[int, int]:
+        return self._answer
+
+
+def test_stream_key_takes_ptr_or_the_cuda_stream_protocol() -> None:
+    with TwinBackend() as b:
+        assert b.stream_key(SimpleNamespace(ptr=0x7F00)) == 0x7F00
+        assert b.stream_key(SimpleNamespace(ptr=np.uint64(0x7F10))) == 0x7F10
+        assert b.stream_key(_ProtocolStream(0xABC0)) == 0xABC0
+        assert b.stream_key(None) == b.stream_key(b.current_stream()) == b.current_stream().ptr
+        s = b.new_stream()
+        assert b.stream_key(s) == s.ptr != b.stream_key(None)
+        with pytest.raises(KernelArgumentError, match="version 0"):
+            b.stream_key(_ProtocolStream(0xABC0, version=1))
+        with pytest.raises(KernelArgumentError, match="__cuda_stream__"):
+            b.stream_key(object())
+
+
+def test_every_abstract_method_states_its_contract() -> None:
+    for name in sorted(Backend.__abstractmethods__):
+        doc = getattr(Backend, name).__doc__ or ""
+        assert len(doc.split()) >= 8, f"Backend.{name} has no contract in its docstring"
+    assert "sticky" in (Backend.__doc__ or "")

@@ -5,70 +5,15 @@ device through CuPy) and :class:`~vrrl_gpu.backends._twin.TwinBackend` (the
 same ``kernels/`` sources compiled for the CPU). Everything above this layer
 talks only to :class:`Backend`.
 
-Interface (every method may raise the backend's CUDA error: CuPy's own
-exceptions, unchanged, or :class:`~vrrl_gpu.backends.TwinCudaError`):
+The contract of each method is written on the method of :class:`Backend`, and
+the rules that hold for all of them (which errors, what a sticky error forbids)
+on the class.
 
-``name``, ``is_simulated``
-    ``"cupy"`` / ``"twin"``; True for the twin.
-``device_info() -> dict``
-    ``name``, ``uuid``, ``compute_capability``, ``driver_version``,
-    ``runtime_version``, ``cupy_version`` (``"twin"`` on the twin), ``backend``,
-    ``simulated``.
-``alloc_pinned(nbytes) -> HostAllocation``
-    Page-locked, device-mapped host memory (zeroed on the twin only).
-``register_host(buf) -> HostAllocation``
-    Pins and maps an existing host buffer (an mmap of a /dev/shm file);
-    ``close()`` unregisters it.
-``alloc_counter() -> DeviceCounter``
-    A zeroed u64 in device memory (the device-sequenced ring's counter).
-``alloc_device(nbytes) -> DeviceBuffer``
-    Zeroed device memory, for demo and test kernels.
-``load(source_file, kernel_name) -> KernelHandle``
-    A kernel from ``kernels/`` (a bare file name) or any ``.cu`` path;
-    compiled once per device (CuPy) or once per source hash (twin).
-``launch(kernel, grid, block, args, *, stream=None, shared_mem=0)``
-    Enqueues and returns at once. Arguments are converted with the kernel's
-    parsed signature: pointers accept an ``int`` address, ``None`` (null), or
-    an object with ``device_ptr``; CuPy arrays on the CuPy backend, numpy
-    arrays on the twin. Scalars accept Python or numpy numbers that fit.
-``pack(ring, seq, *, slot_idx, tenant_id, opcode, words, epoch, slot_status=0, ts_offset=0, stream=None)``
-    Enqueues ``vrrl_pack`` (host-sequenced record ``seq``) on ``stream``.
-``pack_devseq(ring, counter, *, tenant_id, opcode, words, epoch, slot_status=0, ts_offset=0, stream=None)``
-    Enqueues ``vrrl_pack_devseq`` (sequence claimed from ``counter``).
-``bind_pack(ring, *, stream, tenant_id, ts_offset) -> PackLauncher``
-    ``vrrl_pack`` with the arguments that never change for a stream bound
-    once (a prebuilt parameter block); calling it with ``(seq, slot_idx,
-    opcode, words, epoch, slot_status)`` is one launch, nothing converted.
-    Values must already be valid (the recorder checks them); one caller at a time.
-``current_stream()``, ``new_stream()``
-    Stream objects with an int ``ptr`` (``cupy.cuda.Stream`` on CuPy).
-``launch_stream()``
-    The caller's current stream for a recorded launch, after checking that
-    the current device is this backend's (one query; CuPy: ``getDevice``).
-``stream_query(stream) -> int``
-    CUDA semantics: 0 all work done, 600 not ready, anything else the error.
-``synchronize(stream=None)``
-    Waits for ``stream`` (or the whole device) and raises the CUDA error.
-``is_capturing(stream) -> bool``
-    True while ``stream`` captures into a CUDA graph (also once the capture
-    is invalidated). Streams of both backends have ``begin_capture()`` and
-    ``end_capture() -> graph`` with ``graph.launch(stream)``; while one
-    captures, allocations, device or stream synchronization and queries of
-    the capturing stream fail with 900 and invalidate the capture.
-``stream_key(stream) -> int``
-    A stable key for a stream (its ``ptr``), for per-stream bookkeeping.
-``error_for(code) -> Exception``
-    The exception this backend raises for a CUDA error code (CuPy's
-    ``CUDARuntimeError``; the twin's :class:`~vrrl_gpu.backends.TwinCudaError`),
-    for codes found by ``stream_query``.
-``calibrate() -> int``
-    ``ts_offset`` in ns: UNIX-epoch ns minus ``%globaltimer`` (0 on the twin).
-``close()``
-    Releases what the backend holds; idempotent. Backends are context managers.
-``abandon()``
-    After a sticky error, instead of ``close()``: leaks what only a CUDA call
-    could free (compiled modules), so no finalizer touches the dead context.
-    ``HostAllocation.leak()`` / ``DeviceCounter.leak()`` do the same for memory.
+Graph capture: streams of both backends have ``begin_capture()`` and
+``end_capture() -> graph`` with ``graph.launch(stream)``; while one captures,
+allocations, device or stream synchronization and queries of the capturing
+stream fail with 900 and invalidate the capture (:meth:`Backend.is_capturing`
+stays True until ``end_capture``, which then raises 901).
 """
 
 from __future__ import annotations
@@ -575,28 +520,70 @@ def numpy_args(
 
 
 class Backend(abc.ABC):
-    """A device the recorder can drive (see the module docstring for the contract of each method)."""
+    """A device the recorder can drive. Each method's docstring is its contract.
+
+    Rules for every method: a CUDA failure raises the backend's own CUDA error
+    (CuPy's exceptions unchanged; the twin's :class:`~vrrl_gpu.backends.TwinCudaError`),
+    never a wrapped or swallowed one; bad arguments found before touching the
+    device raise a typed :mod:`vrrl_gpu.errors` error. Once a *sticky* error
+    (700, 710, 719, ... : ``CUDA_ERROR_TABLE[code].sticky``) has happened the
+    context is dead: every later call that would reach CUDA raises that error
+    again (:meth:`stream_query` returns its code instead), and nothing may be
+    freed through CUDA (:meth:`abandon` replaces :meth:`close`).
+    """
 
     name: str = ""
     is_simulated: bool = False
 
     @abc.abstractmethod
-    def device_info(self) -> dict[str, Any]: ...
+    def device_info(self) -> dict[str, Any]:
+        """The device's identity for the sidecar: ``name``, ``uuid``, ``compute_capability``,
+        ``driver_version``, ``runtime_version``, ``cupy_version`` (``"twin"`` on the twin), ``backend``,
+        ``simulated``.
+
+        Queried for the sidecar; may raise the CUDA error of a device that cannot be queried.
+        """
 
     @abc.abstractmethod
-    def alloc_pinned(self, nbytes: int) -> HostAllocation: ...
+    def alloc_pinned(self, nbytes: int) -> HostAllocation:
+        """Page-locked, device-mapped host memory of ``nbytes`` (zeroed on the twin only).
+
+        The caller owns the allocation and releases it with ``close()`` (or ``leak()`` after a
+        sticky error). Raises the CUDA error of the allocation (2 out of memory), or the sticky error.
+        """
 
     @abc.abstractmethod
-    def register_host(self, buf: npt.NDArray[np.uint8]) -> HostAllocation: ...
+    def register_host(self, buf: npt.NDArray[np.uint8]) -> HostAllocation:
+        """Pin and map an existing host buffer (an mmap of a /dev/shm file) for the device.
+
+        ``buf`` stays the caller's; the returned allocation owns the registration and
+        ``close()`` unregisters it. A range registered twice raises 712; a buffer that is
+        not a writable, contiguous uint8 array raises :class:`~vrrl_gpu.errors.StagingError`.
+        """
 
     @abc.abstractmethod
-    def alloc_counter(self) -> DeviceCounter: ...
+    def alloc_counter(self) -> DeviceCounter:
+        """A zeroed u64 in device memory, the device-sequenced ring's counter; the caller owns it.
+
+        ``read()`` synchronizes, so it raises a pending fault like :meth:`synchronize`.
+        """
 
     @abc.abstractmethod
-    def alloc_device(self, nbytes: int) -> DeviceBuffer: ...
+    def alloc_device(self, nbytes: int) -> DeviceBuffer:
+        """Zeroed device memory for demo and test kernels; the caller owns it (``close()``).
+
+        Raises the allocation's CUDA error (1 for ``nbytes <= 0``, 2 out of memory) or the sticky error.
+        """
 
     @abc.abstractmethod
-    def load(self, source_file: str | Path, kernel_name: str) -> KernelHandle: ...
+    def load(self, source_file: str | Path, kernel_name: str) -> KernelHandle:
+        """A kernel from ``kernels/`` (a bare file name) or any ``.cu`` path.
+
+        Compiled once per device (CuPy) or per source hash (twin); the backend owns the
+        module (freed by :meth:`close`, kept by :meth:`abandon`). A missing file raises
+        :class:`~vrrl_gpu.errors.KernelSourceError`, a compile failure
+        :class:`~vrrl_gpu.errors.KernelCompileError`, an unknown kernel name 500.
+        """
 
     @abc.abstractmethod
     def launch(
@@ -608,30 +595,82 @@ class Backend(abc.ABC):
         *,
         stream: Any = None,
         shared_mem: int = 0,
-    ) -> None: ...
+    ) -> None:
+        """Enqueue ``kernel`` on ``stream`` (None: the current stream) and return at once.
+
+        Arguments are converted with the kernel's parsed signature (pointers: an ``int``
+        address, ``None``, an object with ``device_ptr``, this backend's arrays; scalars:
+        numbers that fit), else :class:`~vrrl_gpu.errors.KernelArgumentError` before anything
+        is enqueued. A bad configuration raises its CUDA error here and is not sticky; a fault
+        of the kernel itself is *not* raised here but later, by :meth:`synchronize` or
+        :meth:`stream_query`. After a sticky error it raises that error and enqueues nothing.
+        """
 
     @abc.abstractmethod
-    def current_stream(self) -> Any: ...
+    def current_stream(self) -> Any:
+        """The caller's current stream (``cupy.cuda.Stream`` on CuPy): an object with an int ``ptr``.
+
+        Makes no CUDA call, so it works after a sticky error.
+        """
 
     @abc.abstractmethod
-    def new_stream(self) -> Any: ...
+    def new_stream(self) -> Any:
+        """A new stream, owned by the caller (dropping it destroys it); raises the sticky error."""
 
     @abc.abstractmethod
-    def stream_query(self, stream: Any = None) -> int: ...
+    def stream_query(self, stream: Any = None) -> int:
+        """CUDA's ``cudaStreamQuery``, without raising: 0 all work done, 600 not ready, else the error code.
+
+        Never blocks. This is how the drain thread and the watchdog look for an
+        asynchronous fault: after a sticky error it returns that code (turn it into an
+        exception with :meth:`error_for`).
+        """
 
     @abc.abstractmethod
-    def synchronize(self, stream: Any = None) -> None: ...
+    def synchronize(self, stream: Any = None) -> None:
+        """Wait for ``stream`` (None: the whole device), then raise the CUDA error of any fault.
+
+        The place an asynchronous fault surfaces as an exception; after a sticky error it
+        raises that error at once.
+        """
 
     @abc.abstractmethod
-    def calibrate(self) -> int: ...
+    def calibrate(self) -> int:
+        """``ts_offset`` in ns: UNIX-epoch ns minus the device's ``%globaltimer`` (0 on the twin).
+
+        Launches a kernel and synchronizes on CuPy, so it raises like :meth:`synchronize`.
+        """
 
     @abc.abstractmethod
-    def error_for(self, code: int) -> Exception: ...
+    def error_for(self, code: int) -> Exception:
+        """The exception this backend raises for CUDA error ``code`` (CuPy's ``CUDARuntimeError``, the
+        twin's ``TwinCudaError``), for codes :meth:`stream_query` returned. Makes no CUDA call."""
 
     def stream_key(self, stream: Any) -> int:
-        """A stable key for ``stream`` (None: the current stream): its ``ptr``."""
+        """A stable key for ``stream`` (None: the current stream), for per-stream bookkeeping.
+
+        The stream's int ``ptr`` (CuPy, the twin), or the handle of the CUDA Python
+        stream protocol: ``stream.__cuda_stream__()`` returns ``(0, address of the
+        cudaStream_t)`` (cuda.core, cuda.bindings, other libraries' streams).
+        """
         s = self.current_stream() if stream is None else stream
-        return int(s.ptr)
+        ptr = getattr(s, "ptr", None)
+        if type(ptr) is int:
+            return ptr
+        proto = getattr(s, "__cuda_stream__", None)
+        if proto is not None:
+            got = proto()
+            if not (isinstance(got, tuple) and len(got) == 2 and got[0] == 0 and isinstance(got[1], int)):
+                raise KernelArgumentError(
+                    f"expected __cuda_stream__() to return (0, stream handle), got {got!r} "
+                    f"from {type(s).__name__}; only version 0 of the CUDA stream protocol is known"
+                )
+            return int(got[1])
+        if isinstance(ptr, (int, np.integer)) and not isinstance(ptr, bool):
+            return int(ptr)
+        raise KernelArgumentError(
+            f"expected a stream with an int ptr or the __cuda_stream__ protocol, got {type(s).__name__}"
+        )
 
     def check_device(self) -> None:  # noqa: B027 - a default that backends with one device keep
         """Raise :class:`~vrrl_gpu.errors.WrongDeviceError` when the caller's current device is not ours."""
@@ -641,15 +680,26 @@ class Backend(abc.ABC):
         return False
 
     def launch_stream(self) -> Any:
-        """The caller's current stream for a recorded launch, after checking the current device is ours."""
+        """The caller's current stream for a recorded launch, after checking the current device is ours.
+
+        One query (CuPy: ``getDevice``); raises :class:`~vrrl_gpu.errors.WrongDeviceError` on another device.
+        """
         self.check_device()
         return self.current_stream()
 
     @abc.abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release what the backend owns (compiled modules, the twin's stream workers); idempotent.
+
+        Not after a sticky error: freeing through a dead context is what :meth:`abandon` avoids.
+        """
 
     def abandon(self) -> None:  # noqa: B027 - a default for backends whose objects need no CUDA call to free
-        """After a sticky error, instead of :meth:`close`: keep what would need a CUDA call to free alive."""
+        """After a sticky error, instead of :meth:`close`: keep what would need a CUDA call to free alive.
+
+        Leaks compiled modules, so that no finalizer touches the dead context;
+        ``HostAllocation.leak()`` / ``DeviceCounter.leak()`` do the same for memory.
+        """
 
     def pack(
         self,
@@ -701,9 +751,12 @@ class Backend(abc.ABC):
         )  # fmt: skip
 
     def bind_pack(self, ring: RingPointers, *, stream: Any, tenant_id: int, ts_offset: int) -> PackLauncher:
-        """``vrrl_pack`` on ``stream`` with ``ring``, ``tenant_id`` and ``ts_offset`` bound (module doc).
+        """``vrrl_pack`` on ``stream`` with ``ring``, ``tenant_id`` and ``ts_offset`` bound: the launch path.
 
-        This default goes through :meth:`pack`; backends override it with a prebuilt parameter block.
+        Calling the result with ``(seq, slot_idx, opcode, words, epoch, slot_status)``
+        is one launch with nothing converted, so values must already be valid (the
+        recorder checks them), and one caller at a time. This default goes through
+        :meth:`pack`; backends override it with a prebuilt parameter block.
         """
 
         def bound(
