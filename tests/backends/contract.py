@@ -24,12 +24,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers.strategies import KNOWN_STATUSES, records
+from vrrl_gpu import Record
 from vrrl_gpu.backends import Backend, HostAllocation, RingPointers
 from vrrl_gpu.capture import ShmSegment, StagingRing, pack_reference
 from vrrl_gpu.errors import KernelArgumentError
 from vrrl_gpu.format import RECORD_DTYPE, RECORD_MAGIC, FailureClass, SlotStatus
 
-U32 = st.integers(0, 2**32 - 1)
 NO_POISON = 0xFFFFFFFF
 FAULT_ILLEGAL_ADDRESS, FAULT_TRAP, FAULT_ASSERT = 1, 2, 3
 #: Precedes the one JSON line a scenario child prints (device printf output may come before or after it).
@@ -142,30 +143,20 @@ class BackendContract:
     # ---- records ------------------------------------------------------------------------------------
 
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(
-        seq=st.integers(0, 2**64 - 2),
-        slot_idx=U32,
-        tenant_id=U32,
-        opcode=U32,
-        words=st.tuples(U32, U32, U32, U32),
-        epoch=U32,
-        slot_status=st.integers(0, 8),
-    )
+    @given(seq=st.integers(0, 2**64 - 2), rec=records(slot_status=KNOWN_STATUSES))
     def test_pack_is_byte_identical_to_the_reference_packer(
-        self,
-        backend: Backend,
-        seq: int,
-        slot_idx: int,
-        tenant_id: int,
-        opcode: int,
-        words: tuple[int, int, int, int],
-        epoch: int,
-        slot_status: int,
+        self, backend: Backend, seq: int, rec: Record
     ) -> None:
         n = 8
         _mem, ring, ptrs = make_ring(backend, n)
-        fields: dict[str, Any] = {"slot_idx": slot_idx, "tenant_id": tenant_id, "opcode": opcode,
-                                  "words": words, "epoch": epoch, "slot_status": slot_status}  # fmt: skip
+        fields: dict[str, Any] = {
+            "slot_idx": rec.slot_idx,
+            "tenant_id": rec.tenant_id,
+            "opcode": rec.opcode,
+            "words": rec.args,
+            "epoch": rec.epoch,
+            "slot_status": rec.slot_status,
+        }
         offset = self._offset(backend)
         t0 = time.time_ns()
         backend.pack(ptrs, seq, ts_offset=offset, **fields)

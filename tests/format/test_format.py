@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.helpers.strategies import records
 from vrrl_gpu import RECORD_DTYPE, FailureClass, Record, SlotStatus
 from vrrl_gpu.errors import CapacityOverflowError, RecordValueError, ZeroCapacityError
 from vrrl_gpu.format import HEADER_DTYPE, as_record_array, check_capacity
@@ -111,22 +112,7 @@ def test_record_evidence_is_any_of_the_last_four_words() -> None:
         assert _rec(**kw).has_evidence
 
 
-records_st = st.builds(
-    Record,
-    timestamp_ns=st.integers(0, 2**64 - 1),
-    slot_idx=st.integers(0, 2**32 - 1),
-    tenant_id=st.integers(0, 2**32 - 1),
-    opcode=st.integers(0, 2**32 - 1),
-    args=st.tuples(*[st.integers(0, 2**32 - 1)] * 4),
-    epoch=st.integers(0, 2**32 - 1),
-    slot_status=st.integers(0, 2**32 - 1),
-    failure_class=st.integers(0, 2**32 - 1),
-    backend_error_code=st.integers(0, 2**32 - 1),
-    output_digest=st.integers(0, 2**64 - 1),
-)
-
-
-@given(st.lists(records_st, max_size=20))
+@given(st.lists(records(), max_size=20))
 def test_records_round_trip_through_the_dtype_and_dicts(recs: list[Record]) -> None:
     arr = as_record_array(recs)
     assert arr.dtype == RECORD_DTYPE
