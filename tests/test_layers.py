@@ -108,3 +108,18 @@ def test_the_architecture_page_lists_every_layer() -> None:
         if layer.startswith("__"):
             continue
         assert f"`{layer}" in page, layer
+
+
+def test_the_architecture_table_is_this_rule() -> None:
+    # The "may import" column of docs/architecture.md, parsed, must be ALLOWED: one rule, two views of it.
+    page = (PKG.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = page.split("## The import rule", 1)[1].split("\n## ", 1)[0]
+    table: dict[str, set[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or not cells[0].startswith("`"):
+            continue
+        allowed = set() if cells[1] == "nothing" else {n.strip() for n in cells[1].split(",")}
+        for layer in cells[0].replace("`", "").split(","):
+            table[layer.strip()] = allowed
+    assert table == {k: v for k, v in ALLOWED.items() if not k.startswith("__")}
