@@ -107,18 +107,33 @@ def _host_costs(device: str, calls: int, tmp: str) -> tuple[str, list[Row]]:
                 bare_fn()
 
         rows.append(("rec.slot around the bare launch (begin)", _per_call_us(in_slot, calls, sync), pack))
+        ik = rec.instrument(k, "vrrl_demo_spin", opcode=op)
+        instrumented = f"<= {TARGET_INSTRUMENTED}x"
+        rows.append(
+            (
+                "rec.instrument (begin)",
+                _per_call_us(lambda: ik(1, 1, args, stream=s), calls, sync),
+                instrumented,
+            )
+        )
     finally:
         rec.close()
     for label, kw in (
         ("rec.launch (begin), capture_check='probe'", {}),
         ("rec.launch (begin+end)", {"breadcrumbs": "begin+end", "capture_check": "declared"}),
+        ("rec.instrument (begin+end)", {"breadcrumbs": "begin+end", "capture_check": "declared"}),
     ):
         other = _recorder(tmp, f"other{len(rows)}.vrrl", device, **kw)
         try:
             k2, a2 = _kernel(other)
             s2 = other.backend.new_stream()
             fn = _launcher(other, k2, a2, other.opcode("spin"), s2)
-            rows.append((label, _per_call_us(fn, calls, other.synchronize), pack))
+            target = pack
+            if label.startswith("rec.instrument"):
+                ik2 = other.instrument(k2, "vrrl_demo_spin", opcode=other.opcode("spin"))
+                fn = functools.partial(ik2, 1, 1, a2, stream=s2)
+                target = f"<= {TARGET_INSTRUMENTED}x"
+            rows.append((label, _per_call_us(fn, calls, other.synchronize), target))
         finally:
             other.close()
     os.environ["VRRL_DISABLE"] = "1"
@@ -222,7 +237,17 @@ def _call_counts(tmp: str) -> list[tuple[str, int, int, str]]:
             rec.synchronize()
         finally:
             rec.close()
-    out.append(("instrumented kernel (rec.instrument)", -1, -1, "1 launch, 0 queries"))
+    for mode in ("begin", "begin+end"):
+        cb = CountingBackend(get_backend("twin"))
+        rec = _recorder(tmp, f"count-instr-{mode}.vrrl", cb, breadcrumbs=mode, capture_check="declared")
+        try:
+            ik = rec.instrument(rec.backend.load("vrrl_demo.cu", "vrrl_demo_spin"), opcode=rec.opcode("spin"))
+            s = cb.new_stream()
+            ik(1, 1, (0,), stream=s)
+            one = functools.partial(ik, 1, 1, (0,), stream=s)
+            out.append((f"rec.instrument ({mode}, stream=s)", *_count_one(cb, one), "1 launch, 0 queries"))
+        finally:
+            rec.close()
     return out
 
 
@@ -252,8 +277,6 @@ def main() -> None:
         print(f"{'measure':<{w}}  {'µs/call':>9}  {'x bare':>7}  target")
         for label, us, target in rs:
             print(f"{label:<{w}}  {us:9.2f}  {us / bare:7.2f}  {target}")
-        na = "instrumented kernel (rec.instrument)"
-        print(f"{na:<{w}}  {'n/a':>9}  {'n/a':>7}  <= {TARGET_INSTRUMENTED}x (not built)")
 
     table("twin (the CPU twin, not a GPU): host time per call, one explicit stream", twin_rows)
     if gpu_rows:

@@ -32,6 +32,7 @@ __all__ = [
     "RecorderPoisonedError",
     "WrongDeviceError",
     "CaptureError",
+    "InstrumentError",
     "SidecarError",
     "RegistryError",
     "ReplayError",
@@ -196,6 +197,10 @@ class WrongDeviceError(VrrlError, ValueError):
 
 class CaptureError(VrrlError, RuntimeError):
     """A recorded launch under CUDA graph capture cannot be recorded without a call the capture forbids."""
+
+
+class InstrumentError(VrrlError, ValueError):
+    """A kernel ``rec.instrument`` cannot rewrite (the message says why; ``rec.wrap`` records it instead)."""
 
 
 class SidecarError(VrrlError, ValueError):

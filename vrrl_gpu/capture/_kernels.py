@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 #: The files ``kernels/`` must hold.
-KERNEL_FILES = ("vrrl_record.cuh", "vrrl_pack.cu", "vrrl_demo.cu", "twin_shim.h")
+KERNEL_FILES = ("vrrl_record.cuh", "vrrl_instrument.cuh", "vrrl_pack.cu", "vrrl_demo.cu", "twin_shim.h")
 
 _SENTINEL = "vrrl_record.cuh"
 

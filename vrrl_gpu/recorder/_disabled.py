@@ -78,6 +78,15 @@ class _DisabledRecorder(Recorder):
     def wrap(self, kernel: Any, **_: Any) -> Any:
         return kernel
 
+    def instrument(self, kernel: Any, name: str | None = None, **_: Any) -> Any:
+        """The kernel itself, not rewritten (a source or a path is loaded as it is)."""
+        if callable(kernel):
+            return kernel
+        from vrrl_gpu.recorder._instrument import kernel_source, plain_file
+
+        source, kname = kernel_source(kernel, name)
+        return self.backend.load(plain_file(source, kname), kname)
+
     def slot(self, opcode: int = 0, words: Sequence[int] | None = None, **_: Any) -> Any:
         return contextlib.nullcontext(0)
 

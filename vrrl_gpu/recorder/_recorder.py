@@ -108,6 +108,7 @@ class Recorder:
         # The launch path finds a stream's state by the stream object's identity: no query, no hashing.
         self._by_id: dict[int, _StreamState] = {}
         self._probe_capture = opts.capture_check == "probe"
+        self._instr_done: Any = None
         self._device_ring: tuple[StagingRing, RingPointers, DeviceCounter, Callable[[bool], None]] | None = (
             None
         )
@@ -326,6 +327,25 @@ class Recorder:
 
         return deco
 
+    def instrument(
+        self,
+        kernel: Any,
+        name: str | None = None,
+        *,
+        opcode: int,
+        words: Callable[[tuple[Any, ...]], Sequence[int]] | Sequence[int] | None = None,
+    ) -> Callable[..., None]:
+        """A launcher with ``RawKernel.__call__``'s signature whose kernel writes its own breadcrumbs.
+
+        ``kernel``: CUDA source text (with ``name``), a ``.cu`` path, a kernel from ``rec.backend.load``
+        or a ``cupy.RawKernel``. The source is rewritten (recorder/_instrument.py) and compiled once; each
+        call is one launch, its records in the device-sequenced ring. Raises InstrumentError, saying why,
+        for kernels it cannot rewrite (use :meth:`wrap` for those).
+        """
+        from vrrl_gpu.recorder._instrument import instrument
+
+        return instrument(self, kernel, name, _checked_opcode(opcode), words)
+
     @contextlib.contextmanager
     def capturing(self, stream: Any = None) -> Iterator[None]:
         """Declare that the body captures ``stream`` (default: the current one) into a CUDA graph.
@@ -479,6 +499,9 @@ class Recorder:
             _release(st.release, release_cuda)
         if self._device_ring is not None:
             _release(self._device_ring[3], release_cuda)
+        if self._instr_done is not None:
+            done = self._instr_done
+            _release(lambda ok: done.close() if ok else done.leak(), release_cuda)
         try:
             self._log.sync()
         except VrrlError as exc:
