@@ -20,7 +20,12 @@ from vrrl_gpu.analysis._follow import LogFollower
 from vrrl_gpu.analysis._launches import code_label
 from vrrl_gpu.analysis._report import DEFAULT_LAST, write_report
 from vrrl_gpu.analysis._stats import compute_stats
-from vrrl_gpu.analysis.exporters._registry import FORMATS, export_formats, merge_formats
+from vrrl_gpu.analysis.exporters._registry import (
+    DEFAULT_MERGE_FORMAT,
+    FORMATS,
+    export_formats,
+    merge_formats,
+)
 from vrrl_gpu.format._layout import UNKNOWN_SLOT, FailureClass, SlotStatus
 from vrrl_gpu.format._ringlog import RingLog
 from vrrl_gpu.format._sidecar import opcode_label, slot_label
@@ -80,9 +85,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--format",
         choices=merge_formats(),
-        default="vrrl",
+        default=DEFAULT_MERGE_FORMAT,
         help=", ".join(
-            f"{f.name} ({'default; ' if f.name == 'vrrl' else ''}"
+            f"{f.name} ({'default; ' if f.name == DEFAULT_MERGE_FORMAT else ''}"
             f"{'with an origin column' if f.origin_column else 'origin kept only as tenant id'})"
             for f in FORMATS.values()
             if f.merge

@@ -15,7 +15,7 @@ import numpy as np
 
 from vrrl_gpu.analysis._merge import merge_logs
 from vrrl_gpu.analysis.exporters._output import AtomicOutput, SinkContext, drive
-from vrrl_gpu.analysis.exporters._registry import FORMATS, get_format
+from vrrl_gpu.analysis.exporters._registry import DEFAULT_MERGE_FORMAT, FORMATS, get_format
 from vrrl_gpu.analysis.exporters._rows import ProgressFn, opcode_names_of
 from vrrl_gpu.errors import CapacityOverflowError, RecordValueError, VrrlIoError
 from vrrl_gpu.format._reader import iter_record_chunks
@@ -62,7 +62,7 @@ class MergeSummary:
 def merge_to(
     paths: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
-    fmt: str = "vrrl",
+    fmt: str = DEFAULT_MERGE_FORMAT,
     *,
     force: bool = False,
     salvage: bool = False,

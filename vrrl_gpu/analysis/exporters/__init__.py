@@ -11,6 +11,7 @@ from vrrl_gpu.analysis.exporters._chrome import chrome_trace
 from vrrl_gpu.analysis.exporters._output import Extra, Sink, SinkContext
 from vrrl_gpu.analysis.exporters._parquet import parquet_schema
 from vrrl_gpu.analysis.exporters._registry import (
+    DEFAULT_MERGE_FORMAT,
     FORMATS,
     ExportFormat,
     export_formats,
@@ -31,6 +32,7 @@ from vrrl_gpu.analysis.exporters._rows import (
 __all__ = [
     # the registry
     "FORMATS",
+    "DEFAULT_MERGE_FORMAT",
     "ExportFormat",
     "export_formats",
     "merge_formats",

@@ -23,6 +23,7 @@ from vrrl_gpu.format._layout import MAX_CAPACITY
 __all__ = [
     "ExportFormat",
     "FORMATS",
+    "DEFAULT_MERGE_FORMAT",
     "register",
     "unregister",
     "export_formats",
@@ -61,6 +62,9 @@ class ExportFormat:
 
 #: Every format by name, in the order the CLI and the docs list them.
 FORMATS: dict[str, ExportFormat] = {}
+
+#: What ``vrrl merge`` and :func:`~vrrl_gpu.analysis.merge_to` write unless told otherwise.
+DEFAULT_MERGE_FORMAT = "vrrl"
 
 
 def register(fmt: ExportFormat) -> ExportFormat:
