@@ -29,8 +29,8 @@ def wants_progress(stream: TextIO | None = None) -> bool:
 @contextlib.contextmanager
 def progress_bar(
     description: str, *, stream: TextIO | None = None, enabled: bool | None = None
-) -> Iterator[Callable[[int, int | None], None]]:
-    """Yields ``update(done, total_or_None)``; draws a transient rich bar on stderr, or does nothing.
+) -> Iterator[Callable[..., None]]:
+    """Yields ``update(done, total_or_None, description=None)``; a transient rich bar on stderr, or nothing.
 
     ``enabled`` overrides the terminal check (tests); output never goes to stdout.
     """
@@ -52,11 +52,14 @@ def progress_bar(
     ) as bar:
         task = bar.add_task(description, total=None)
 
-        def update(done: int, total: int | None) -> None:
-            bar.update(task, completed=done, total=total)
+        def update(done: int, total: int | None, description: str | None = None) -> None:
+            if description is None:
+                bar.update(task, completed=done, total=total)
+            else:
+                bar.update(task, completed=done, total=total, description=description)
 
         yield update
 
 
-def _noop(done: int, total: int | None) -> None:
+def _noop(done: int, total: int | None, description: str | None = None) -> None:
     return None

@@ -15,6 +15,7 @@ from vrrl_gpu._cli._progress import progress_bar
 from vrrl_gpu.format._layout import SlotStatus
 from vrrl_gpu.format._sidecar import opcode_label
 from vrrl_gpu.reproduce._plan import REPLAY_DEVICES
+from vrrl_gpu.reproduce._sampler import MATCH_MODES
 
 __all__ = ["register"]
 
@@ -70,7 +71,72 @@ def register(sub: Any) -> None:
     p.add_argument(
         "-o", "--output", metavar="SMALL.vrrl", help="with --minimize: write the minimal sequence here"
     )
-    p.add_argument("--jobs", type=positive_int, default=None, help="with --minimize: trials run at once")
+    g = p.add_argument_group(
+        "flaky failures",
+        "each sequence runs in up to N fresh processes (docs/reproducing-crashes.md: the stopping rules)",
+    )
+    g.add_argument(
+        "--trials",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="trials per sequence; stops early once the Wilson interval of the rate lies above or below "
+        "--min-rate, so a failure that reproduces on the first trial costs one (default: 1)",
+    )
+    g.add_argument(
+        "--min-trials",
+        type=positive_int,
+        default=1,
+        metavar="M",
+        help="without --minimize: at least M trials before stopping early, to measure the rate (default: 1)",
+    )
+    g.add_argument(
+        "--min-rate",
+        type=_rate,
+        default=None,
+        metavar="R",
+        help="the rate that counts as reproducing: replay, the stopping rule's threshold (default: 0.05); "
+        "--minimize, the reference rate candidates are tested against (default: the original's rate)",
+    )
+    g.add_argument(
+        "--confidence",
+        type=_confidence,
+        default=0.95,
+        metavar="C",
+        help="confidence of the intervals, and of each rejection while minimising (default: 0.95)",
+    )
+    g.add_argument(
+        "--match",
+        choices=MATCH_MODES,
+        default="code",
+        help="the same failure: same class; same class and CUDA code; or those at the recorded launch "
+        "(default: code); a different failure is reported, never counted",
+    )
+    g.add_argument("--seed", type=count, default=0, help="seed of the per-trial seeds (default: 0)")
+    g.add_argument(
+        "--jitter",
+        type=_seconds0,
+        default=0.0,
+        metavar="SECONDS",
+        help="sleep a random 0..SECONDS (drawn from the trial's seed) before each launch, to shake schedules",
+    )
+    g.add_argument(
+        "--jobs", type=positive_int, default=None, help="trials run at once (default: CPUs, at most 4)"
+    )
+    g.add_argument(
+        "--devices",
+        type=_devices,
+        default=(),
+        metavar="0,1,...",
+        help="one GPU per concurrent trial (CUDA_VISIBLE_DEVICES in each child), round robin",
+    )
+    g.add_argument(
+        "--budget",
+        type=_budget,
+        default=None,
+        metavar="N|Ss",
+        help="with --minimize: stop after N trials or S seconds (500, 90s) with the best sequence so far",
+    )
     p.add_argument("--salvage", action="store_true", help="skip damaged slots of LOG instead of refusing it")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_replay)
@@ -100,6 +166,57 @@ def register(sub: Any) -> None:
 # ---------------------------------------------------------------------------------------------- replay
 
 
+def _rate(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a rate between 0 and 1, got {text!r}") from None
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a rate in (0, 1], got {text}")
+    return v
+
+
+def _confidence(text: str) -> float:
+    v = _rate(text)
+    if not 0.5 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a confidence in [0.5, 1), e.g. 0.95, got {text}")
+    return v
+
+
+def _seconds0(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text}")
+    return v
+
+
+def _devices(text: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in text.split(","))
+    if not parts or any(not p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected device numbers like 0,1,2, got {text!r}")
+    return parts
+
+
+def _budget(text: str) -> Any:
+    from vrrl_gpu.reproduce._sampler import Budget
+
+    t = text.strip().lower()
+    if t.endswith("s"):
+        return Budget(seconds=positive_seconds(t[:-1]))
+    return Budget(trials=positive_int(t))
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    if args.jobs is not None:
+        return int(args.jobs)
+    if args.devices:
+        return len(args.devices)  # one trial per device at a time
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from vrrl_gpu._cli import UsageError
     from vrrl_gpu.reproduce._plan import read_plan
@@ -119,8 +236,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return _minimize(plan, args)
     from vrrl_gpu.reproduce._replay import replay
 
+    if args.budget is not None:
+        raise UsageError("vrrl replay: --budget goes with --minimize (--trials caps a replay)")
     n = len(plan.select(args.start, args.stop))
-    with progress_bar("replaying", enabled=None if not args.json else False) as update:
+    label = "replaying" if args.trials == 1 else "replaying (trials)"
+    with progress_bar(label, enabled=None if not args.json else False) as update:
         report = replay(
             plan,
             args.registry,
@@ -132,6 +252,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
             compare_digests=args.compare_digests,
             replay_log=args.replay_log,
             progress=lambda done: update(done, n),
+            trials=args.trials,
+            min_trials=args.min_trials,
+            min_rate=args.min_rate,
+            confidence=args.confidence,
+            match=args.match,
+            seed=args.seed,
+            jitter=args.jitter,
+            jobs=_jobs(args),
+            devices=args.devices,
+            on_trial=lambda r: update(r.trials, args.trials, f"trials: {r.describe()}"),
         )
     if args.json:
         print(json.dumps(report.to_json()))
@@ -199,6 +329,16 @@ def _print_report(report: Any, args: argparse.Namespace) -> None:
                 f"(slot {mm.slot_idx}, {opcode_label(mm.opcode, names)}): recorded {mm.recorded:#018x}, "
                 f"replayed {got}"
             )
+    r = report.rate
+    if r is not None and args.trials > 1:
+        other = f"; {r.other_failures} failed otherwise (not counted)" if r.other_failures else ""
+        early = (
+            f", stopped early (the interval lies {'above' if r.above(report.min_rate) else 'below'} "
+            f"{report.min_rate:g})"
+            if r.trials < args.trials
+            else ""
+        )
+        print(f"trials:     reproduced in {r.describe()}{other}{early}")
     if out.replay_log:
         print(f"replay log: {out.replay_log}")
     if out.output_tail and f is not None and f.kind == "crashed":
@@ -295,6 +435,13 @@ def _minimize(plan: Any, args: argparse.Namespace) -> int:
             f"{fl.failure_class.label} {_code(fl.code)}; {fl.position + 1 - (args.start or 0)} launches"
         )
         sys.stdout.flush()
+    best = [""]
+    cap = args.budget.trials if args.budget is not None else None
+
+    def on_best(n: int, length: int, rate: Any) -> None:
+        best[0] = f"best {_n(length, 'launch')}" + (f", rate {rate.rate:.2f}" if args.trials > 1 else "")
+        update(n, cap, f"minimising: {best[0]}")
+
     with progress_bar("minimising (trials)", enabled=None if not args.json else False) as update:
         result = minimize(
             plan,
@@ -302,8 +449,17 @@ def _minimize(plan: Any, args: argparse.Namespace) -> int:
             start=args.start,
             device=args.device,
             timeout=args.timeout,
-            jobs=args.jobs,
-            on_trial=lambda n, length, ok: update(n, None),
+            jobs=_jobs(args),
+            on_trial=lambda n, length, ok: update(n, cap),
+            trials=args.trials,
+            min_rate=args.min_rate,
+            confidence=args.confidence,
+            match=args.match,
+            seed=args.seed,
+            jitter=args.jitter,
+            devices=args.devices,
+            budget=args.budget,
+            on_best=on_best,
         )
     if not result.reproduced:
         first = result.first_outcome
@@ -317,12 +473,10 @@ def _minimize(plan: Any, args: argparse.Namespace) -> int:
             print(f"the full sequence does not reproduce the recorded failure (the replay gave: {got})")
             print("result:     NOT REPRODUCED")
         return 1
-    written = write_sequence_log(
-        out_path,
-        plan,
-        result.kept,
-        note={"kept_positions": [x.position for x in result.kept], "trials": result.trials},
-    )
+    note: dict[str, Any] = {"kept_positions": [x.position for x in result.kept], "trials": result.trials}
+    if args.trials > 1:
+        note.update(_flaky_json(result))
+    written = write_sequence_log(out_path, plan, result.kept, note=note)
     if args.json:
         print(
             json.dumps(
@@ -336,6 +490,9 @@ def _minimize(plan: Any, args: argparse.Namespace) -> int:
                     "kept": [_launch_json(x, plan.names) for x in result.kept],
                     "output": out_path,
                     "records_written": written,
+                    "candidates": result.candidates,
+                    "exhausted": result.exhausted,
+                    **(_flaky_json(result) if args.trials > 1 else {}),
                 }
             )
         )
@@ -349,6 +506,12 @@ def _minimize(plan: Any, args: argparse.Namespace) -> int:
         f"minimal sequence: {len(result.kept)} of {result.original_length} launches still reproduce it "
         f"({result.trials} trials)"
     )
+    if args.trials > 1:
+        _print_confidence(result)
+    if result.exhausted:
+        print(
+            "budget:     exhausted; this is the shortest sequence seen to reproduce, not necessarily minimal"
+        )
     _print_launches(None, result.kept, plan)  # type: ignore[arg-type]
     print(
         f"wrote {out_path}: {_n(written, 'record')} ({_n(len(result.kept), 'launch')} + the failure record)"
@@ -356,6 +519,30 @@ def _minimize(plan: Any, args: argparse.Namespace) -> int:
     device = f" --device {args.device}" if args.device != "auto" else ""
     print(f"replay it: vrrl replay {out_path} --registry {args.registry}{device}")
     return 0
+
+
+def _flaky_json(result: Any) -> dict[str, Any]:
+    return {
+        "original_rate": result.original_rate.to_json() if result.original_rate else None,
+        "rate": result.kept_rate.to_json() if result.kept_rate else None,
+        "reference_rate": result.reference_rate,
+        "misses_to_reject": result.misses_to_reject,
+        "miss_probability": result.miss_probability,
+    }
+
+
+def _print_confidence(result: Any) -> None:
+    orig, kept = result.original_rate, result.kept_rate
+    print(f"original:   reproduced in {orig.describe()}")
+    if kept is not None:
+        print(f"minimum:    reproduced in {kept.describe()}")
+        if kept.interval[1] < orig.interval[0]:
+            print("            (the intervals do not overlap: the minimum reproduces less often)")
+    print(
+        f"confidence: each launch kept is needed: without it, {result.misses_to_reject} trials showed no "
+        f"reproduction; a sequence reproducing at rate {result.reference_rate:.2f} shows none that often "
+        f"with probability {result.miss_probability:.3f}"
+    )
 
 
 def _n(count: int, noun: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vrrl_gpu.reproduce._child import current_recorder
+from vrrl_gpu.reproduce._child import current_recorder, trial_seed
 from vrrl_gpu.reproduce._minimize import MinimizeResult, minimize, write_sequence_log
 from vrrl_gpu.reproduce._plan import (
     DEFAULT_TIMEOUT,
@@ -13,8 +13,16 @@ from vrrl_gpu.reproduce._plan import (
     ReplayPlan,
     read_plan,
 )
+from vrrl_gpu.reproduce._rate import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_MIN_RATE,
+    Rate,
+    misses_to_reject,
+    wilson_interval,
+)
 from vrrl_gpu.reproduce._registry import load_registry, resolve_registry
 from vrrl_gpu.reproduce._replay import DigestMismatch, ReplayReport, replay
+from vrrl_gpu.reproduce._sampler import MATCH_MODES, Budget, Match, matches
 from vrrl_gpu.reproduce._trials import TrialFailure, TrialOutcome, run_trial
 
 __all__ = [
@@ -35,6 +43,17 @@ __all__ = [
     "run_trial",
     # child
     "current_recorder",
+    "trial_seed",
+    # rates and many trials
+    "DEFAULT_CONFIDENCE",
+    "DEFAULT_MIN_RATE",
+    "Rate",
+    "misses_to_reject",
+    "wilson_interval",
+    "MATCH_MODES",
+    "Match",
+    "Budget",
+    "matches",
     # replay
     "DigestMismatch",
     "ReplayReport",

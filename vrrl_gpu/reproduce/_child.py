@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -13,13 +15,15 @@ from vrrl_gpu.errors import RegistryError
 from vrrl_gpu.format._sidecar import opcode_for_name
 from vrrl_gpu.reproduce._registry import load_registry, resolve_registry
 
-__all__ = ["current_recorder"]
+__all__ = ["current_recorder", "trial_seed"]
 
 
 # ---------------------------------------------------------------------------------------------- the child
 
 #: The Recorder of the replay running in this process (None outside a replay child, or with device "none").
 _CURRENT: Any = None
+#: This trial's seed (None outside a replay child).
+_SEED: int | None = None
 
 
 def current_recorder() -> Any:
@@ -32,6 +36,16 @@ def current_recorder() -> Any:
     return _CURRENT
 
 
+def trial_seed() -> int | None:
+    """In a replay child: this trial's seed (from the replay's seed, the sequence and the trial number).
+
+    The same candidate sequence and trial number always get the same seed, so
+    a registry that draws its randomness from it makes flaky replays
+    repeatable; ``--jitter`` draws its delays from it too. None outside a replay.
+    """
+    return _SEED
+
+
 def _child_entry(request_json: str, writer: Any) -> None:
     """Body of a replay child (forked from the forkserver): never returns to multiprocessing on error."""
     os.setsid()
@@ -41,6 +55,11 @@ def _child_entry(request_json: str, writer: Any) -> None:
     os.dup2(fd, 2)
     os.close(fd)
     os.chdir(req["cwd"])
+    # Before the registry imports CUDA: the parent's environment now, and the device this trial may see.
+    env = req.get("env")
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
 
     def emit(**ev: Any) -> None:
         writer.send_bytes(json.dumps(ev, separators=(",", ":")).encode())
@@ -60,7 +79,8 @@ def _child_entry(request_json: str, writer: Any) -> None:
 
 
 def _child_run(req: Mapping[str, Any], emit: Callable[..., None]) -> None:
-    global _CURRENT
+    global _CURRENT, _SEED
+    _SEED = req.get("seed")
     names = {int(k): v for k, v in req["names"].items()}
     launches: list[list[int]] = req["launches"]
     try:
@@ -97,11 +117,16 @@ def _child_run(req: Mapping[str, Any], emit: Callable[..., None]) -> None:
 
     want_digests = bool(req["digests"])
     stop = bool(req["stop_at_failure"])
+    jitter = float(req.get("jitter") or 0.0)
+    rng = random.Random(_SEED)
     last = -1
     try:
         for i, w in enumerate(launches):
             op, words, epoch, tenant, slot = w[0], (w[1], w[2], w[3], w[4]), w[5], w[6], w[7]
             last = i
+            if jitter and i:
+                # A host delay between launches lets earlier asynchronous work run ahead: schedules differ.
+                time.sleep(rng.uniform(0.0, jitter))
             ret: Any = None
             try:
                 if rec is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -10,9 +11,11 @@ from typing import Any
 
 from vrrl_gpu.format._sidecar import opcode_label
 from vrrl_gpu.reproduce._plan import DEFAULT_TIMEOUT, Device, Launch, RecordedFailure, ReplayPlan
-from vrrl_gpu.reproduce._trials import TrialFailure, TrialOutcome, run_trial
+from vrrl_gpu.reproduce._rate import DEFAULT_CONFIDENCE, DEFAULT_MIN_RATE, Rate, check_rate_options
+from vrrl_gpu.reproduce._sampler import Match, Sampler, matches
+from vrrl_gpu.reproduce._trials import TrialFailure, TrialOutcome
 
-__all__ = ["DigestMismatch", "ReplayReport", "replay"]
+__all__ = ["DigestMismatch", "ReplayReport", "replay", "matches"]
 
 
 # ---------------------------------------------------------------------------------------------- replay
@@ -39,6 +42,10 @@ class ReplayReport:
     reproduced: bool
     digests_compared: int = 0
     digest_mismatch: DigestMismatch | None = None
+    #: Every trial's verdict (one trial unless ``trials`` > 1).
+    rate: Rate | None = None
+    min_rate: float = DEFAULT_MIN_RATE
+    match: str = "code"
 
     @property
     def ok(self) -> bool:
@@ -65,6 +72,8 @@ class ReplayReport:
                 "failures": [_abs_failure(f, self.launches, names) for f in out.failures],
             },
             "reproduced": self.reproduced,
+            "match": self.match,
+            "rate": None if self.rate is None else {**self.rate.to_json(), "min_rate": self.min_rate},
             "digests": {
                 "compared": self.digests_compared,
                 "first_mismatch": None
@@ -93,19 +102,6 @@ def _abs_failure(f: TrialFailure, launches: Sequence[Launch], names: Mapping[int
     return d
 
 
-def matches(expected: RecordedFailure, failure: TrialFailure | None, position: int) -> bool:
-    """Does ``failure`` (at trial index ``position`` of the expected launch) reproduce ``expected``?"""
-    if failure is None or failure.position > position:
-        return False
-    if failure.position != position and not expected.unknown:
-        return False
-    if expected.hung:
-        return failure.kind == "hung"
-    return failure.kind == "exception" and (
-        failure.failure_class == expected.failure_class and failure.code == expected.code
-    )
-
-
 def replay(
     plan: ReplayPlan,
     registry: str,
@@ -118,22 +114,31 @@ def replay(
     compare_digests: bool = False,
     replay_log: str | os.PathLike[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    trials: int = 1,
+    min_trials: int = 1,
+    min_rate: float | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+    match: Match = "code",
+    seed: int = 0,
+    jitter: float = 0.0,
+    jobs: int = 1,
+    devices: Sequence[str] = (),
+    on_trial: Callable[[Rate], None] | None = None,
 ) -> ReplayReport:
-    """Replay the launches at positions ``start ..= stop`` of ``plan`` once, in a fresh child."""
+    """Replay the launches at positions ``start ..= stop`` of ``plan`` in up to ``trials`` fresh children.
+
+    Each trial is judged with ``match`` (see :func:`matches`). Trials stop
+    once at least ``min_trials`` ran and the Wilson interval of the rate
+    (at ``confidence``) lies entirely above or entirely below ``min_rate``
+    (default :data:`DEFAULT_MIN_RATE`): a failure that reproduces on the first
+    trial costs one trial. The replay reproduced when some trial did and the
+    rate is not significantly below ``min_rate``. ``outcome`` is the first
+    reproducing trial (else the first); digests are compared for it.
+    """
+    check_rate_options(trials, confidence, min_rate, min_trials)
     launches = plan.select(start, stop)
     if replay_log is None and device != "none":
         replay_log = default_replay_log(plan.path)
-    outcome = run_trial(
-        launches,
-        registry,
-        names=plan.names,
-        device=device,
-        timeout=timeout,
-        stop_at_failure=stop_at_failure,
-        digests=compare_digests,
-        replay_log=replay_log,
-        progress=progress,
-    )
     expected = plan.failure
     if (
         expected is not None
@@ -141,11 +146,34 @@ def replay(
         and not (launches[0].position <= expected.position <= launches[-1].position)
     ):
         expected = None
-    if expected is None:
-        reproduced = not outcome.failures
-    else:
-        idx = expected.position - launches[0].position
-        reproduced = any(matches(expected, f, idx) for f in outcome.failures)
+    threshold = DEFAULT_MIN_RATE if min_rate is None else min_rate
+    with Sampler(
+        registry,
+        plan.names,
+        expected,
+        device=device,
+        timeout=timeout,
+        match=match,
+        seed=seed,
+        jitter=jitter,
+        jobs=jobs,
+        devices=devices,
+        confidence=confidence,
+        stop_at_failure=stop_at_failure,
+    ) as sampler:
+        rate, outcomes = sampler.measure(
+            launches,
+            max_trials=trials,
+            stop=lambda r: r.trials >= min_trials and (r.above(threshold) or r.below(threshold)),
+            parallel=jobs,
+            keep_log=os.fspath(replay_log) if replay_log is not None else None,
+            digests=compare_digests,
+            on_trial=on_trial,
+            progress=progress if trials == 1 else None,
+        )
+    judged = [sampler.judge(launches, o)[0] for o in outcomes]
+    outcome = outcomes[judged.index(True)] if True in judged else outcomes[0]
+    reproduced = rate.reproduced > 0 and not rate.below(threshold)
     compared = 0
     mismatch = None
     if compare_digests:
@@ -156,7 +184,11 @@ def replay(
             got = outcome.digests[i]
             if got != ln.recorded_digest and mismatch is None:
                 mismatch = DigestMismatch(ln.position, ln.slot_idx, ln.opcode, ln.recorded_digest, got)
-    return ReplayReport(plan, launches, outcome, expected, reproduced, compared, mismatch)
+    if outcome.replay_log is not None and replay_log is not None:
+        outcome = dataclasses.replace(outcome, replay_log=os.fspath(replay_log))
+    return ReplayReport(
+        plan, launches, outcome, expected, reproduced, compared, mismatch, rate, threshold, match
+    )
 
 
 def default_replay_log(path: str) -> str:

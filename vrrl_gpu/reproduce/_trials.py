@@ -95,6 +95,9 @@ def run_trial(
     digests: bool = False,
     replay_log: str | os.PathLike[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    seed: int | None = None,
+    jitter: float = 0.0,
+    env: Mapping[str, str] | None = None,
 ) -> TrialOutcome:
     """Run ``launches`` in a fresh child process and report what happened.
 
@@ -105,7 +108,10 @@ def run_trial(
     longer than ``timeout`` seconds is reported as ``hung`` and the child is
     killed. The child stops at a sticky failure, and at any failure with
     ``stop_at_failure``. ``progress(n)`` is called with the number of launches
-    done so far.
+    done so far. ``seed`` is what :func:`trial_seed` returns in the child;
+    ``jitter`` sleeps a random ``0..jitter`` seconds (drawn from the seed)
+    before each launch after the first. The child runs in the parent's
+    environment as it is now, plus ``env``, set before the registry is imported.
 
     Children come from a multiprocessing *forkserver* that has imported only
     vrrl_gpu (never the registry, never CUDA), so each trial starts from a
@@ -113,6 +119,8 @@ def run_trial(
     """
     if timeout <= 0:
         raise RecordValueError(f"timeout must be > 0 seconds, got {timeout}")
+    if jitter < 0:
+        raise RecordValueError(f"jitter must be >= 0 seconds, got {jitter}")
     ctx = _context()
     with tempfile.NamedTemporaryFile(prefix="vrrl-replay-child-", suffix=".out", delete=False) as f:
         out_path = f.name
@@ -126,6 +134,10 @@ def run_trial(
         "digests": digests,
         "output": out_path,
         "cwd": os.getcwd(),
+        "seed": seed,
+        "jitter": jitter,
+        # The forkserver kept the environment of the first trial's time; each child gets the current one.
+        "env": {**os.environ, **(env or {})},
     }
     reader, writer = ctx.Pipe(duplex=False)
     # Plain data only crosses: the request as one JSON string and the pipe's write end.
@@ -137,7 +149,7 @@ def run_trial(
             proc.start()
         writer.close()
         try:
-            return _talk(proc, reader, request, len(launches), timeout, progress)
+            return _talk(proc, reader, request, len(launches), timeout + jitter, progress)
         finally:
             if proc.is_alive():
                 _kill(proc)
