@@ -5,14 +5,14 @@ against the twin in CI (``TestTwinBackend`` in test_twin.py) and against CuPy un
 A subclass provides the ``backend`` fixture (shared by the class) and ``run_scenario``: the tests that poison
 the context (a sticky fault) are scenarios, functions of a new backend that return what they saw as a JSON
 object; the twin runs them in-process, CuPy in a child process (a sticky error poisons the whole process). The
-child prints its result on one line after :data:`MARKER`, so device printf output cannot be taken for it.
+child prints its result on one marked line (tests/helpers/child.py), so device printf output cannot be
+taken for it.
 
 Run a scenario by hand: ``python -m tests.backends.contract SCENARIO [ARG]`` (the CuPy backend).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers.child import print_result
 from tests.helpers.strategies import KNOWN_STATUSES, records
 from vrrl_gpu import Record
 from vrrl_gpu.backends import Backend, HostAllocation, RingPointers
@@ -33,8 +34,6 @@ from vrrl_gpu.format import RECORD_DTYPE, RECORD_MAGIC, FailureClass, SlotStatus
 
 NO_POISON = 0xFFFFFFFF
 FAULT_ILLEGAL_ADDRESS, FAULT_TRAP, FAULT_ASSERT = 1, 2, 3
-#: Precedes the one JSON line a scenario child prints (device printf output may come before or after it).
-MARKER = "VRRL-CONTRACT-RESULT "
 #: What the after-report cells hold before a launch; the kernel would write 1 there if the thread went on.
 SENTINEL = 0x5A5A5A5A
 
@@ -458,9 +457,7 @@ def _main(argv: list[str]) -> int:
 
     name, arg = argv[0], int(argv[1])
     b = CupyBackend()
-    out = SCENARIOS[name](b, arg)
-    sys.stdout.flush()
-    print(MARKER + json.dumps(out), flush=True)
+    print_result(SCENARIOS[name](b, arg))
     return 0
 
 

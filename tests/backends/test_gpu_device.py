@@ -8,7 +8,6 @@ and through the host memory and the log it leaves behind.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -19,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.backends.contract import MARKER, BackendContract
+from tests.backends.contract import BackendContract
+from tests.helpers.child import RESULT_MARKER, parse_result
 from tests.helpers.gpu import require_gpu_or_skip, requires_gpu
 from vrrl_gpu import RingLog
 
@@ -37,14 +37,6 @@ def gpu() -> Iterator[Any]:
     b = CupyBackend()
     yield b
     b.close()
-
-
-def marked_result(stdout: str, marker: str) -> dict[str, Any]:
-    """The JSON after ``marker`` on the one line that starts with it (never simply the last line)."""
-    found = [line[len(marker) :] for line in stdout.splitlines() if line.startswith(marker)]
-    assert len(found) == 1, f"expected one {marker!r} line, got {len(found)} in:\n{stdout[-4000:]}"
-    out: dict[str, Any] = json.loads(found[0])
-    return out
 
 
 @pytest.mark.gpu
@@ -70,7 +62,7 @@ class TestCupyBackend(BackendContract):
             capture_output=True, text=True, timeout=300, cwd=REPO, check=False,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-4000:]
-        return marked_result(proc.stdout, MARKER)
+        return parse_result(proc.stdout)
 
 
 @requires_gpu
@@ -137,11 +129,11 @@ def test_records_written_before_a_device_fault_survive_and_reach_the_log(
 ) -> None:
     log_path = tmp_path / "fault.vrrl"
     proc = subprocess.run(
-        [sys.executable, "-c", _FAULT_CHILD, str(fault_kind), str(log_path), MARKER],
+        [sys.executable, "-c", _FAULT_CHILD, str(fault_kind), str(log_path), RESULT_MARKER],
         capture_output=True, text=True, timeout=300, cwd=REPO, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
-    out = marked_result(proc.stdout, MARKER)
+    out = parse_result(proc.stdout)
     assert out["error"] is not None, "the fault never surfaced"
     assert out["error"]["status"] in codes, out["error"]
     assert out["query"] in codes

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import sys
 import threading
@@ -20,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tests.helpers.child import print_result
 from tests.helpers.recorder import Axpy, Hold, log_records, with_status
 from vrrl_gpu import Recorder, SlotStatus, classify
 from vrrl_gpu.format import UNKNOWN_SLOT, read_sidecar
@@ -179,4 +179,4 @@ if __name__ == "__main__":
     case_id, device, log = sys.argv[1:4]
     (chosen,) = [c for c in matrix() if c.id == case_id]
     res = run_case(log, chosen, device=device)
-    print(json.dumps({"verdict": res.verdict, "detail": res.detail}))
+    print_result({"verdict": res.verdict, "detail": res.detail})

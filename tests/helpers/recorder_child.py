@@ -1,13 +1,14 @@
 """Recorder fault scenarios run in a child process (a real fault kills the CUDA context of its process).
 
-``python tests/helpers/recorder_child.py SCENARIO DEVICE LOG [ARGS...]`` prints one JSON object: what the
-scenario saw and what it expected. tests/recorder/test_recorder_gpu.py runs it with ``--device cupy`` under
-``-m gpu`` and, to keep this script honest on machines without a GPU, with the twin.
+``python tests/helpers/recorder_child.py SCENARIO DEVICE LOG [ARGS...]`` prints one JSON object, what the
+scenario saw and what it expected, on one marked line (tests/helpers/child.py: device printf output of an
+assert may be flushed before or after it, so the parent looks for the marker, never at the last line).
+tests/recorder/test_recorder_gpu.py runs it with ``--device cupy`` under ``-m gpu`` and, to keep this script
+honest on machines without a GPU, with the twin.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tests.helpers.child import print_result
 from tests.helpers.recorder import KERNEL_FAULTS, Axpy, N, failures, log_records, with_status
 from vrrl_gpu import FailureClass, Recorder, SlotStatus, classify
 from vrrl_gpu.errors import RecorderPoisonedError
@@ -96,7 +98,12 @@ def attribution(device: str, path: str, kind: str, n_streams: str, mode: str) ->
     if busy is not None and kind != "oom":
         exp.append((busy, status, out.get("class"), out["raised"]))
     out["expected"] = sorted(exp)
-    out["culprit_completed"] = culprit in set(with_status(recs, SlotStatus.COMPLETED)["slot_idx"].tolist())
+    out["busy"] = busy
+    out["mode"] = mode
+    # Both sets, not a culprit_completed flag: in begin mode nothing is ever COMPLETED, which made that flag
+    # vacuous; the parent checks what each mode does write.
+    out["completed"] = sorted(with_status(recs, SlotStatus.COMPLETED)["slot_idx"].tolist())
+    out["begins"] = sorted(with_status(recs, SlotStatus.BEGIN)["slot_idx"].tolist())
     return out
 
 
@@ -107,7 +114,7 @@ def surface(device: str, path: str, where: str) -> dict[str, Any]:
     for i in range(4):
         w.launch(i)
     w.launch(4, fault=1)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"where": where}
     try:
         if where == "check":
             deadline = time.monotonic() + 30
@@ -171,7 +178,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
 def main(argv: list[str]) -> int:
     scenario, device, path, *rest = argv
     result = SCENARIOS[scenario](device, path, *rest)
-    print(json.dumps(result))
+    print_result(result)
     return 0
 
 

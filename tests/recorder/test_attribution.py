@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.attribution import MODES, Case, matrix, run_case, run_schedule
+from tests.helpers.child import parse_result
 from tests.helpers.gpu import requires_gpu
 from tests.helpers.recorder import Axpy, Hold, log_records, with_status
 from vrrl_gpu import Recorder, SlotStatus
@@ -63,8 +64,7 @@ def _run_child(case: Case, device: str, log: Path) -> dict[str, Any]:
         check=False,
     )
     assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return out
+    return parse_result(proc.stdout)
 
 
 @requires_gpu
