@@ -167,7 +167,10 @@ def _python_work(calls: int, tmp: str) -> list[tuple[str, float]]:
     out.append(("a bare 4-argument Python call (the unit), µs", unit))
     for mode in ("begin", "begin+end"):
         cb = CountingBackend(get_backend("twin"), noop=True)
-        rec = _recorder(tmp, f"noop-{mode}.vrrl", cb, breadcrumbs=mode, capture_check="declared")
+        # No-op packs never arrive, so backpressure would wait on every window's worth: off here.
+        rec = _recorder(
+            tmp, f"noop-{mode}.vrrl", cb, breadcrumbs=mode, capture_check="declared", backpressure=False
+        )
         try:
             k = rec.backend.load("vrrl_demo.cu", "vrrl_demo_spin")
             s = cb.new_stream()
@@ -182,6 +185,18 @@ def _python_work(calls: int, tmp: str) -> list[tuple[str, float]]:
             packs = 2 if mode == "begin+end" else 1
             own = t_rec - t_launch - packs * t_pack
             out.append((f"recorder's own work per rec.launch ({mode}), bare calls", own / unit))
+            ik = rec.instrument(k, opcode=op)
+            full = (0, *[0] * 15)
+            t_ik = _per_call_us(functools.partial(ik, 1, 1, (0,), stream=s), calls, none)
+            t_ik_launch = _per_call_us(
+                functools.partial(cb.launch, ik.kernel, 1, 1, full, stream=s), calls, none
+            )
+            out.append(
+                (
+                    f"recorder's own work per rec.instrument call ({mode}), bare calls",
+                    (t_ik - t_ik_launch) / unit,
+                )
+            )
         finally:
             rec.close()
     return out

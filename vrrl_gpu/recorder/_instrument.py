@@ -202,6 +202,8 @@ class InstrumentedKernel:
             int(done.device_ptr),
         )
         self._end = 1 if rec.options.breadcrumbs == "begin+end" else 0
+        self._tenant = rec.options.tenant_id
+        self._ts = rec._ts_offset
         self._next = 0
 
     def __call__(
@@ -220,27 +222,28 @@ class InstrumentedKernel:
                 "`with rec.slot(opcode):` to record it"
             )
         rec = self._rec
-        a = tuple(args)
-        w = self._words(a) if callable(self._words) else self._words
-        w0, w1, w2, w3 = _words(w)
+        w = self._words
+        if callable(w):
+            w = _words(w(tuple(args)))
         with rec._lock:
-            rec._require_usable()
-            try:
-                st = rec._state_of(stream)
-            except BaseException as exc:
-                rec._enqueue_failed(exc)
-                raise
+            if rec._closed or rec._poison is not None or rec._watchdog_error is not None:
+                rec._require_usable()
+            st = rec._by_id.get(id(stream)) if stream is not None else None
+            if st is None:
+                try:
+                    st = rec._state_of(stream)
+                except BaseException as exc:
+                    rec._enqueue_failed(exc)
+                    raise
             slot = self._next
             self._next = (slot + 1) & (DONE_SLOTS - 1)
-            r0, r1, r2, r3, r4 = self._ring
-            full = (*a, r0, r1, r2, r3, r4, slot, rec.options.tenant_id, self._opcode, w0, w1, w2, w3,
-                    rec.epoch, self._end, rec._ts_offset)  # fmt: skip
+            full = (*args, *self._ring, slot, self._tenant, self._opcode, *w, rec._epoch, self._end, self._ts)
             try:
                 rec._backend.launch(self.kernel, grid, block, full, stream=st.stream, shared_mem=shared_mem)
             except BaseException as exc:
                 # A host slot, like every FAILED_AT_LAUNCH record (the device never claimed a sequence).
-                info = _Launch(slot_idx=rec._slot_counter & 0xFFFFFFFF, opcode=self._opcode,
-                               words=(w0, w1, w2, w3), epoch=rec.epoch, begin_seq=-1)  # fmt: skip
+                info = _Launch(slot_idx=rec._slot_counter & 0xFFFFFFFF, opcode=self._opcode, words=w,
+                               epoch=rec._epoch, begin_seq=-1)  # fmt: skip
                 rec._slot_counter += 1
                 rec._launch_failed(st, info, exc)
                 raise

@@ -108,6 +108,8 @@ class Recorder:
         # The launch path finds a stream's state by the stream object's identity: no query, no hashing.
         self._by_id: dict[int, _StreamState] = {}
         self._probe_capture = opts.capture_check == "probe"
+        self._end_crumbs = opts.breadcrumbs == "begin+end"
+        self._backpressure = opts.backpressure
         self._instr_done: Any = None
         self._device_ring: tuple[StagingRing, RingPointers, DeviceCounter, Callable[[bool], None]] | None = (
             None
@@ -222,19 +224,19 @@ class Recorder:
         w = _words(words)
         with self._lock:
             st, info = self._open_slot(stream, opcode, w, outputs)
-            if self._nvtx is not None:
+            nvtx = self._nvtx
+            if nvtx is not None:
                 self._nvtx_push(info)
             try:
-                self._backend.launch(
-                    kernel, grid, block, tuple(args), stream=st.stream, shared_mem=shared_mem
-                )
-                self._end(st, info)
+                self._backend.launch(kernel, grid, block, args, stream=st.stream, shared_mem=shared_mem)
+                if self._end_crumbs:
+                    self._end(st, info)
             except BaseException as exc:
                 self._launch_failed(st, info, exc)
                 raise
             finally:
-                if self._nvtx is not None:
-                    self._nvtx.pop_range(domain=_NVTX_DOMAIN)
+                if nvtx is not None:
+                    nvtx.pop_range(domain=_NVTX_DOMAIN)
 
     def wrap(
         self,
@@ -684,13 +686,16 @@ class Recorder:
 
     def _pack(self, st: _StreamState, info: _Launch, status: int) -> int:
         seq = st.next_seq
-        if seq - st.ring.consumer_position >= st.mask and self._opts.backpressure:
+        window = st.window
+        mask = len(window) - 1  # st.mask, without the property call on the launch path
+        if self._backpressure and seq - st.ring.consumer_position >= mask:
             self._wait_for_device(st, seq)
-        assert st.pack is not None
-        st.pack(seq, info.slot_idx, info.opcode, info.words, info.epoch, status)
+        pack = st.pack
+        assert pack is not None
+        pack(seq, info.slot_idx, info.opcode, info.words, info.epoch, status)
         st.next_seq = seq + 1
         st.ring.note_produced(seq)
-        st.window[seq & st.mask] = info
+        window[seq & mask] = info
         return seq
 
     def _wait_for_device(self, st: _StreamState, seq: int) -> None:
@@ -720,40 +725,38 @@ class Recorder:
     def _open_slot(
         self, stream: Any, opcode: int, words: Words, outputs: Any
     ) -> tuple[_StreamState, _Launch]:
-        """Checks, then the stream's ring and the begin breadcrumb (caller holds the lock)."""
-        self._require_usable()
+        """Checks, then the stream's ring and the begin breadcrumb (caller holds the lock).
+
+        The launch path, in one function on purpose: each Python call on it costs about as much as the
+        work it does. The slow cases (a new stream, a capture, backpressure, a bad opcode) call out.
+        """
+        if self._closed or self._poison is not None or self._watchdog_error is not None:
+            self._require_usable()
         try:
-            st = self._state_of(stream)
-            return st, self._begin(st, opcode, words, outputs)
+            st = self._by_id.get(id(stream)) if stream is not None else None
+            if st is None:
+                st = self._state_of(stream)
+            if type(opcode) is not int or not 0 <= opcode < META_OPCODE_BASE:
+                opcode = _checked_opcode(opcode)
+            slot = self._slot_counter % UNKNOWN_SLOT  # never UNKNOWN_SLOT itself
+            info = _Launch(slot, opcode, words, self._epoch, -1, outputs)
+            if st.capturing or (self._probe_capture and self._backend.is_capturing(st.stream)):
+                # A host-chosen sequence would be frozen into every replay of the graph: the device claims it.
+                info.captured = True
+                self._pack_devseq(st, info, SlotStatus.BEGIN)
+                self._slot_counter += 1
+                return st, info
+            info.begin_seq = self._pack(st, info, _BEGIN)
         except BaseException as exc:
             self._enqueue_failed(exc)
             raise
-
-    def _begin(self, st: _StreamState, opcode: int, words: Words, outputs: Any) -> _Launch:
-        if type(opcode) is not int or not 0 <= opcode < META_OPCODE_BASE:
-            opcode = _checked_opcode(opcode)
-        info = _Launch(
-            slot_idx=self._slot_counter % UNKNOWN_SLOT,  # never UNKNOWN_SLOT itself
-            opcode=opcode,
-            words=words,
-            epoch=self._epoch,
-            begin_seq=-1,
-            outputs=outputs,
-        )
-        if st.capturing or (self._probe_capture and self._backend.is_capturing(st.stream)):
-            # A host-chosen sequence would be frozen into every replay of the graph: the device claims it.
-            info.captured = True
-            self._pack_devseq(st, info, SlotStatus.BEGIN)
-            self._slot_counter += 1
-            return info
-        info.begin_seq = self._pack(st, info, _BEGIN)
         self._slot_counter += 1
-        st.note_slot(info.slot_idx)
+        st.note_slot(slot)
         st.outstanding = True
-        return info
+        return st, info
 
     def _end(self, st: _StreamState, info: _Launch) -> None:
-        if self._opts.breadcrumbs == "begin+end":
+        if self._end_crumbs:
             if info.begin_seq >= 0:
                 info.end_seq = self._pack(st, info, _COMPLETED)
             elif info.captured:

@@ -14,7 +14,7 @@ from vrrl_gpu.errors import (
 from vrrl_gpu.recorder._options import _U32, Words
 
 
-@dataclass
+@dataclass(slots=True)
 class _Launch:
     slot_idx: int
     opcode: int
