@@ -9,6 +9,7 @@ with ``device="none"`` (plain Python callables raising real CuPy exceptions).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import textwrap
@@ -311,3 +312,67 @@ def test_a_race_appears_only_with_jitter_and_is_minimised(
     assert [k["position"] for k in out["kept"]] == [1, 5]
     assert out["rate"]["reproduced"] > 0
     assert math.isclose(out["miss_probability"], 0.5 ** out["misses_to_reject"])
+
+
+# ------------------------------------------------------------------------------------------ the command line
+
+
+def test_best_so_far_reaches_the_progress_callback(reg: str, flaky_log: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    minimize(
+        read_plan(flaky_log),
+        f"{reg}:P100",
+        device="none",
+        trials=2,
+        jobs=2,
+        on_best=lambda n, length, rate: seen.append((n, length)),
+    )
+    lengths = [length for _, length in seen]
+    assert lengths == sorted(lengths, reverse=True)  # only ever shorter
+    assert lengths[0] == 8
+    assert lengths[-1] == len(NEEDED)
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_shows_the_best_so_far() -> None:
+    pytest.importorskip("rich", reason="rich (the cli extra) is not installed")
+    from vrrl_gpu._cli._progress import progress_bar
+
+    out = _Tty()
+    with progress_bar("minimising", stream=out) as update:
+        update(3, 10, "minimising: best 3 launches, rate 0.45")
+    assert "best 3 launches" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--budget", "5"], "--budget goes with --minimize"),
+        (["--minimize", "--budget", "0"], "at least 1"),
+        (["--minimize", "--budget=0s"], "positive number of seconds"),
+        (["--min-rate", "1.5"], "rate in (0, 1]"),
+        (["--confidence", "0.3"], "confidence in [0.5, 1)"),
+        (["--devices", "0,x"], "device numbers"),
+    ],
+)
+def test_bad_flaky_options_are_one_line_usage_errors(
+    extra: list[str], fragment: str, reg: str, flaky_log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["replay", str(flaky_log), "--registry", f"{reg}:P100", "--device", "none", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert fragment in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_time_budget_stops_the_search(reg: str, flaky_log: Path, tmp_path: Path) -> None:
+    result = minimize(
+        read_plan(flaky_log), f"{reg}:P20", device="none", trials=20, jobs=2, budget=Budget(seconds=0.3)
+    )
+    # However far it got, what it returns was seen to reproduce.
+    if result.reproduced:
+        assert set(NEEDED) <= {x.position for x in result.kept}

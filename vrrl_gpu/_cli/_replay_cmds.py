@@ -504,7 +504,7 @@ def _minimize(plan: Any, args: argparse.Namespace) -> int:
     )
     print(
         f"minimal sequence: {len(result.kept)} of {result.original_length} launches still reproduce it "
-        f"({result.trials} trials)"
+        f"({result.trials} trials, {_n(result.candidates, 'sequence')} judged)"
     )
     if args.trials > 1:
         _print_confidence(result)
@@ -517,7 +517,9 @@ def _minimize(plan: Any, args: argparse.Namespace) -> int:
         f"wrote {out_path}: {_n(written, 'record')} ({_n(len(result.kept), 'launch')} + the failure record)"
     )
     device = f" --device {args.device}" if args.device != "auto" else ""
-    print(f"replay it: vrrl replay {out_path} --registry {args.registry}{device}")
+    flaky = f" --trials {args.trials}" if args.trials > 1 else ""
+    flaky += f" --jitter {args.jitter:g}" if args.jitter else ""
+    print(f"replay it: vrrl replay {out_path} --registry {args.registry}{device}{flaky}")
     return 0
 
 
@@ -538,10 +540,12 @@ def _print_confidence(result: Any) -> None:
         print(f"minimum:    reproduced in {kept.describe()}")
         if kept.interval[1] < orig.interval[0]:
             print("            (the intervals do not overlap: the minimum reproduces less often)")
+    if result.exhausted:
+        return
     print(
-        f"confidence: each launch kept is needed: without it, {result.misses_to_reject} trials showed no "
-        f"reproduction; a sequence reproducing at rate {result.reference_rate:.2f} shows none that often "
-        f"with probability {result.miss_probability:.3f}"
+        f"confidence: each launch kept is needed: without it, {_n(result.misses_to_reject, 'trial')} showed "
+        f"no reproduction; at rate {result.reference_rate:.2f} that happens with probability "
+        f"{result.miss_probability:.3f}"
     )
 
 
