@@ -190,12 +190,19 @@ def main(argv: list[str] | None = None) -> int:
 
     b: Backend
     if args.device == "cupy":
-        from vrrl_gpu.backends._cupy import CupyBackend, cupy_device_count
+        from vrrl_gpu.backends._cupy import CupyBackend
+        from vrrl_gpu.backends._host import probe_host
+        from vrrl_gpu.errors import BackendUnavailableError
 
-        if cupy_device_count() < 1:
+        try:
+            b = CupyBackend()
+        except BackendUnavailableError as e:
+            host = probe_host()
+            if host.present:  # a GPU is here and CUDA fails: a failure, not "no GPU"
+                print(f"GPU present ({host.describe()}) but CUDA does not start: {e}", file=sys.stderr)
+                return 1
             print("no GPU: skipped (run with --device twin for the CPU twin's figures)")
             return 0
-        b = CupyBackend()
     else:
         b = TwinBackend()
     try:

@@ -143,3 +143,20 @@ def test_records_written_before_a_device_fault_survive_and_reach_the_log(
         recs = log.records()
     assert list(recs["slot_idx"]) == list(range(11))
     assert int(recs[-1]["slot_idx"]) == 10  # the last breadcrumb names the launch that faulted
+
+
+@requires_gpu
+def test_auto_picks_cupy_on_a_gpu_host_and_says_nothing_about_a_twin() -> None:
+    import warnings
+
+    from vrrl_gpu.backends import get_backend
+    from vrrl_gpu.backends._host import probe_host
+
+    assert probe_host().present  # CUDA works, so the host shows its device nodes (or NVML) too
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the twin's warning would fail this
+        b = get_backend("auto")
+    try:
+        assert (b.name, b.is_simulated) == ("cupy", False)
+    finally:
+        b.close()
