@@ -225,3 +225,21 @@ def test_doctor_on_the_gpu_exits_0_and_names_the_device(capsys: pytest.CaptureFi
     assert (checks["nvrtc"]["status"], checks["cuda headers"]["status"]) == ("ok", "ok")
     assert {checks[n]["status"] for n in LIVE} <= {"ok", "warn"}
     assert np.isfinite(checks["clock calibration"]["data"]["spread_ns"])
+
+
+def test_a_check_that_crashes_is_a_failure_line_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*a: Any) -> Any:
+        raise RuntimeError("cupy blew up inside its own import machinery")
+
+    monkeypatch.setattr(_doctor, "check_headers", crash)
+    monkeypatch.setattr(cupy_mod.CupyBackend, "__init__", crash)  # not a VrrlError
+    code, report = doctor_json(capsys, "--device", "cupy")
+    assert code == 1
+    checks = by_name(report)
+    assert checks["cuda headers"]["status"] == "fail"
+    assert "blew up" in checks["cuda headers"]["detail"]
+    assert checks["backend"]["status"] == "fail"
+    assert "RuntimeError" in checks["backend"]["detail"]
+    assert checks["backend"]["fix"]

@@ -507,12 +507,13 @@ def _start_backend(device: str) -> tuple[Backend | None, Check]:
         warnings.simplefilter("always")
         try:
             b = get_backend(device)
-        except VrrlError as e:
+        except Exception as e:  # ours say what to fix; anything else (a CuPy error) is reported as it is
+            fix = getattr(e, "fix", "") if isinstance(e, VrrlError) else ""
             return None, Check(
                 "backend",
                 "fail",
                 f"device={device!r}: {_one_line(e)}",
-                getattr(e, "fix", "") or f"{_INSTALL}; or run on the CPU twin: --device twin",
+                fix or f"{_INSTALL}; or run on the CPU twin: --device twin",
             )
     if b.is_simulated:
         info = b.device_info()
@@ -541,16 +542,24 @@ def run_doctor(device: str = "auto", *, calibrations: int = 5) -> DoctorReport:
     host = probe_host()
     required = device == "cupy" or (device == "auto" and host.present)
     cupy, why = _try_cupy() if device != "twin" or _cupy_installed() else (None, "not asked (twin)")
-    checks = [
-        check_python(),
-        check_cupy_distributions(required),
-        check_cupy(cupy, why, required),
-        check_driver_runtime(cupy, required),
-        check_nvrtc(cupy, required),
-        check_headers(cupy, required),
-        check_host(host),
-        check_cuda_devices(cupy, required),
+    env: list[tuple[str, Callable[[], Check]]] = [
+        ("python", check_python),
+        ("cupy packages", lambda: check_cupy_distributions(required)),
+        ("cupy", lambda: check_cupy(cupy, why, required)),
+        ("driver/runtime", lambda: check_driver_runtime(cupy, required)),
+        ("nvrtc", lambda: check_nvrtc(cupy, required)),
+        ("cuda headers", lambda: check_headers(cupy, required)),
+        ("nvidia host", lambda: check_host(host)),
+        ("cuda devices", lambda: check_cuda_devices(cupy, required)),
     ]
+    checks = []
+    for name, check in env:
+        try:
+            checks.append(check())
+        except Exception as e:  # a broken install can fail anywhere: a report line, and the doctor goes on
+            checks.append(
+                Check(name, "fail", _one_line(e), "unexpected: report it with `vrrl doctor --json`")
+            )
     b, started = _start_backend(device)
     checks.append(started)
     if b is None:
@@ -561,9 +570,7 @@ def run_doctor(device: str = "auto", *, calibrations: int = 5) -> DoctorReport:
         for name, step in live.steps():
             try:
                 checks.append(step())
-            except (
-                Exception
-            ) as e:  # a failing check is a report line, with the fix; the next check still runs
+            except Exception as e:  # a failing check is a report line with its fix; the next check runs
                 checks.append(Check(name, "fail", _one_line(e), _fix_for(e, b)))
     finally:
         b.close()
