@@ -22,6 +22,7 @@ from typing import Any
 from tests.helpers.child import print_result
 from tests.helpers.recorder import Axpy, Hold, log_records, with_status
 from vrrl_gpu import Recorder, SlotStatus, classify
+from vrrl_gpu.analysis._streams import streams_of as log_streams
 from vrrl_gpu.format import UNKNOWN_SLOT, read_sidecar
 
 RATIOS = (10, 100, 1000)
@@ -156,6 +157,13 @@ def judge(
     if faulted.count(UNKNOWN_SLOT) != len(unknown_streams):
         n_unknown = faulted.count(UNKNOWN_SLOT)
         return Outcome("wrong", f"{n_unknown} unknown records, sidecar notes {unknown_streams}")
+    named_streams = log_streams(path, recs)[recs["slot_status"] == SlotStatus.FAULTED].tolist()
+    for slot, named in zip(faulted, named_streams, strict=True):
+        actual = unknown_streams[0] if slot == UNKNOWN_SLOT and unknown_streams else None
+        if slot != UNKNOWN_SLOT:
+            actual = stream_of(slot)
+        if named != actual:
+            return Outcome("wrong", f"slot {slot}: the log names stream {named}, it ran on {actual}")
     for slot in faulted:
         if slot in (UNKNOWN_SLOT, k_slot):
             continue

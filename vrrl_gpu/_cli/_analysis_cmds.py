@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds
-from vrrl_gpu._cli._output import format_timestamp, opcode_names_for, print_table, record_dicts
+from vrrl_gpu._cli._output import format_timestamp, opcode_names_for, print_table, record_dicts, streams_for
 from vrrl_gpu._cli._progress import progress_bar
 from vrrl_gpu.analysis._diff import diff_records
 from vrrl_gpu.analysis._export import export_log, merge_to
@@ -129,7 +129,8 @@ def _records(path: str, salvage: bool) -> npt.NDArray[np.void]:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     names = opcode_names_for(args.log)
-    s = compute_stats(_records(args.log, args.salvage), opcode_names=names, buckets=args.buckets)
+    recs = _records(args.log, args.salvage)
+    s = compute_stats(recs, opcode_names=names, buckets=args.buckets, streams=streams_for(args.log, recs))
     s = {"path": args.log, **s}
     if args.json:
         print(json.dumps(s, sort_keys=True))
@@ -202,12 +203,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
     )
     for w in s["crash_windows"]:
         fault = f"{FailureClass(w['failure_class']).label} {code_label(w['backend_error_code'])}"
+        where = f"tenant {w['tenant_id']}" + (f" stream {w['stream']}" if w["stream"] >= 0 else "")
+        mark = {True: "; this stream's launch faulted", False: "; in flight on another stream", None: ""}
         if w["slot_idx"] == UNKNOWN_SLOT:
-            print(f"crash window: tenant {w['tenant_id']} slot unknown (unresolved) when {fault} was seen")
+            print(f"crash window: {where} slot unknown (unresolved) when {fault} was seen")
             continue
         print(
-            f"crash window: tenant {w['tenant_id']} slot {slot_label(w['slot_idx'])} "
-            f"({opcode_label(w['opcode'], names)}) was running when {fault} was seen"
+            f"crash window: {where} slot {slot_label(w['slot_idx'])} "
+            f"({opcode_label(w['opcode'], names)}) was running when {fault} was seen{mark[w['faulted_here']]}"
         )
     return 0
 
@@ -215,9 +218,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------- tail
 
 
+def _stream_part(stream: int | None) -> str:
+    return "" if stream is None else f"  stream {stream}"
+
+
 def _tail_line(d: dict[str, Any], names: dict[int, str]) -> str:
     text = (
-        f"{format_timestamp(d['timestamp_ns'])}  tenant {d['tenant_id']}  slot {slot_label(d['slot_idx'])}  "
+        f"{format_timestamp(d['timestamp_ns'])}  tenant {d['tenant_id']}{_stream_part(d['stream'])}  "
+        f"slot {slot_label(d['slot_idx'])}  "
         f"{opcode_label(d['opcode'], names)}  {SlotStatus.label_of(d['slot_status'])}  "
         f"args {' '.join(f'{a:#x}' for a in d['args'])}  epoch {d['epoch']}"
     )
@@ -228,9 +236,9 @@ def _tail_line(d: dict[str, Any], names: dict[int, str]) -> str:
     return text
 
 
-def _emit(recs: npt.NDArray[np.void], as_json: bool, names: dict[int, str]) -> None:
+def _emit(recs: npt.NDArray[np.void], as_json: bool, names: dict[int, str], log: str) -> None:
     out = sys.stdout
-    for d in record_dicts(recs):
+    for d in record_dicts(recs, streams_for(log, recs)):
         out.write((json.dumps(d) if as_json else _tail_line(d, names)) + "\n")
     out.flush()
 
@@ -239,7 +247,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     follower = LogFollower(args.log)
     names = opcode_names_for(args.log)
     first = follower.last(args.lines)
-    _emit(first, args.json, names)
+    _emit(first, args.json, names, args.log)
     if not args.follow:
         return 0
     seen = 0
@@ -252,7 +260,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
             if new.size:
                 if args.max_records is not None:
                     new = new[: args.max_records - seen]
-                _emit(new, args.json, names)
+                _emit(new, args.json, names, args.log)
                 seen += int(new.shape[0])
                 if args.max_records is not None and seen >= args.max_records:
                     return 0

@@ -16,6 +16,8 @@ from vrrl_gpu._cli._output import (
     opcode_names_for,
     print_table,
     record_dicts,
+    stream_label,
+    streams_for,
 )
 from vrrl_gpu.errors import CorruptRecordError, TruncatedLogError
 from vrrl_gpu.format._layout import RECORD_MAGIC, FailureClass, SlotStatus
@@ -123,6 +125,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+_DUMP_COLUMNS = (
+    "#", "time (UTC)", "slot", "tenant", "stream", "opcode", "args", "epoch", "status", "class", "code",
+    "digest",
+)  # fmt: skip
+
+
 def cmd_dump(args: argparse.Namespace) -> int:
     scan = _scan(args.log, args.salvage)
     if args.salvage and (scan.corrupt_slots or scan.missing_slots):
@@ -131,7 +139,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
             f"{scan.missing_slots} missing slot(s)",
             file=sys.stderr,
         )
-    rows = record_dicts(scan.records)
+    rows = record_dicts(scan.records, streams_for(args.log, scan.records))
     if args.json:
         out = sys.stdout
         for d in rows:
@@ -151,6 +159,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
             format_timestamp(d["timestamp_ns"]),
             slot_label(d["slot_idx"]),
             d["tenant_id"],
+            stream_label(d["stream"]),
             opcode_label(d["opcode"], names),
             " ".join(f"{a:#x}" for a in d["args"]),
             d["epoch"],
@@ -163,9 +172,9 @@ def cmd_dump(args: argparse.Namespace) -> int:
     ]
     print_table(
         f"{args.log}: {len(table)} record(s)",
-        ("#", "time (UTC)", "slot", "tenant", "opcode", "args", "epoch", "status", "class", "code", "digest"),
+        _DUMP_COLUMNS,
         table,
-        justify={"#": "right", "slot": "right", "tenant": "right", "epoch": "right"},
+        justify={"#": "right", "slot": "right", "tenant": "right", "stream": "right", "epoch": "right"},
     )
     return 0
 

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from vrrl_gpu.analysis._streams import streams_of
 from vrrl_gpu.analysis.exporters._rows import DUMP_FIELDS, record_rows
 from vrrl_gpu.errors import SidecarError
 from vrrl_gpu.format._sidecar import read_sidecar
@@ -20,14 +21,18 @@ __all__ = [
     "opcode_names_for",
     "print_table",
     "record_dicts",
+    "stream_label",
+    "streams_for",
 ]
 
 JSON_FIELDS = DUMP_FIELDS
 
 
-def record_dicts(records: npt.NDArray[np.void]) -> Iterator[dict[str, Any]]:
+def record_dicts(
+    records: npt.NDArray[np.void], streams: npt.NDArray[np.int32] | None = None
+) -> Iterator[dict[str, Any]]:
     """One JSON-ready dict per record, in array order, with exactly :data:`JSON_FIELDS`."""
-    for row in record_rows(records):
+    for row in record_rows(records, streams=streams):
         yield {k: row[k] for k in JSON_FIELDS}
 
 
@@ -39,6 +44,19 @@ def format_timestamp(ns: int) -> str:
     except (OverflowError, OSError, ValueError):
         return f"{ns}ns"
     return f"{base}.{frac:09d}Z"
+
+
+def streams_for(log_path: str, records: npt.NDArray[np.void]) -> npt.NDArray[np.int32] | None:
+    """The stream of each of ``records`` (the log's newest, in order); a broken sidecar is reported once."""
+    try:
+        return streams_of(log_path, records)
+    except SidecarError as e:
+        print(f"vrrl: warning: {e}", file=sys.stderr)
+        return None
+
+
+def stream_label(stream: int | None) -> str:
+    return "-" if stream is None or stream < 0 else str(stream)
 
 
 def opcode_names_for(log_path: str) -> dict[int, str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from vrrl_gpu.analysis._merge import merge_logs
+from vrrl_gpu.analysis._streams import mapper_for
 from vrrl_gpu.analysis.exporters._output import AtomicOutput, SinkContext, drive
 from vrrl_gpu.analysis.exporters._registry import DEFAULT_MERGE_FORMAT, FORMATS, get_format
 from vrrl_gpu.analysis.exporters._rows import ProgressFn, opcode_names_of
@@ -41,7 +42,7 @@ def export_log(
     names = opcode_names_of(p)
     f.require_extra()  # refuse before creating anything
     target = AtomicOutput(out, force=force)
-    ctx = SinkContext(opcode_names=names, source=p)
+    ctx = SinkContext(opcode_names=names, source=p, streams=mapper_for(p))
     batches = ((c, None) for c in iter_record_chunks(p, salvage=salvage))
     return drive(target, lambda t: f.open_sink(t, ctx), batches, progress, None)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -253,18 +254,27 @@ class CrashWindow:
     fault_status: int
     failure_class: int
     backend_error_code: int
+    #: The stream of the launch (-1: not known; see analysis/_streams.py).
+    stream: int = -1
+    #: This stream's launch is the one that faulted: True when it is the only window of its fault whose
+    #: launch had begun and not ended (for a sticky fault every busy stream has a window), False when
+    #: another window is that one, None when that is not knowable.
+    faulted_here: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def crash_windows(records: Records, launches: Launches | None = None) -> list[CrashWindow]:
+def crash_windows(
+    records: Records, launches: Launches | None = None, streams: npt.NDArray[np.int32] | None = None
+) -> list[CrashWindow]:
     """One window per ``FAULTED`` or ``HUNG`` record: the launch it names, not a neighbour on its track.
 
     A record that names no launch (``UNKNOWN_SLOT``) gets a window of its own with that slot; one whose
     breadcrumbs were lost is its own launch (it carries the same words), and its window starts at it. Only
     a record that names a launch that completed (other writers) falls back to the last open launch of its
-    track opened at or before it.
+    track opened at or before it. ``streams`` (the stream of each record) fills in ``stream``; the windows
+    of one fault (its tenant and error code) say which stream faulted when that is knowable.
     """
     r = _check(records)
     ls = launches if launches is not None else find_launches(r)
@@ -275,16 +285,17 @@ def crash_windows(records: Records, launches: Launches | None = None) -> list[Cr
     for f in faults.tolist():
         t = r["tenant_id"][f]
         end = int(r["timestamp_ns"][f])
-        fields = {
+        fields: dict[str, Any] = {
             "tenant_id": int(t),
             "fault_record": int(f),
             "fault_slot_idx": int(r["slot_idx"][f]),
             "fault_status": int(status[f]),
             "failure_class": int(r["failure_class"][f]),
             "backend_error_code": int(r["backend_error_code"][f]),
+            "stream": int(streams[f]) if streams is not None else -1,
         }
         if int(r["slot_idx"][f]) == UNKNOWN_SLOT:
-            unknown = {"launch_record": -1, "slot_idx": UNKNOWN_SLOT, "opcode": 0}
+            unknown: dict[str, Any] = {"launch_record": -1, "slot_idx": UNKNOWN_SLOT, "opcode": 0}
             out.append(CrashWindow(start_ns=end, end_ns=end, **unknown, **fields))
             continue
         row = int(ls.group[f])
@@ -307,4 +318,36 @@ def crash_windows(records: Records, launches: Launches | None = None) -> list[Cr
                 **fields,
             )
         )
+    return _mark_faulted(out, ls, r)
+
+
+def _mark_faulted(windows: list[CrashWindow], ls: Launches, r: Records) -> list[CrashWindow]:
+    """Which window of each fault is the faulting launch: the one open launch, when exactly one is open."""
+    status = r["slot_status"]
+    events: dict[tuple[int, int], list[int]] = {}
+    for i, w in enumerate(windows):
+        if w.fault_status == SlotStatus.FAULTED:
+            events.setdefault((w.tenant_id, w.backend_error_code), []).append(i)
+    out = list(windows)
+    for members in events.values():
+        if len(members) == 1:
+            out[members[0]] = dataclasses.replace(out[members[0]], faulted_here=True)
+            continue
+        # Several streams were busy: with begin+end, a window whose launch ended is not the culprit.
+        began_open = []
+        for i in members:
+            w = windows[i]
+            row = int(ls.group[w.launch_record]) if w.launch_record >= 0 else -1
+            has_begin = row >= 0 and int(status[w.launch_record]) == SlotStatus.BEGIN
+            if w.slot_idx != UNKNOWN_SLOT and has_begin and not bool(ls.completed[row]):
+                began_open.append(i)
+        unknown = any(windows[i].slot_idx == UNKNOWN_SLOT for i in members)
+        if len(began_open) == 1 and not unknown and _ends_recorded(r):
+            for i in members:
+                out[i] = dataclasses.replace(out[i], faulted_here=i == began_open[0])
     return out
+
+
+def _ends_recorded(r: Records) -> bool:
+    """Whether the log holds end breadcrumbs (``begin+end``): only then does "no end" mean "still running"."""
+    return bool((r["slot_status"] == SlotStatus.COMPLETED).any())

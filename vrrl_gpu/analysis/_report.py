@@ -284,12 +284,13 @@ def render_report(
     opcode_names: Mapping[int, str] | None = None,
     header: Mapping[str, Any] | None = None,
     last: int = DEFAULT_LAST,
+    streams: npt.NDArray[np.int32] | None = None,
 ) -> str:
     """The HTML page for a log's records (``header``: optional facts such as capacity, cursor, wrapped)."""
     from vrrl_gpu._version import __version__
 
-    stats = compute_stats(records, opcode_names=opcode_names, buckets=10)
-    windows = crash_windows(records)
+    stats = compute_stats(records, opcode_names=opcode_names, buckets=10, streams=streams)
+    windows = crash_windows(records, streams=streams)
     name = Path(source).name if source else "log"
     fails = stats["failures"]["total"]
     cards = [
@@ -347,19 +348,26 @@ def render_report(
     win_rows = [
         (
             w.tenant_id,
+            "-" if w.stream < 0 else w.stream,
             slot_label(w.slot_idx),
             opcode_label(w.opcode, opcode_names),
             _utc(w.start_ns),
             _fmt_ns(w.end_ns - w.start_ns),
             SlotStatus.label_of(w.fault_status)
             + f": {FailureClass(w.failure_class).label} {code_label(w.backend_error_code)}",
+            {True: "yes", False: "no", None: "not knowable"}[w.faulted_here],
         )
         for w in windows
     ]
     win_html = (
         "<h3>Crash windows</h3>"
-        "<p>The launch each track had reached (no COMPLETED record) when a fault was seen.</p>"
-        + _table(("tenant", "slot", "opcode", "began", "until fault", "fault"), win_rows, ("tenant", "slot"))
+        "<p>The launch each stream had reached when a fault was seen (a sticky fault stops every stream; "
+        "'faulted here' says which stream's launch faulted when the records tell).</p>"
+        + _table(
+            ("tenant", "stream", "slot", "opcode", "began", "until fault", "fault", "faulted here"),
+            win_rows,
+            ("tenant", "stream", "slot"),
+        )
         if win_rows
         else ""
     )
@@ -445,7 +453,13 @@ def write_report(
     }
     if scan.corrupt_slots or scan.missing_slots:
         header["damaged slots skipped"] = len(scan.corrupt_slots) + scan.missing_slots
-    page = render_report(scan.records, source=p, opcode_names=opcode_names_of(p), header=header, last=last)
+    from vrrl_gpu.analysis._streams import streams_of
+
+    streams = streams_of(p, scan.records)
+    names = opcode_names_of(p)
+    page = render_report(
+        scan.records, source=p, opcode_names=names, header=header, last=last, streams=streams
+    )
     target = AtomicOutput(out, force=force)
     try:
         with open(target.tmp, "w", encoding="utf-8") as f:

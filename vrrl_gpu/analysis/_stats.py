@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from vrrl_gpu.analysis._launches import (
     _check,
@@ -36,9 +37,15 @@ def _label(names: Mapping[int, str] | None, opcode: int) -> str:
 
 
 def compute_stats(
-    records: Records, *, opcode_names: Mapping[int, str] | None = None, buckets: int = 10
+    records: Records,
+    *,
+    opcode_names: Mapping[int, str] | None = None,
+    buckets: int = 10,
+    streams: npt.NDArray[np.int32] | None = None,
 ) -> dict[str, Any]:
-    """The facts ``vrrl stats`` prints, as a JSON-ready dict (see docs/analysis.md for the keys)."""
+    """The facts ``vrrl stats`` prints, as a JSON-ready dict (see docs/analysis.md for the keys).
+
+    ``streams``: each record's stream (analysis/_streams.py), for the crash windows."""
     r = _check(records)
     if buckets < 1:
         raise RecordValueError(f"buckets must be a positive integer, got {buckets!r}")
@@ -145,5 +152,5 @@ def compute_stats(
             }
         )
     out["tracks"] = tracks
-    out["crash_windows"] = [w.to_dict() for w in crash_windows(r, ls)]
+    out["crash_windows"] = [w.to_dict() for w in crash_windows(r, ls, streams)]
     return out

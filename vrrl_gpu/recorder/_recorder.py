@@ -118,6 +118,7 @@ class Recorder:
         # The error a backpressure wait already attributed: the launch path must not attribute it twice.
         self._attributed: BaseException | None = None
         self._unknown: list[dict[str, int]] = []
+        self._graph_launches = False
         self._last_arrival = time.monotonic()
         self._hang_reported: set[int] = set()
         self._watchdog_stop = threading.Event()
@@ -144,11 +145,14 @@ class Recorder:
                 # Inside a graph capture nothing may allocate, zero or synchronize: make it all now.
                 self._ensure_device_ring()
                 self._backend._pack_kernel("vrrl_pack_devseq")
-            self._write_meta(MetaOpcode.SESSION_START, (os.getpid(), 0, 0, 0))
+            # The nonce names this session in the sidecar: its stream table covers the records after it.
+            self._session_nonce = int.from_bytes(os.urandom(8), "little") or 1
+            nonce = self._session_nonce
+            self._write_meta(MetaOpcode.SESSION_START, (os.getpid(), nonce & _U32, nonce >> 32, 0))
             offset = self._ts_offset & 0xFFFFFFFFFFFFFFFF  # two's complement: the offset may be negative
             self._write_meta(MetaOpcode.CALIBRATION, (offset & _U32, offset >> 32, 0, 0))
             self._sidecar = self._make_sidecar()
-            write_sidecar(self._path, self._sidecar)
+            self._write_stream_table()
             if opts.watchdog is not None:
                 self._start_watchdog(opts.watchdog)
                 undo.callback(self._stop_watchdog)
@@ -493,6 +497,7 @@ class Recorder:
         try:
             self._write_meta(MetaOpcode.SESSION_END, (os.getpid(), 0, 0, 0))
             self._drainer.close()
+            self._write_stream_table()
         except BaseException as exc:
             error = error or exc
         # After a sticky error, freeing pinned memory is a CUDA call that fails: leak rather than raise.
@@ -638,6 +643,7 @@ class Recorder:
             self._streams[key] = st
             self._by_id[id(s)] = st
             self._drainer.add_ring(ring)
+            self._write_stream_table()
         elif s is not st.stream and len(st.aliases) < _MAX_ALIASES:
             # Another object for the same stream (an ExternalStream made per call): remember it, holding it so
             # that its id cannot be reused by a different stream. Past the bound the slow path answers.
@@ -671,6 +677,7 @@ class Recorder:
         return ring, ptrs, counter
 
     def _pack_devseq(self, st: _StreamState, info: _Launch, status: SlotStatus) -> None:
+        self._graph_launches = True
         _ring, ptrs, counter = self._capture_ring()
         self._backend.pack_devseq(
             ptrs,
@@ -822,6 +829,7 @@ class Recorder:
             st.outstanding = False
         if blamed or cls.fatal:
             self._log_sync_quietly()
+        self._write_stream_table()
         return blamed
 
     def _crash_window(self, st: _StreamState, stop: int | None = None) -> _Launch | None:
@@ -879,9 +887,22 @@ class Recorder:
         self._log_sync_quietly()
         if info.slot_idx == UNKNOWN_SLOT:
             # The record says "unknown"; the sidecar says what the device had written and what was missing.
-            with self._sidecar_lock:
-                self._sidecar.extra["unknown_windows"] = list(self._unknown)
-                write_sidecar(self._path, self._sidecar)
+            self._write_stream_table()
+
+    def _write_stream_table(self) -> None:
+        """The sidecar's stream table (docs/recorder.md): each stream's slots as runs, and the session."""
+        with self._sidecar_lock:
+            extra = self._sidecar.extra
+            extra["session"] = {"nonce": self._session_nonce, "pid": os.getpid()}
+            extra["streams"] = [
+                {"index": st.index, "key": st.key, "runs": [list(r) for r in st.runs]}
+                for st in list(self._streams.values())
+            ]
+            if self._unknown:
+                extra["unknown_windows"] = list(self._unknown)
+            if self._graph_launches:
+                extra["graph_launches"] = True
+            write_sidecar(self._path, self._sidecar)
 
     def _nvtx_push(self, info: _Launch) -> None:
         assert self._nvtx is not None

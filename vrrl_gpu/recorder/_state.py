@@ -81,10 +81,15 @@ class _StreamState:
             elif slot == run[0] + run[1] * run[2]:
                 run[2] += 1
                 return
+        if len(runs) >= _MAX_RUNS:
+            # Bounded: the oldest runs go (their slots' stream becomes unknown), rarely and in one step.
+            del runs[: _MAX_RUNS // 2]
         runs.append([slot, 1, 1])
 
 
 _ZERO_WORDS: Words = (0, 0, 0, 0)
+#: Runs kept per stream in the stream table: round-robin schedules need one, irregular ones one per switch.
+_MAX_RUNS = 4096
 
 
 def _words(words: Sequence[int] | None) -> Words:

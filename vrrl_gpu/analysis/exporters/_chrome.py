@@ -27,11 +27,16 @@ def _us(ns: int, base: int) -> float:
 
 
 def chrome_trace(
-    records: Records, *, opcode_names: Mapping[int, str] | None = None, source: str = ""
+    records: Records,
+    *,
+    opcode_names: Mapping[int, str] | None = None,
+    source: str = "",
+    streams: npt.NDArray[np.int32] | None = None,
 ) -> dict[str, Any]:
     """A Chrome Trace Event document (Perfetto, chrome://tracing) for a log's records.
 
-    One process; one thread (track) per ``tenant_id``. A launch with both a
+    One process; one thread (track) per ``tenant_id`` and stream (``streams``:
+    each record's, -1 when not known; such records share the tenant's track). A launch with both a
     BEGIN and a COMPLETED record is a complete ("X") slice, one without an end
     an instant ("i") event; failures, GAPs and other meta-records are instant
     events; each crash window (the launch the device had reached when a fault
@@ -42,6 +47,11 @@ def chrome_trace(
     from vrrl_gpu._version import __version__
 
     ls = find_launches(records)
+    strm = streams if streams is not None else np.full(int(records.shape[0]), -1, np.int32)
+    key = (records["tenant_id"].astype(np.int64) << np.int64(32)) | (strm.astype(np.int64) + 1)
+    uniq, inverse = np.unique(key, return_inverse=True)
+    tids: list[int] = inverse.reshape(-1).tolist()
+    tid_of = {(int(k) >> 32, (int(k) & 0xFFFFFFFF) - 1): i for i, k in enumerate(uniq.tolist())}
     ts = records["timestamp_ns"]
     base = int(ts.min()) if ts.size else 0
     pid = 1
@@ -54,34 +64,28 @@ def chrome_trace(
             "args": {"name": f"vrrl {Path(source).name}" if source else "vrrl"},
         },
     ]
-    for t in np.unique(records["tenant_id"]).tolist():
+    for (t, s), tid in tid_of.items():
+        name = f"tenant {t}" if s < 0 else f"tenant {t} stream {s}"
+        events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": name}})
         events.append(
-            {"ph": "M", "name": "thread_name", "pid": pid, "tid": int(t), "args": {"name": f"tenant {t}"}}
-        )
-        events.append(
-            {
-                "ph": "M",
-                "name": "thread_sort_index",
-                "pid": pid,
-                "tid": int(t),
-                "args": {"sort_index": int(t)},
-            }
+            {"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid, "args": {"sort_index": tid}}
         )
 
     # Column lists, not numpy scalars, in the per-launch loop: it runs once per launch.
     labels = {op: opcode_label(op, opcode_names) for op in np.unique(ls.opcode).tolist()}
     statuses = {st: SlotStatus.label_of(st) for st in np.unique(ls.status).tolist()}
+    launch_tids = [tids[i] for i in ls.index.tolist()]
     cols = zip(
-        ls.opcode.tolist(), ls.ts.tolist(), ls.tenant.tolist(), ls.slot.tolist(), ls.args.tolist(),
+        ls.opcode.tolist(), ls.ts.tolist(), launch_tids, ls.slot.tolist(), ls.args.tolist(),
         ls.epoch.tolist(), ls.status.tolist(), ls.completed.tolist(), ls.end_ts.tolist(),
         strict=True,
     )  # fmt: skip
-    for op, start, tenant, slot, words, epoch, status, completed, end in cols:
+    for op, start, track, slot, words, epoch, status, completed, end in cols:
         ev: dict[str, Any] = {
             "name": labels[op],
             "cat": "launch",
             "pid": pid,
-            "tid": tenant,
+            "tid": track,
             "ts": _us(start, base),
             "args": {
                 "slot_idx": slot,
@@ -122,7 +126,7 @@ def chrome_trace(
                     "ph": "i",
                     "s": scope,
                     "pid": pid,
-                    "tid": t,
+                    "tid": tids[j],
                     "ts": _us(int(r["timestamp_ns"]), base),
                     "args": args,
                 }
@@ -136,7 +140,7 @@ def chrome_trace(
                     "ph": "i",
                     "s": "t",
                     "pid": pid,
-                    "tid": t,
+                    "tid": tids[j],
                     "cname": "terrible",
                     "ts": _us(int(r["timestamp_ns"]), base),
                     "args": {
@@ -148,7 +152,7 @@ def chrome_trace(
                     },
                 }
             )
-    for w in crash_windows(records, ls):
+    for w in crash_windows(records, ls, strm):
         events.append(
             {
                 "name": (
@@ -157,7 +161,7 @@ def chrome_trace(
                 "cat": "crash",
                 "ph": "X",
                 "pid": pid,
-                "tid": w.tenant_id,
+                "tid": tids[w.fault_record],
                 "cname": "terrible",
                 "ts": _us(w.start_ns, base),
                 "dur": max(0.001, round((w.end_ns - w.start_ns) / 1000.0, 3)),
@@ -188,6 +192,10 @@ class ChromeSink(Sink):
     def finish(self) -> None:
         recs = np.concatenate(self._chunks) if self._chunks else np.empty(0, RECORD_DTYPE)
         self._chunks = []
-        trace = chrome_trace(recs, opcode_names=self._ctx.opcode_names, source=self._ctx.source)
+        mapper = self._ctx.streams
+        streams = mapper(recs) if mapper is not None else None
+        trace = chrome_trace(
+            recs, opcode_names=self._ctx.opcode_names, source=self._ctx.source, streams=streams
+        )
         with open(self._path, "w", encoding="utf-8") as f:
             json.dump(trace, f, separators=(",", ":"))

@@ -21,9 +21,11 @@ class CsvSink(Sink):
         self._w = csv.writer(self._f, lineterminator="\n")
         self._w.writerow(ROW_FIELDS)
         self._names = ctx.opcode_names
+        self._streams = ctx.streams
 
     def write(self, records: Records, origin: npt.NDArray[np.int32] | None) -> None:
-        for row in record_rows(records, opcode_names=self._names):
+        streams = self._streams(records) if self._streams is not None else None
+        for row in record_rows(records, opcode_names=self._names, streams=streams):
             row["args"] = " ".join(str(a) for a in row["args"])
             self._w.writerow(["" if row[k] is None else row[k] for k in ROW_FIELDS])
 

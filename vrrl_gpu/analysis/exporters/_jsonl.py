@@ -29,6 +29,7 @@ class JsonlSink(Sink):
             origin=origin,
             origin_paths=self._ctx.origin_paths or (),
             origin_names=self._ctx.origin_names,
+            streams=self._ctx.streams(records) if self._ctx.streams is not None else None,
         ):
             buf.write(json.dumps(row))
             buf.write("\n")

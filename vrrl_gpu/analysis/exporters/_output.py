@@ -13,6 +13,7 @@ from types import ModuleType
 import numpy as np
 import numpy.typing as npt
 
+from vrrl_gpu.analysis._streams import StreamMapper
 from vrrl_gpu.analysis.exporters._rows import ProgressFn
 from vrrl_gpu.errors import MissingExtraError, VrrlIoError
 from vrrl_gpu.format._reader import Records
@@ -50,7 +51,8 @@ class SinkContext:
     ``origin_paths`` / ``origin_names``: a merge's inputs and each input's
     names (None / empty for an export). ``total``: the records that will be
     written, when counted beforehand (formats with ``needs_total``), else None.
-    ``source``: the exported log's path.
+    ``source``: the exported log's path. ``streams``: maps each batch to its
+    records' streams, in reading order (None: not known, or a merge).
     """
 
     opcode_names: Mapping[int, str] | None = None
@@ -58,6 +60,7 @@ class SinkContext:
     origin_names: Sequence[Mapping[int, str]] = ()
     total: int | None = None
     source: str = ""
+    streams: StreamMapper | None = None
 
 
 class Sink:

@@ -40,6 +40,7 @@ def parquet_schema(*, with_origin: bool) -> Any:
         pa.field("failure_class_name", pa.string()),
         pa.field("backend_error_code", pa.uint32()),
         pa.field("output_digest", pa.uint64()),
+        pa.field("stream", pa.int32()),
     ]
     if with_origin:
         fields.append(pa.field("origin", pa.struct([("index", pa.int32()), ("path", pa.string())])))
@@ -57,6 +58,7 @@ class ParquetSink(Sink):
             list(ctx.origin_paths or ()),
             ctx.origin_names,
         )
+        self._streams = ctx.streams
 
     def write(self, records: Records, origin: npt.NDArray[np.int32] | None) -> None:
         pa = self._pa
@@ -68,6 +70,7 @@ class ParquetSink(Sink):
             table = self._per_origin[o] if self._per_origin else self._names
             nm = table.get(op) if table else None
             names.append(nm if nm is not None else (opcode_label(op) if op >= 0xFFFFFF00 else None))
+        streams = self._streams(records) if self._streams is not None else np.full(n, -1, np.int32)
         fcs = records["failure_class"].tolist()
         sts = records["slot_status"].tolist()
         cols = [
@@ -87,6 +90,7 @@ class ParquetSink(Sink):
             pa.array([FailureClass(f).label for f in fcs], pa.string()),
             pa.array(records["backend_error_code"], pa.uint32()),
             pa.array(records["output_digest"], pa.uint64()),
+            pa.array(streams, pa.int32(), mask=streams < 0),
         ]
         if self._with_origin:
             idx = pa.array(np.asarray(org, np.int32), pa.int32())

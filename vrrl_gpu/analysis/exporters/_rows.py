@@ -22,7 +22,8 @@ __all__ = [
 ]
 
 
-#: The columns of ``vrrl dump --json``/``--csv``: the format's field names, then the class name.
+#: The columns of ``vrrl dump --json``/``--csv``: the format's field names, the class name, then the stream
+#: (from the sidecar's stream table; None when not known).
 DUMP_FIELDS = (
     "timestamp_ns",
     "slot_idx",
@@ -35,6 +36,7 @@ DUMP_FIELDS = (
     "backend_error_code",
     "output_digest",
     "failure_class_name",
+    "stream",
 )
 
 #: Columns of JSON lines / CSV / Parquet rows: ``vrrl dump --json``'s, then the names we know.
@@ -57,15 +59,18 @@ def record_rows(
     origin: npt.NDArray[np.int32] | None = None,
     origin_paths: Sequence[str] = (),
     origin_names: Sequence[Mapping[int, str]] = (),
+    streams: npt.NDArray[np.int32] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One JSON-ready dict per record (:data:`ROW_FIELDS`, plus ``origin`` for merged rows).
 
     ``opcode_name`` is the sidecar's name, or None when the opcode has none (a
     meta-opcode gets its ``<gap>``-style label). With ``origin``, each row's
-    names come from ``origin_names[origin[i]]``.
+    names come from ``origin_names[origin[i]]``. ``streams``: each record's
+    stream (-1: not known, written as None), e.g. from a ``StreamMapper``.
     """
     cols = {n: records[n].tolist() for n in records.dtype.names or () if n != "magic"}
     org = origin.tolist() if origin is not None else None
+    strm = streams.tolist() if streams is not None else [-1] * int(records.shape[0])
     class_label = {v: FailureClass(v).label for v in set(cols["failure_class"])}
     status_name = {v: SlotStatus.label_of(v) for v in set(cols["slot_status"])}
     for i in range(records.shape[0]):
@@ -87,6 +92,7 @@ def record_rows(
             "backend_error_code": cols["backend_error_code"][i],
             "output_digest": cols["output_digest"][i],
             "failure_class_name": class_label[fc],
+            "stream": strm[i] if strm[i] >= 0 else None,
             "slot_status_name": status_name[cols["slot_status"][i]],
             "opcode_name": name,
         }
