@@ -158,10 +158,9 @@ def judge(
         n_unknown = faulted.count(UNKNOWN_SLOT)
         return Outcome("wrong", f"{n_unknown} unknown records, sidecar notes {unknown_streams}")
     named_streams = log_streams(path, recs)[recs["slot_status"] == SlotStatus.FAULTED].tolist()
+    unknown_order = iter(unknown_streams)  # the i-th unknown record is the sidecar's i-th note
     for slot, named in zip(faulted, named_streams, strict=True):
-        actual = unknown_streams[0] if slot == UNKNOWN_SLOT and unknown_streams else None
-        if slot != UNKNOWN_SLOT:
-            actual = stream_of(slot)
+        actual = next(unknown_order) if slot == UNKNOWN_SLOT else stream_of(slot)
         if named != actual:
             return Outcome("wrong", f"slot {slot}: the log names stream {named}, it ran on {actual}")
     for slot in faulted:
