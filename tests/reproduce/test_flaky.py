@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -29,8 +30,9 @@ pytest.importorskip("cupy_backends.cuda.api.runtime")
 FLAKY_SOURCE = textwrap.dedent(
     """
     import os, random, threading, time
+    from concurrent.futures import ThreadPoolExecutor
     from cupy_backends.cuda.api.runtime import CUDARuntimeError
-    from vrrl_gpu.reproduce import trial_seed
+    from vrrl_gpu.reproduce import current_stream, independent, trial_seed
 
     STATE = {"armed": False, "loaded": False, "landed": False}
 
@@ -69,6 +71,32 @@ FLAKY_SOURCE = textwrap.dedent(
         with open(os.environ["VRRL_TEST_MARK"], "a") as f:
             f.write(os.environ.get("CUDA_VISIBLE_DEVICES", "-") + "\\n")
 
+    LANES = {}
+    ORDER = []
+
+    def lane(n):
+        if n not in LANES:
+            LANES[n] = ThreadPoolExecutor(1)
+        return LANES[n]
+
+    @independent
+    def put_a(w, e, t, s):
+        def work():
+            time.sleep(0.02)
+            ORDER.append("a")
+        lane(current_stream()).submit(work)  # without a recorder, current_stream() is a lane number
+
+    @independent
+    def put_b(w, e, t, s):
+        lane(current_stream()).submit(ORDER.append, "b")
+
+    def check(w, e, t, s):
+        # The bug: it assumes a finished before b, true only while they share a stream.
+        for ex in LANES.values():
+            ex.shutdown(wait=True)
+        if ORDER[:2] == ["b", "a"]:
+            raise CUDARuntimeError(700)
+
     BASE = {"noop": noop, "arm": arm, "load": load}
     P100 = {**BASE, "fire": fire_with(1.0)}
     P50 = {**BASE, "fire": fire_with(0.5)}
@@ -77,6 +105,8 @@ FLAKY_SOURCE = textwrap.dedent(
     OTHER_CODE = {**BASE, "fire": fire_with(1.0, code=719)}
     EARLY = {**P100, "arm": early}
     RACE = {"noop": noop, "start": start, "consume": consume}
+    LANE_RACE = {"noop": noop, "put_a": put_a, "put_b": put_b, "check": check}
+    ON_TWIN = {"noop": independent(lambda w, e, t, s: None), "arm": arm, "load": load, "fire": fire_with(1.0)}
     WHERE = {"noop": where, "fire": where}
     """
 )
@@ -376,3 +406,38 @@ def test_a_time_budget_stops_the_search(reg: str, flaky_log: Path, tmp_path: Pat
     # However far it got, what it returns was seen to reproduce.
     if result.reproduced:
         assert set(NEEDED) <= {x.position for x in result.kept}
+
+
+# ------------------------------------------------------------------------------------------ --streams
+
+
+def test_independent_launches_on_several_streams_provoke_and_minimise_a_race(
+    reg: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = write_log(tmp_path / "lanes.vrrl", _seq(6, put_a=1, put_b=3, check=5), fail_at=5)
+    argv = ["replay", str(log), "--registry", f"{reg}:LANE_RACE", "--device", "none", "--jobs", "2"]
+    assert main([*argv, "--trials", "3"]) == 1  # one stream: a always finishes first
+    assert "reproduced in 0 of 3 trials" in capsys.readouterr().out
+    small = tmp_path / "lanes.min.vrrl"
+    rc = main([*argv, "--streams", "2", "--trials", "3", "--minimize", "-o", str(small), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert [k["position"] for k in out["kept"]] == [1, 3, 5]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the twin backend needs a C++ compiler (g++)")
+def test_streams_with_a_recorder_on_the_twin(reg: str, flaky_log: Path, tmp_path: Path) -> None:
+    report = replay(
+        read_plan(flaky_log),
+        f"{reg}:ON_TWIN",
+        device="twin",
+        streams=3,
+        trials=2,
+        min_trials=2,
+        replay_log=tmp_path / "twin.replay.vrrl",
+    )
+    assert report.reproduced
+    assert report.outcome.backend == "twin"
+    replayed = read_plan(tmp_path / "twin.replay.vrrl")
+    assert replayed.failure is not None
+    assert replayed.failure.code == 700

@@ -121,6 +121,14 @@ def register(sub: Any) -> None:
         help="sleep a random 0..SECONDS (drawn from the trial's seed) before each launch, to shake schedules",
     )
     g.add_argument(
+        "--streams",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help="spread the launches the registry marks independent (@independent) over K streams, where they "
+        "may overlap (default: 1)",
+    )
+    g.add_argument(
         "--jobs", type=positive_int, default=None, help="trials run at once (default: CPUs, at most 4)"
     )
     g.add_argument(
@@ -259,6 +267,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             match=args.match,
             seed=args.seed,
             jitter=args.jitter,
+            streams=args.streams,
             jobs=_jobs(args),
             devices=args.devices,
             on_trial=lambda r: update(r.trials, args.trials, f"trials: {r.describe()}"),
@@ -457,6 +466,7 @@ def _minimize(plan: Any, args: argparse.Namespace) -> int:
             match=args.match,
             seed=args.seed,
             jitter=args.jitter,
+            streams=args.streams,
             devices=args.devices,
             budget=args.budget,
             on_best=on_best,
@@ -519,6 +529,7 @@ def _minimize(plan: Any, args: argparse.Namespace) -> int:
     device = f" --device {args.device}" if args.device != "auto" else ""
     flaky = f" --trials {args.trials}" if args.trials > 1 else ""
     flaky += f" --jitter {args.jitter:g}" if args.jitter else ""
+    flaky += f" --streams {args.streams}" if args.streams > 1 else ""
     print(f"replay it: vrrl replay {out_path} --registry {args.registry}{device}{flaky}")
     return 0
 

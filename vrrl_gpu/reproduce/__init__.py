@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vrrl_gpu.reproduce._child import current_recorder, trial_seed
+from vrrl_gpu.reproduce._child import current_recorder, current_stream, trial_seed
 from vrrl_gpu.reproduce._minimize import MinimizeResult, minimize, write_sequence_log
 from vrrl_gpu.reproduce._plan import (
     DEFAULT_TIMEOUT,
@@ -20,7 +20,7 @@ from vrrl_gpu.reproduce._rate import (
     misses_to_reject,
     wilson_interval,
 )
-from vrrl_gpu.reproduce._registry import load_registry, resolve_registry
+from vrrl_gpu.reproduce._registry import independent, load_registry, resolve_registry
 from vrrl_gpu.reproduce._replay import DigestMismatch, ReplayReport, replay
 from vrrl_gpu.reproduce._sampler import MATCH_MODES, Budget, Match, matches
 from vrrl_gpu.reproduce._trials import TrialFailure, TrialOutcome, run_trial
@@ -36,6 +36,7 @@ __all__ = [
     "read_plan",
     # registry
     "load_registry",
+    "independent",
     "resolve_registry",
     # trials
     "TrialFailure",
@@ -43,6 +44,7 @@ __all__ = [
     "run_trial",
     # child
     "current_recorder",
+    "current_stream",
     "trial_seed",
     # rates and many trials
     "DEFAULT_CONFIDENCE",

@@ -13,9 +13,9 @@ from typing import Any
 
 from vrrl_gpu.errors import RegistryError
 from vrrl_gpu.format._sidecar import opcode_for_name
-from vrrl_gpu.reproduce._registry import load_registry, resolve_registry
+from vrrl_gpu.reproduce._registry import is_independent, load_registry, resolve_registry
 
-__all__ = ["current_recorder", "trial_seed"]
+__all__ = ["current_recorder", "current_stream", "trial_seed"]
 
 
 # ---------------------------------------------------------------------------------------------- the child
@@ -24,6 +24,8 @@ __all__ = ["current_recorder", "trial_seed"]
 _CURRENT: Any = None
 #: This trial's seed (None outside a replay child).
 _SEED: int | None = None
+#: The stream of the launch in progress (--streams): a backend stream, or a lane number without a recorder.
+_STREAM: Any = None
 
 
 def current_recorder() -> Any:
@@ -44,6 +46,18 @@ def trial_seed() -> int | None:
     repeatable; ``--jitter`` draws its delays from it too. None outside a replay.
     """
     return _SEED
+
+
+def current_stream() -> Any:
+    """In a replay child: the stream the launch in progress should run on.
+
+    With ``--streams K`` the launches whose registry callable is marked
+    :func:`independent` are spread round robin over K streams. With a recorder
+    this is a stream of ``current_recorder().backend`` (None: the current
+    stream); without one (``device="none"``) it is the lane number ``0..K-1``.
+    None outside a replay.
+    """
+    return _STREAM
 
 
 def _child_entry(request_json: str, writer: Any) -> None:
@@ -79,7 +93,7 @@ def _child_entry(request_json: str, writer: Any) -> None:
 
 
 def _child_run(req: Mapping[str, Any], emit: Callable[..., None]) -> None:
-    global _CURRENT, _SEED
+    global _CURRENT, _SEED, _STREAM
     _SEED = req.get("seed")
     names = {int(k): v for k, v in req["names"].items()}
     launches: list[list[int]] = req["launches"]
@@ -119,6 +133,12 @@ def _child_run(req: Mapping[str, Any], emit: Callable[..., None]) -> None:
     stop = bool(req["stop_at_failure"])
     jitter = float(req.get("jitter") or 0.0)
     rng = random.Random(_SEED)
+    n_streams = max(1, int(req.get("streams") or 1))
+    lanes: list[Any] = [None]
+    if n_streams > 1 and rec is not None:
+        lanes += [rec.backend.new_stream() for _ in range(n_streams - 1)]
+    independent = {op: n_streams > 1 and is_independent(fn) for op, fn in table.items()}
+    spread = 0
     last = -1
     try:
         for i, w in enumerate(launches):
@@ -127,13 +147,20 @@ def _child_run(req: Mapping[str, Any], emit: Callable[..., None]) -> None:
             if jitter and i:
                 # A host delay between launches lets earlier asynchronous work run ahead: schedules differ.
                 time.sleep(rng.uniform(0.0, jitter))
+            lane = 0
+            if independent[op]:
+                lane, spread = spread % n_streams, spread + 1
+            _STREAM = lane if rec is None else lanes[lane]
+            # Independent launches may overlap: the next dependent launch (or the last) waits for them.
+            wait = not independent[op] or i == len(launches) - 1
             ret: Any = None
             try:
                 if rec is not None:
                     rec.epoch = epoch
-                    with rec.slot(op, words=words):
+                    with rec.slot(op, words=words, stream=lanes[lane]):
                         ret = table[op](words, epoch, tenant, slot)
-                    rec.synchronize()  # an asynchronous fault then surfaces at this launch
+                    if wait:
+                        rec.synchronize()  # an asynchronous fault then surfaces at this launch
                 else:
                     ret = table[op](words, epoch, tenant, slot)
             except Exception as exc:
@@ -159,6 +186,7 @@ def _child_run(req: Mapping[str, Any], emit: Callable[..., None]) -> None:
                 emit(e="ok", i=i)
     finally:
         _CURRENT = None
+        _STREAM = None
         if rec is not None:
             try:
                 rec.close()

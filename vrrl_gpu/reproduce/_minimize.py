@@ -79,6 +79,7 @@ def minimize(
     match: Match = "code",
     seed: int = 0,
     jitter: float = 0.0,
+    streams: int = 1,
     devices: Sequence[str] = (),
     budget: Budget | None = None,
     on_best: Callable[[int, int, Rate | None], None] | None = None,
@@ -103,6 +104,7 @@ def minimize(
     seen to reproduce. The minimum then gets ``trials`` fresh trials of its
     own (``kept_rate``). ``budget`` caps the search; when it runs out the
     shortest sequence seen to reproduce is returned with ``exhausted``.
+    ``seed``, ``jitter`` and ``streams`` are those of :func:`run_trial`.
 
     ``on_trial(n, length, reproduced)`` is called after each candidate's
     verdict (``n`` trials spent so far); ``on_best(n, length, rate)`` when a
@@ -132,6 +134,7 @@ def minimize(
         match=match,
         seed=seed,
         jitter=jitter,
+        streams=streams,
         jobs=workers,
         devices=devices,
         budget=budget or Budget(),

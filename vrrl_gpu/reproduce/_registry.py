@@ -8,13 +8,33 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vrrl_gpu.errors import RegistryError
 from vrrl_gpu.format._sidecar import opcode_for_name
 from vrrl_gpu.reproduce._plan import RegistryFn
 
-__all__ = ["load_registry", "resolve_registry"]
+F = TypeVar("F", bound=RegistryFn)
+
+__all__ = ["independent", "is_independent", "load_registry", "resolve_registry"]
+
+_INDEPENDENT = "vrrl_independent"
+
+
+def independent(fn: F) -> F:
+    """Mark a registry callable as independent of the launches around it (``@independent``).
+
+    With ``replay --streams K`` such launches are spread over K streams and
+    may overlap; the callable runs its work on
+    :func:`vrrl_gpu.reproduce.current_stream`. Only mark launches whose
+    order against their neighbours the program does not promise.
+    """
+    setattr(fn, _INDEPENDENT, True)
+    return fn
+
+
+def is_independent(fn: Any) -> bool:
+    return bool(getattr(fn, _INDEPENDENT, False))
 
 
 # ---------------------------------------------------------------------------------------------- the registry

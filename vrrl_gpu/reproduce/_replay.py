@@ -121,6 +121,7 @@ def replay(
     match: Match = "code",
     seed: int = 0,
     jitter: float = 0.0,
+    streams: int = 1,
     jobs: int = 1,
     devices: Sequence[str] = (),
     on_trial: Callable[[Rate], None] | None = None,
@@ -134,6 +135,7 @@ def replay(
     trial costs one trial. The replay reproduced when some trial did and the
     rate is not significantly below ``min_rate``. ``outcome`` is the first
     reproducing trial (else the first); digests are compared for it.
+    ``seed``, ``jitter`` and ``streams`` are those of :func:`run_trial`.
     """
     check_rate_options(trials, confidence, min_rate, min_trials)
     launches = plan.select(start, stop)
@@ -156,6 +158,7 @@ def replay(
         match=match,
         seed=seed,
         jitter=jitter,
+        streams=streams,
         jobs=jobs,
         devices=devices,
         confidence=confidence,

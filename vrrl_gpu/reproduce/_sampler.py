@@ -82,6 +82,7 @@ class Sampler:
     match: Match = "code"
     seed: int = 0
     jitter: float = 0.0
+    streams: int = 1
     jobs: int = 1
     devices: Sequence[str] = ()
     budget: Budget = field(default_factory=Budget)
@@ -154,6 +155,7 @@ class Sampler:
                 progress=progress,
                 seed=self.seed_for(seq, index),
                 jitter=self.jitter,
+                streams=self.streams,
                 env={"CUDA_VISIBLE_DEVICES": token} if token is not None else None,
             )
         finally:

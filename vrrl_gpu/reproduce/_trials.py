@@ -98,6 +98,7 @@ def run_trial(
     seed: int | None = None,
     jitter: float = 0.0,
     env: Mapping[str, str] | None = None,
+    streams: int = 1,
 ) -> TrialOutcome:
     """Run ``launches`` in a fresh child process and report what happened.
 
@@ -112,6 +113,8 @@ def run_trial(
     ``jitter`` sleeps a random ``0..jitter`` seconds (drawn from the seed)
     before each launch after the first. The child runs in the parent's
     environment as it is now, plus ``env``, set before the registry is imported.
+    ``streams`` > 1 spreads the launches marked independent over that many
+    streams (see :func:`current_stream`).
 
     Children come from a multiprocessing *forkserver* that has imported only
     vrrl_gpu (never the registry, never CUDA), so each trial starts from a
@@ -119,6 +122,8 @@ def run_trial(
     """
     if timeout <= 0:
         raise RecordValueError(f"timeout must be > 0 seconds, got {timeout}")
+    if streams < 1:
+        raise RecordValueError(f"streams must be at least 1, got {streams}")
     if jitter < 0:
         raise RecordValueError(f"jitter must be >= 0 seconds, got {jitter}")
     ctx = _context()
@@ -136,6 +141,7 @@ def run_trial(
         "cwd": os.getcwd(),
         "seed": seed,
         "jitter": jitter,
+        "streams": streams,
         # The forkserver kept the environment of the first trial's time; each child gets the current one.
         "env": {**os.environ, **(env or {})},
     }
