@@ -19,16 +19,25 @@
         }                                                                                                     \
     } while (0)
 
-// With begin+end: the last thread of the grid to finish the body (a device-memory counter per launch, which it
-// resets for the next launch using the slot) writes the COMPLETED record. Counting threads, not blocks, needs
-// no __syncthreads (the twin has none); one atomic per thread is device time, see docs/recorder.md.
+// With begin+end: the last block (GPU) or the last thread (twin, which has no __syncthreads) to finish the body
+// writes the COMPLETED record. The count is a per-launch counter in device memory (slot vrrl_done_slot), reset by
+// its last writer for the next launch that uses the slot. The body is a function: an early return reaches here.
+#ifdef VRRL_TWIN
+#define VRRL_INSTR_LAST_ARRIVAL()                                                                              \
+    (atomicAdd(vrrl_done + vrrl_done_slot, 1u) ==                                                             \
+     gridDim.x * gridDim.y * gridDim.z * blockDim.x * blockDim.y * blockDim.z - 1u)
+#else
+#define VRRL_INSTR_LAST_ARRIVAL()                                                                              \
+    (__syncthreads(), (threadIdx.x | threadIdx.y | threadIdx.z) == 0u &&                                      \
+                          (__threadfence(), atomicAdd(vrrl_done + vrrl_done_slot, 1u) ==                      \
+                                                gridDim.x * gridDim.y * gridDim.z - 1u))
+#endif
+
 #define VRRL_INSTR_END()                                                                                       \
     do {                                                                                                      \
         if (vrrl_end != 0u) {                                                                                 \
-            const unsigned int vrrl_total = gridDim.x * gridDim.y * gridDim.z * blockDim.x * blockDim.y *      \
-                                            blockDim.z;                                                       \
             __threadfence();                                                                                  \
-            if (atomicAdd(vrrl_done + vrrl_done_slot, 1u) == vrrl_total - 1u) {                               \
+            if (VRRL_INSTR_LAST_ARRIVAL()) {                                                                  \
                 atomicExch(vrrl_done + vrrl_done_slot, 0u);                                                   \
                 const unsigned long long vrrl_s = atomicAdd(vrrl_counter, 1ull);                              \
                 vrrl_write_commit(vrrl_records, vrrl_commits, vrrl_mask, vrrl_s,                              \

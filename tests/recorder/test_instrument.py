@@ -18,7 +18,7 @@ import pytest
 from vrrl_gpu import Recorder, SlotStatus
 from vrrl_gpu.backends import CountingBackend, TwinBackend, TwinCudaError
 from vrrl_gpu.capture import kernel_source, parse_kernels
-from vrrl_gpu.errors import InstrumentError, KernelArgumentError
+from vrrl_gpu.errors import InstrumentError, KernelArgumentError, KernelCompileError
 from vrrl_gpu.recorder._instrument import INSTRUMENT_PARAMS, instrument_source
 
 from ..capture.test_kernels import _nvrtc_compile
@@ -40,6 +40,21 @@ extern "C" __global__ void scale_some(float* out, const float* in, unsigned int 
     float acc = 0.0f;
     for (int r = 0; r < 3; ++r) { acc += in[i] * k; }
     out[i] = acc;
+}
+"""
+
+# Shared memory and barriers: a GPU kernel the twin cannot run (it has neither), so it is only compiled here.
+BLOCK_SUM = """
+extern "C" __global__ void block_sum(const float* in, float* out, unsigned int n) {
+    __shared__ float buf[256];
+    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    buf[threadIdx.x] = i < n ? in[i] : 0.0f;
+    __syncthreads();
+    for (unsigned int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) { buf[threadIdx.x] += buf[threadIdx.x + s]; }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) { out[blockIdx.x] = buf[0]; }
 }
 """
 
@@ -212,10 +227,11 @@ def test_the_rewrite_keeps_launch_bounds_comments_and_the_other_kernels() -> Non
         ("vrrl_demo.cu", "vrrl_demo_wait"),
         ("vrrl_pack.cu", "vrrl_read_globaltimer"),
         (None, "scale_some"),
+        (None, "block_sum"),
     ],
 )
 def test_instrumented_kernels_compile_with_nvrtc(file: str | None, name: str, arch: str) -> None:
-    src = EARLY_RETURN if file is None else kernel_source(file)
+    src = {"scale_some": EARLY_RETURN, "block_sum": BLOCK_SUM}[name] if file is None else kernel_source(file)
     out = instrument_source(src, name)
     cubin = _nvrtc_compile(out, f"{name}.cu", arch)
     assert cubin[:4] == b"\x7fELF"
@@ -240,3 +256,11 @@ def test_disabled_recorder_instruments_nothing_and_still_runs_the_kernel(
     assert rec.instrument(handle, opcode=1) is handle
     rec.close()
     assert not (tmp_path / "off.vrrl").exists()
+
+
+def test_the_twin_cannot_run_shared_memory_kernels_and_says_so(make_rec: Callable[..., Recorder]) -> None:
+    """A limit of the twin, not of rec.instrument: the kernel compiles for a GPU (above), not for the CPU."""
+    rec = make_rec()
+    with pytest.raises(KernelCompileError) as ei:
+        rec.instrument(BLOCK_SUM, "block_sum", opcode=rec.opcode("sum"))
+    assert "not supported by the vrrl CPU twin" in ei.value.log
