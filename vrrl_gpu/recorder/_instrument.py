@@ -109,7 +109,8 @@ def instrument_source(source: str, name: str) -> str:
     if body_close < 0:
         raise _refuse(name, "its body is not closed")
     body = masked[body_open : body_close + 1]
-    if re.search(r"\bexit\s*;", source[body_open : body_close + 1]) or "VRRL_EXIT_THREAD" in body:
+    exits = ("VRRL_EXIT_THREAD", "vrrl_fail_and_exit")
+    if re.search(r"\bexit\s*;", source[body_open : body_close + 1]) or any(e in body for e in exits):
         raise _refuse(name, "it exits threads (asm exit;), which would never reach the end record")
     if re.search(r"\bthis_grid\s*\(|\bgrid_group\b", body):
         raise _refuse(name, "it synchronizes the grid (cooperative launch)")
