@@ -16,6 +16,7 @@ With CI set, a missing NVRTC major fails with what to install; otherwise it is s
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import importlib.metadata
 import importlib.util
@@ -131,6 +132,20 @@ OFFSETOF = (
 )
 
 
+def _instrumented() -> dict[str, str]:
+    """Every kernel of kernels/ that rec.instrument accepts, rewritten (``file:kernel`` -> source)."""
+    from vrrl_gpu.errors import InstrumentError
+    from vrrl_gpu.recorder._instrument import instrument_source
+
+    out: dict[str, str] = {}
+    for name in CU_FILES:
+        src = (KERNELS / name).read_text(encoding="utf-8")
+        for kernel in _kernel_names(src):
+            with contextlib.suppress(InstrumentError):
+                out[f"{name}:{kernel}"] = instrument_source(src, kernel)
+    return out
+
+
 def _programs(major: int) -> list[dict[str, Any]]:
     progs = [
         {"key": f"{name}:{arch}", "name": name, "src": (KERNELS / name).read_text(encoding="utf-8"),
@@ -141,6 +156,10 @@ def _programs(major: int) -> list[dict[str, Any]]:
     for key, src in (("broken", BROKEN), ("offsetof", OFFSETOF)):
         options = cupy_nvrtc_options("sm_80", major)
         progs.append({"key": key, "name": f"{key}.cu", "src": src, "options": options})
+    for key, src in _instrumented().items():
+        for arch in ARCHS[:2]:
+            progs.append({"key": f"instrumented:{key}:{arch}", "name": "instrumented.cu", "src": src,
+                          "options": cupy_nvrtc_options(arch, major)})  # fmt: skip
     return progs
 
 
@@ -229,6 +248,18 @@ def test_every_cu_file_compiles_to_a_cubin(lib: Nvrtc, name: str, arch: str) -> 
     assert names, f'no extern "C" kernels found in {name}'
     for kernel in names:
         assert kernel.encode() in cubin, f"{kernel} is not in the {name} cubin"
+
+
+@pytest.mark.parametrize("arch", ARCHS[:2])
+@pytest.mark.parametrize("lib", LIBS, ids=lambda lib: lib.label)
+def test_instrumented_kernels_compile_to_a_cubin(lib: Nvrtc, arch: str) -> None:
+    """rec.instrument's rewrite of each kernel of kernels/ it accepts (recorder/_instrument.py)."""
+    keys = sorted(_instrumented())
+    assert len(keys) >= 4, keys  # the demo and pack kernels that neither exit threads nor are templates
+    for key in keys:
+        result = compiled(lib)["by_key"][f"instrumented:{key}:{arch}"]
+        assert result["ok"], f"{lib.label} {key} {arch}:\n{result['log']}"
+        assert base64.b64decode(result["cubin"])[:4] == b"\x7fELF"
 
 
 @pytest.mark.parametrize("lib", LIBS, ids=lambda lib: lib.label)
