@@ -288,37 +288,16 @@ class Recorder:
         call.__wrapped__ = kernel  # type: ignore[attr-defined]
         return call
 
-    @contextlib.contextmanager
     def slot(
         self, opcode: int, words: Sequence[int] | None = None, *, stream: Any = None, outputs: Any = None
-    ) -> Iterator[int]:
+    ) -> contextlib.AbstractContextManager[int]:
         """Record whatever the body launches (ElementwiseKernel, library calls…) as one slot.
 
         A breadcrumb is enqueued before the body (and, with ``begin+end``,
         after it). An exception from the body is written as FAILED_AT_LAUNCH
         and propagates unchanged. Yields the slot index.
         """
-        w = _words(words)
-        with self._lock:
-            st, info = self._open_slot(stream, opcode, w, outputs)
-        if self._nvtx is not None:
-            self._nvtx_push(info)
-        try:
-            yield info.slot_idx
-        except BaseException as exc:
-            with self._lock:
-                self._launch_failed(st, info, exc)
-            raise
-        finally:
-            if self._nvtx is not None:
-                self._nvtx.pop_range(domain=_NVTX_DOMAIN)
-        with self._lock:
-            if self._poison is None:
-                try:
-                    self._end(st, info)
-                except BaseException as exc:
-                    self._enqueue_failed(exc)
-                    raise
+        return _Slot(self, opcode, words, stream, outputs)
 
     def recorded(self, opcode: int, words: Sequence[int] | None = None) -> Callable[[F], F]:
         """Decorator form of :meth:`slot`: each call of the function is one recorded slot."""
@@ -1034,6 +1013,50 @@ class Recorder:
         )
         if self._opts.on_hang is not None:
             self._opts.on_hang(report)
+
+
+class _Slot:
+    """``rec.slot(...)``: a class, not a generator context manager, because it is on the launch path."""
+
+    __slots__ = ("_info", "_opcode", "_outputs", "_rec", "_st", "_stream", "_words")
+
+    def __init__(
+        self, rec: Recorder, opcode: int, words: Sequence[int] | None, stream: Any, outputs: Any
+    ) -> None:
+        self._rec = rec
+        self._opcode = opcode
+        self._words = words
+        self._stream = stream
+        self._outputs = outputs
+
+    def __enter__(self) -> int:
+        rec = self._rec
+        w = _words(self._words)
+        with rec._lock:
+            st, info = rec._open_slot(self._stream, self._opcode, w, self._outputs)
+        self._st, self._info = st, info
+        if rec._nvtx is not None:
+            rec._nvtx_push(info)
+        return info.slot_idx
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        rec = self._rec
+        try:
+            if exc is not None:
+                with rec._lock:
+                    rec._launch_failed(self._st, self._info, exc)
+                return
+        finally:
+            if rec._nvtx is not None:
+                rec._nvtx.pop_range(domain=_NVTX_DOMAIN)
+        if rec._end_crumbs:
+            with rec._lock:
+                if rec._poison is None:
+                    try:
+                        rec._end(self._st, self._info)
+                    except BaseException as e:
+                        rec._enqueue_failed(e)
+                        raise
 
 
 _BEGIN = int(SlotStatus.BEGIN)
