@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole GPU check in one command, on a machine with an NVIDIA GPU:
-#   vrrl doctor --json, VRRL_REQUIRE_GPU=1 pytest -m gpu, bench_gpu.py and bench_recorder.py on CuPy.
+#   vrrl doctor --json, VRRL_REQUIRE_GPU=1 pytest -m gpu, bench_gpu.py and bench_recorder.py on CuPy, then
+#   the attribution matrix of -m gpu (one child process per case) in the time that is left.
 # Everything goes under one folder (default ./gpu-check-out); summary.md there is a markdown table for
 # benchmarks/RESULTS.md. Installs nothing from the network: wheels in .whl/ (if any) are installed with
 # --no-index into /tmp/site. Each step has its own timeout and a failing step does not stop the others; the
@@ -69,6 +70,18 @@ status_of() {
 
 last_line() { grep -v '^\s*$' "$1" 2>/dev/null | tail -n 1 | tr '|' '/' | cut -c1-160; }
 
+# Counts from a pytest -v log (its per-test lines, not the -ra summary), so a step cut short by its timeout
+# still says how far it got; the total is what pytest said it selected.
+pytest_counts() {
+    local out="" n what total
+    for what in PASSED FAILED ERROR SKIPPED; do
+        n=$(grep -cE "::.* $what +\[ *[0-9]+%\]" "$1" 2>/dev/null)
+        out="$out${out:+, }${n:-0} ${what,,}"
+    done
+    total=$(grep -oE '([0-9]+) selected' "$1" 2>/dev/null | head -n 1 | cut -d' ' -f1)
+    echo "$out of ${total:-?}"
+}
+
 cd "$REPO" || exit 1
 
 # ---- 0. wheels carried in .whl/ (the device machine has no network) ---------------------------------
@@ -104,19 +117,27 @@ EOF
 )
 row "vrrl doctor --device cupy --json" "$(status_of "$RC")" "$SECS" "$DOCTOR_DETAIL"
 
-# ---- 2. the GPU test suite -------------------------------------------------------------------------------
-run pytest 240 "$OUT/pytest-gpu.log" env VRRL_REQUIRE_GPU=1 "$PY" -m pytest -m gpu -q -p no:cacheprovider \
-    --junitxml="$OUT/pytest-gpu.xml" tests
-row "VRRL_REQUIRE_GPU=1 pytest -m gpu" "$(status_of "$RC")" "$SECS" "$(last_line "$OUT/pytest-gpu.log")"
+# ---- 2. the GPU test suite, the attribution matrix last (144 child processes: it gets what time is left) ----
+MATRIX=tests/recorder/test_attribution.py
+run pytest 200 "$OUT/pytest-gpu.log" env VRRL_REQUIRE_GPU=1 "$PY" -m pytest -m gpu -v -p no:cacheprovider \
+    --junitxml="$OUT/pytest-gpu.xml" --ignore="$MATRIX" tests
+row "VRRL_REQUIRE_GPU=1 pytest -m gpu (all but the attribution matrix)" "$(status_of "$RC")" "$SECS" \
+    "$(pytest_counts "$OUT/pytest-gpu.log")"
 
 # ---- 3. GPU benchmarks ---------------------------------------------------------------------------------
-run bench_gpu 75 "$OUT/bench_gpu.txt" "$PY" benchmarks/bench_gpu.py --device cupy
+run bench_gpu 60 "$OUT/bench_gpu.txt" "$PY" benchmarks/bench_gpu.py --device cupy
 status=$(status_of "$RC")
 if [ "$RC" = 0 ] && grep -q "^no GPU: skipped" "$OUT/bench_gpu.txt"; then status="FAILED (no GPU: skipped)"; fi
 row "bench_gpu.py --device cupy" "$status" "$SECS" "$(last_line "$OUT/bench_gpu.txt")"
 
-run bench_recorder 75 "$OUT/bench_recorder.txt" "$PY" benchmarks/bench_recorder.py --device cupy
+run bench_recorder 60 "$OUT/bench_recorder.txt" "$PY" benchmarks/bench_recorder.py --device cupy
 row "bench_recorder.py --device cupy" "$(status_of "$RC")" "$SECS" "$(last_line "$OUT/bench_recorder.txt")"
+
+# ---- 4. the attribution matrix on the device, in the time that is left ---------------------------------
+run matrix 400 "$OUT/pytest-gpu-matrix.log" env VRRL_REQUIRE_GPU=1 "$PY" -m pytest -m gpu -v -p no:cacheprovider \
+    --junitxml="$OUT/pytest-gpu-matrix.xml" "$MATRIX"
+row "VRRL_REQUIRE_GPU=1 pytest -m gpu $MATRIX" "$(status_of "$RC")" "$SECS" \
+    "$(pytest_counts "$OUT/pytest-gpu-matrix.log")"
 
 # ---- summary -------------------------------------------------------------------------------------------
 MACHINE=$("$PY" - "$OUT/doctor.json" <<'EOF' 2>/dev/null || echo "unknown machine"
@@ -136,8 +157,8 @@ TOTAL=$(($(date +%s) - START))
 {
     echo "## $(date -u +%Y-%m-%d): benchmarks/gpu_check.sh on $MACHINE"
     echo
-    echo "Wall time ${TOTAL} s (budget ${BUDGET} s). Logs: doctor.json, pytest-gpu.log (+ .xml), bench_gpu.txt,"
-    echo "bench_recorder.txt."
+    echo "Wall time ${TOTAL} s (budget ${BUDGET} s). Logs: doctor.json, pytest-gpu.log and pytest-gpu-matrix.log"
+    echo "(+ .xml), bench_gpu.txt, bench_recorder.txt."
     echo
     echo "| step | status | s | detail |"
     echo "|---|---|---|---|"

@@ -15,8 +15,13 @@ from tests.helpers.gpu import gpu_status
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
-STEPS = ("vrrl doctor --device cupy --json", "VRRL_REQUIRE_GPU=1 pytest -m gpu", "bench_gpu.py --device cupy",
-         "bench_recorder.py --device cupy")  # fmt: skip
+STEPS = (
+    "vrrl doctor --device cupy --json",
+    "VRRL_REQUIRE_GPU=1 pytest -m gpu (all but the attribution matrix)",
+    "bench_gpu.py --device cupy",
+    "bench_recorder.py --device cupy",
+    "VRRL_REQUIRE_GPU=1 pytest -m gpu tests/recorder/test_attribution.py",
+)
 
 
 @pytest.mark.slow
