@@ -150,3 +150,20 @@ def _sidecar_with(tmp_path: Path, st: _StreamState) -> Path:
     )
     write_sidecar(path, side)
     return path
+
+
+def test_meta_records_carry_the_recorders_tenant(tmp_path: Path) -> None:
+    """GAP (the device laps an 8-slot ring the host runs far ahead of), SESSION_*, CALIBRATION: tenant 7."""
+    path = tmp_path / "run.vrrl"
+    rec = Recorder(path, device="twin", staging_slots=8, backpressure=False, tenant_id=7, capacity=1 << 14)
+    with rec:
+        w = Axpy.on(rec)
+        for i in range(2000):
+            w.launch(i)
+    recs = log_records(path)
+    meta = recs[recs["slot_status"] == SlotStatus.META]
+    gaps = meta[meta["opcode"] == 0xFFFFFF01]
+    assert set(meta["opcode"].tolist()) >= {0xFFFFFF02, 0xFFFFFF04, 0xFFFFFF05}
+    assert set(recs["tenant_id"].tolist()) == {7}
+    if rec.statistics().dropped:  # lapping depends on how fast the drain thread runs
+        assert gaps.size

@@ -68,9 +68,16 @@ def find_orphans(
 
 
 def recover_segment(
-    segment: str | os.PathLike[str], *, into: str | os.PathLike[str] | None = None
+    segment: str | os.PathLike[str],
+    *,
+    into: str | os.PathLike[str] | None = None,
+    tenant_id: int | None = None,
 ) -> RecoveryResult:
     """Drain one orphaned segment into its log (or ``into``), then remove it.
+
+    The RECOVERED and GAP meta-records carry the tenant of the segment's
+    records, or ``tenant_id`` when it holds none (a recorder recovering its
+    own log passes its tenant), else 0.
 
     Raises :class:`RecoverError` for another user's segment, for one whose
     owner still runs, for one that names no log when ``into`` is not given,
@@ -95,7 +102,10 @@ def recover_segment(
             fresh, duplicates = _without_logged(records, log)
             if fresh.shape[0] or gaps:
                 now = time.time_ns()
-                tenant = int(fresh["tenant_id"][0]) if fresh.shape[0] else 0
+                if records.shape[0]:
+                    tenant = int(records["tenant_id"][0])
+                else:
+                    tenant = tenant_id if tenant_id is not None else 0
                 pieces = [
                     recovered_record(info.owner_pid, int(fresh.shape[0]), timestamp_ns=now, tenant_id=tenant)
                 ]
@@ -116,7 +126,10 @@ def recover_segment(
 
 
 def recover_orphans(
-    log_path: str | os.PathLike[str], *, directory: str | os.PathLike[str] = DEFAULT_SHM_DIR
+    log_path: str | os.PathLike[str],
+    *,
+    directory: str | os.PathLike[str] = DEFAULT_SHM_DIR,
+    tenant_id: int | None = None,
 ) -> list[RecoveryResult]:
     """Recover every orphaned segment of ``log_path`` (what a new Recorder on that log does at start).
 
@@ -127,7 +140,7 @@ def recover_orphans(
     results = []
     for info in find_orphans(log_path, directory=directory):
         try:
-            results.append(recover_segment(info.path))
+            results.append(recover_segment(info.path, tenant_id=tenant_id))
         except FileNotFoundError:
             continue  # recovered by someone else meanwhile
         except (VrrlError, OSError) as e:

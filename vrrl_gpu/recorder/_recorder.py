@@ -15,6 +15,7 @@ reached on that stream when it failed. See docs/recorder.md.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import getpass
 import os
@@ -30,7 +31,7 @@ import numpy as np
 
 from vrrl_gpu.backends import Backend, get_backend
 from vrrl_gpu.backends._base import DeviceCounter, RingPointers
-from vrrl_gpu.capture._drain import Drainer
+from vrrl_gpu.capture._drain import Drainer, DrainOptions
 from vrrl_gpu.capture._records import meta_record
 from vrrl_gpu.capture._shm import ShmSegment
 from vrrl_gpu.capture._staging import StagingRing
@@ -134,11 +135,13 @@ class Recorder:
                 # NVML keeps no Xid history: watch from the start so a later 719/999 can be cross-checked.
                 start_nvml_watch()
             if opts.recover_orphans:
-                _recover_orphans_of(self._path)
+                _recover_orphans_of(self._path, opts.tenant_id)
             self._log = RingLog.open(self._path, capacity=opts.capacity)
             undo.callback(self._log.close)
             self._ts_offset = int(self._backend.calibrate())
-            self._drainer = Drainer([], self._log, options=opts.drain)
+            # GAP meta-records carry this recorder's tenant, so merged multi-rank logs have no phantom 0.
+            drain = dataclasses.replace(opts.drain or DrainOptions(), tenant_id=opts.tenant_id)
+            self._drainer = Drainer([], self._log, options=drain)
             self._drainer.start()
             undo.callback(self._drainer.close)
             if opts.capture:
@@ -1101,7 +1104,7 @@ def _request_coredump() -> dict[str, str] | None:
     return {"pipe": pipe, "expected_file": name}
 
 
-def _recover_orphans_of(path: str) -> None:
+def _recover_orphans_of(path: str, tenant_id: int) -> None:
     from vrrl_gpu.capture._recover import recover_orphans
 
-    recover_orphans(path)
+    recover_orphans(path, tenant_id=tenant_id)
