@@ -12,9 +12,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -198,3 +200,33 @@ def test_backpressure_keeps_the_ring_unlapped(tmp_path: Path, mode: str) -> None
     assert rec.statistics().dropped == 0
     begun = with_status(log_records(rec.path), SlotStatus.BEGIN)["slot_idx"].tolist()
     assert begun == list(range(600))
+
+
+def test_a_failure_at_the_call_follows_its_own_begin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An allocation that fails in a slot body while the device is still behind (held): its FAILED_AT_LAUNCH
+    record goes after the slot's begin breadcrumb, stamped no earlier, and the counts agree."""
+    path = tmp_path / "run.vrrl"
+    rec = Recorder(path, device="twin", staging_slots=64, capacity=4096)
+    try:
+        hold = Hold(rec)
+        hold.launch(0)
+        timer = threading.Timer(0.1, hold.release)
+        timer.start()
+        with pytest.raises(TwinCudaError), rec.slot(rec.opcode("alloc"), words=(1, 0, 0, 0)):
+            rec.backend.alloc_device(1 << 50)
+        timer.join()
+        rec.synchronize()
+    finally:
+        hold.release()
+        rec.close()
+    recs = log_records(path)
+    (begin,) = np.flatnonzero((recs["slot_idx"] == 1) & (recs["slot_status"] == SlotStatus.BEGIN)).tolist()
+    (failed,) = np.flatnonzero(recs["slot_status"] == SlotStatus.FAILED_AT_LAUNCH).tolist()
+    assert begin < failed
+    assert int(recs["timestamp_ns"][failed]) >= int(recs["timestamp_ns"][begin])
+    assert main(["stats", "--json", str(path)]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["failures"]["total"] == 1
+    assert [t["failed"] for t in s["tracks"]] == [1]

@@ -195,6 +195,22 @@ def test_failure_without_breadcrumb_stands_in_for_its_launch(tmp_path: Path) -> 
     assert plan.failure.position == 3
 
 
+def test_failure_record_before_its_own_begin_counts_the_launch_once(tmp_path: Path) -> None:
+    """Older recorders wrote a FAILED_AT_LAUNCH record before its launch's begin had arrived."""
+    ev = FailureEvidence.from_exception(MemoryError("oom"), slot_status=int(SlotStatus.FAILED_AT_LAUNCH))
+    recs = [Record(timestamp_ns=1, slot_idx=0, tenant_id=0, opcode=7, args=(0, 0, 0, 0), epoch=0)]
+    failed = Record(timestamp_ns=2, slot_idx=1, tenant_id=0, opcode=8, args=(1, 0, 0, 0), epoch=0)
+    recs.append(ev.apply(failed))
+    recs.append(Record(timestamp_ns=3, slot_idx=1, tenant_id=0, opcode=8, args=(1, 0, 0, 0), epoch=0))
+    recs.append(Record(timestamp_ns=4, slot_idx=2, tenant_id=0, opcode=7, args=(2, 0, 0, 0), epoch=0))
+    with RingLog.open(tmp_path / "n.vrrl", capacity=16) as log:
+        log.extend(recs)
+    plan = read_plan(tmp_path / "n.vrrl")
+    assert [(x.slot_idx, x.opcode) for x in plan.launches] == [(0, 7), (1, 8), (2, 7)]
+    assert plan.failure is not None
+    assert plan.failure.position == 1
+
+
 # ------------------------------------------------------------------------------------------ the registry
 
 

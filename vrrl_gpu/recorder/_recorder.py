@@ -776,9 +776,29 @@ class Recorder:
         ev = FailureEvidence.from_exception(
             exc, slot_status=int(SlotStatus.FAILED_AT_LAUNCH), outputs=info.outputs, classification=cls
         )
-        self._write_evidence(info, ev)
+        if not cls.fatal and info.begin_seq >= 0:
+            # The stream still works: let the launch's begin reach the log first, so that its failure record
+            # follows it (readers group records under the latest begin of their slot) and is stamped later.
+            self._await_arrival(st, info.begin_seq)
+        self._write_evidence(info, ev, st)
         if cls.fatal:
             self._poison = exc
+
+    def _await_arrival(self, st: _StreamState, seq: int, limit_s: float = 5.0) -> None:
+        """Drain until sequence ``seq`` of ``st`` arrived, the stream is idle or failed, or ``limit_s`` passed
+        (a device still busy with a long queue; the record is then written as it is)."""
+        deadline = time.monotonic() + limit_s
+        delay = 20e-6
+        while True:
+            self._drainer.flush()
+            if st.ring.consumer_position > seq:
+                return
+            code = int(self._backend.stream_query(st.stream))
+            if code != 600 or time.monotonic() > deadline:
+                self._drainer.flush()
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 1e-3)
 
     def _async_fault(
         self,
@@ -806,7 +826,7 @@ class Recorder:
             ev = FailureEvidence.from_exception(
                 exc, slot_status=int(SlotStatus.FAULTED), outputs=outputs, classification=cls
             )
-            self._write_evidence(culprit, ev)
+            self._write_evidence(culprit, ev, st)
             blamed += 1
             st.outstanding = False
         if blamed or cls.fatal:
@@ -852,9 +872,14 @@ class Recorder:
         self._unknown.append(note)
         return _Launch(slot_idx=UNKNOWN_SLOT, opcode=0, words=(0, 0, 0, 0), epoch=0, begin_seq=nxt)
 
-    def _write_evidence(self, info: _Launch, ev: FailureEvidence) -> None:
+    def _write_evidence(self, info: _Launch, ev: FailureEvidence, st: _StreamState | None = None) -> None:
+        """The failure record, stamped no earlier than the newest breadcrumb of its stream (``st``)."""
+        stamp = time.time_ns()
+        last = st.ring.last_consumed if st is not None else None
+        if last is not None:
+            stamp = max(stamp, int(last[1]["timestamp_ns"][0]))
         rec = Record(
-            timestamp_ns=time.time_ns(),
+            timestamp_ns=stamp,
             slot_idx=info.slot_idx,
             tenant_id=self._opts.tenant_id,
             opcode=info.opcode,
@@ -995,7 +1020,7 @@ class Recorder:
         )
         # Not under _lock: the host may hold it, blocked in synchronize() on this very hang. The drainer
         # serialises log writes itself.
-        self._write_evidence(culprit, ev)
+        self._write_evidence(culprit, ev, st)
         note: dict[str, str] | None
         try:
             note = dump = _request_coredump()

@@ -147,6 +147,7 @@ def read_plan(path: str | os.PathLike[str], *, salvage: bool = False) -> ReplayP
 
     launches: list[Launch] = []
     last_by_slot: dict[int, int] = {}  # slot_idx -> index into launches, of the latest launch with that slot
+    standin: dict[int, tuple[int, int, tuple[int, ...]]] = {}  # slots whose failure record opened the launch
     digests: dict[int, int] = {}
     failure: RecordedFailure | None = None
     gap_at: list[tuple[int, int]] = []  # (record index, records lost)
@@ -184,6 +185,11 @@ def read_plan(path: str | os.PathLike[str], *, salvage: bool = False) -> ReplayP
             # The breadcrumb of the failed launch is missing (lost, or never written): the failure record
             # carries the same words, so it stands in for the launch.
             is_launch = True
+            standin[slot] = (cols["tenant_id"][k], op, tuple(args[k]))
+        elif is_launch and standin.pop(slot, None) == (cols["tenant_id"][k], op, tuple(args[k])):
+            # The begin of a launch whose failure record came first (older recorders wrote it before the
+            # begin had arrived): the same launch, not a second one.
+            continue
         if is_launch:
             last_by_slot[slot] = len(launches)
             launches.append(
