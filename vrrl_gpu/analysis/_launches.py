@@ -299,7 +299,8 @@ def crash_windows(
             out.append(CrashWindow(start_ns=end, end_ns=end, **unknown, **fields))
             continue
         row = int(ls.group[f])
-        if row < 0 or ls.completed[row]:
+        ours = streams is not None and int(streams[f]) >= 0  # our recorder named the window itself
+        if row < 0 or (ls.completed[row] and not ours):
             # The record names a launch that completed (another writer's convention): the last open launch
             # of its track before it is what the device had reached.
             rows = open_rows[(ls.tenant[open_rows] == t) & (ls.index[open_rows] <= f)]
