@@ -167,19 +167,19 @@ def test_trials_report_a_rate_whose_interval_contains_p(
     p: float, reg: str, flaky_log: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["replay", str(flaky_log), "--registry", f"{reg}:{REGISTRIES[p]}", "--device", "none"]
-    rc = main([*argv, "--trials", "30", "--min-trials", "30", "--jobs", "2", "--json"])
+    rc = main([*argv, "--trials", "20", "--min-trials", "20", "--jobs", "2", "--json"])
     out = json.loads(capsys.readouterr().out)
     rate = out["rate"]
     assert rc == 0
-    assert rate["trials"] == 30
+    assert rate["trials"] == 20
     lo, hi = rate["interval"]
     assert lo <= p <= hi
-    assert rate["reproduced"] == round(rate["rate"] * 30)
+    assert rate["reproduced"] == round(rate["rate"] * 20)
     # The default stops at the first clear answer; its (wider) interval still contains p.
-    rc = main([*argv, "--trials", "30", "--jobs", "2", "--json"])
+    rc = main([*argv, "--trials", "20", "--jobs", "2", "--json"])
     early = json.loads(capsys.readouterr().out)["rate"]
     assert rc == 0
-    assert early["trials"] < 30
+    assert early["trials"] < 20
     assert early["interval"][0] <= p <= early["interval"][1]
 
 
@@ -275,7 +275,7 @@ def test_minimize_cli_records_the_rate_and_says_how_confident(
 ) -> None:
     small = tmp_path / "small.vrrl"
     argv = ["replay", str(flaky_log), "--registry", f"{reg}:P50", "--device", "none", "--minimize"]
-    rc = main([*argv, "--trials", "12", "--jobs", "2", "-o", str(small)])
+    rc = main([*argv, "--trials", "8", "--jobs", "2", "-o", str(small)])
     out = capsys.readouterr().out
     assert rc == 0
     assert "original:   reproduced in" in out
@@ -284,10 +284,10 @@ def test_minimize_cli_records_the_rate_and_says_how_confident(
     side = read_sidecar(small)
     assert side is not None
     assert side.extra["kept_positions"] == NEEDED
-    assert side.extra["rate"]["trials"] == 12
+    assert side.extra["rate"]["trials"] == 8
     assert side.extra["rate"]["reproduced"] > 0
-    assert side.extra["trials"] > 12
-    assert side.extra["original_rate"]["trials"] == 12
+    assert side.extra["trials"] > 8
+    assert side.extra["original_rate"]["trials"] == 8
 
 
 def test_budget_stops_the_search_with_the_best_so_far(reg: str, flaky_log: Path) -> None:
@@ -300,11 +300,11 @@ def test_budget_stops_the_search_with_the_best_so_far(reg: str, flaky_log: Path)
 
 
 def test_min_rate_sets_the_reference(reg: str, flaky_log: Path) -> None:
-    result = minimize(read_plan(flaky_log), f"{reg}:P50", device="none", trials=8, jobs=2, min_rate=0.4)
-    assert result.reference_rate == 0.4
-    assert result.misses_to_reject == min(8, misses_to_reject(0.4))
+    result = minimize(read_plan(flaky_log), f"{reg}:P50", device="none", trials=6, jobs=2, min_rate=0.5)
+    assert result.reference_rate == 0.5
+    assert result.misses_to_reject == min(6, misses_to_reject(0.5))
     assert [x.position for x in result.kept] == NEEDED
-    assert result.miss_probability == pytest.approx(0.6**result.misses_to_reject)
+    assert result.miss_probability == pytest.approx(0.5**result.misses_to_reject)
 
 
 # ------------------------------------------------------------------------------------------ --jitter
@@ -318,25 +318,11 @@ def test_a_race_appears_only_with_jitter_and_is_minimised(
     # Back to back, consume runs microseconds after start: the 30 ms of asynchronous work never land first.
     assert main([*argv, "--trials", "4", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["rate"]["reproduced"] == 0
-    # Random host delays of up to 0.15 s between launches let it land: the race shows.
-    assert main([*argv, "--trials", "3", "--jitter", "0.15", "--json"]) == 0
-    capsys.readouterr()
+    # Random host delays of up to 0.12 s between launches let it land: the full sequence reproduces (else
+    # the minimisation would exit 1), and it shrinks to the two launches of the race.
     small = tmp_path / "race.min.vrrl"
-    rc = main(
-        [
-            *argv,
-            "--jitter",
-            "0.15",
-            "--trials",
-            "5",
-            "--min-rate",
-            "0.5",
-            "--minimize",
-            "-o",
-            str(small),
-            "--json",
-        ]
-    )
+    jitter = ["--jitter", "0.12", "--trials", "4", "--min-rate", "0.5"]
+    rc = main([*argv, *jitter, "--minimize", "-o", str(small), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert [k["position"] for k in out["kept"]] == [1, 5]
