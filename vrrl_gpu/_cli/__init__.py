@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
-from vrrl_gpu.errors import VrrlError
+from vrrl_gpu.errors import VrrlError, VrrlWarning
 
 __all__ = ["main", "build_parser", "UsageError", "COMMAND_MODULES"]
 
@@ -58,6 +59,22 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``vrrl`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    with warnings.catch_warnings():
+        shown: set[str] = set()
+
+        def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+            # One line per distinct warning, never a source location: the CLI's warnings are for users.
+            text = _one_line(message if isinstance(message, BaseException) else Exception(message))
+            if text not in shown:
+                shown.add(text)
+                print(f"vrrl: warning: {text}", file=sys.stderr)
+
+        warnings.showwarning = show  # restored by catch_warnings
+        warnings.simplefilter("always", VrrlWarning)
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(list(argv) if argv is not None else None)

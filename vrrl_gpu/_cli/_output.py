@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
@@ -12,14 +13,14 @@ import numpy.typing as npt
 
 from vrrl_gpu.analysis._streams import streams_of
 from vrrl_gpu.analysis.exporters._rows import DUMP_FIELDS, record_rows
-from vrrl_gpu.errors import SidecarError
-from vrrl_gpu.format._sidecar import read_sidecar
+from vrrl_gpu.format._sidecar import load_sidecar
 
 __all__ = [
     "JSON_FIELDS",
     "format_timestamp",
     "opcode_names_for",
     "print_table",
+    "printable",
     "record_dicts",
     "stream_label",
     "streams_for",
@@ -60,13 +61,26 @@ def stream_label(stream: int | None) -> str:
 
 
 def opcode_names_for(log_path: str) -> dict[int, str]:
-    """Opcode names from the log's sidecar; a broken sidecar is reported once and ignored."""
-    try:
-        side = read_sidecar(log_path)
-    except SidecarError as e:
-        print(f"vrrl: warning: {e}", file=sys.stderr)
-        return {}
-    return dict(side.opcode_names) if side else {}
+    """Opcode names from the log's sidecar, made safe to print; a damaged sidecar is one warning and {}."""
+    side = load_sidecar(log_path)
+    return {k: printable(v) for k, v in side.opcode_names.items()} if side else {}
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: object) -> str:
+    """``text`` with control characters (escape sequences, bidi overrides, surrogates) shown as ``\\xNN``.
+
+    Opcode names, paths and sidecar strings come from files anyone may write; a
+    terminal must never receive them raw.
+    """
+    s = str(text)
+    if not _CONTROL.search(s):
+        return s
+    return _CONTROL.sub(
+        lambda m: repr(m.group())[1:-1] if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", s
+    )
 
 
 def print_table(
@@ -86,20 +100,27 @@ def print_table(
     except ImportError:
         _plain_table(title, columns, rows, out)
         return
-    table = Table(title=title, show_lines=False, header_style="bold")
+    from rich.markup import escape
+
+    # Every cell is data (names, paths): escaped, so '[/' is shown and never parsed as markup.
+    table = Table(
+        title=escape(printable(title)) if title is not None else None, show_lines=False, header_style="bold"
+    )
     for c in columns:
         table.add_column(c, justify=justify.get(c, "left"), no_wrap=True)  # type: ignore[arg-type]
     for r in rows:
-        table.add_row(*(str(v) for v in r))
-    Console(file=out, width=max(80, sum(len(c) for c in columns) + 200)).print(table)
+        table.add_row(*(escape(printable(v)) for v in r))
+    Console(file=out, width=max(80, sum(len(c) for c in columns) + 200), emoji=False, highlight=False).print(
+        table
+    )
 
 
 def _plain_table(
     title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO
 ) -> None:
-    cells = [[str(c) for c in columns], *[[str(v) for v in r] for r in rows]]
+    cells = [[str(c) for c in columns], *[[printable(v) for v in r] for r in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     if title:
-        print(title, file=out)
+        print(printable(title), file=out)
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=out)

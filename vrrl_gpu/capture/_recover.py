@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vrrl_gpu.capture._records import gap_record, recovered_record
-from vrrl_gpu.capture._shm import SegmentInfo, ShmSegment, list_segments
+from vrrl_gpu.capture._shm import SegmentInfo, ShmSegment, SkippedSegment, list_segments
 from vrrl_gpu.capture._staging import DEFAULT_SHM_DIR, StagingRing
 from vrrl_gpu.errors import RecoverError, StagingError, VrrlError, VrrlIoError, VrrlWarning
 from vrrl_gpu.format._layout import RECORD_DTYPE
@@ -58,12 +58,25 @@ def find_orphans(
     """Segments of the calling user whose owner process is gone (for ``log_path`` only, when given)."""
     want = _same_file_key(os.fspath(log_path)) if log_path is not None else None
     out = []
+    odd: list[str] = []
     for info in list_segments(directory):
-        if isinstance(info, StagingError) or not info.mine or info.owner_alive:
+        if isinstance(info, StagingError):
+            if not isinstance(info, SkippedSegment) or info.suspicious:
+                odd.append(str(info))
+            continue
+        if not info.mine or info.owner_alive:
             continue
         if want is not None and _same_file_key(info.log_path) != want:
             continue
         out.append(info)
+    if odd:
+        # One warning, however many: a local user can plant any number of these.
+        warnings.warn(
+            f"skipped {len(odd)} file(s) in {os.fspath(directory)} named like staging segments that are not "
+            f"yours to read (first: {odd[0]})",
+            VrrlWarning,
+            stacklevel=2,
+        )
     return out
 
 
@@ -164,7 +177,7 @@ def _same_file_key(path: str) -> str:
 def _exclusive(path: str) -> Iterator[None]:
     """An flock on the segment file: two recoveries of one segment would copy its records twice."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as e:
         raise VrrlIoError(f"{path}: cannot open the staging segment: {e.strerror or e}") from e
     try:

@@ -19,20 +19,82 @@ from vrrl_gpu.capture._staging import (
     CONTROL_DTYPE,
     CONTROL_SIZE,
     DEFAULT_SHM_DIR,
+    MAX_SLOTS,
     STAGING_MAGIC,
     STAGING_VERSION,
     StagingRing,
 )
 from vrrl_gpu.errors import RecoverError, StagingError, StagingSpaceError, VrrlIoError
+from vrrl_gpu.format._safeio import kind_of
 
-__all__ = ["ShmSegment", "SegmentInfo", "list_segments", "pid_alive", "owner_alive"]
+__all__ = [
+    "ShmSegment",
+    "SegmentInfo",
+    "SkippedSegment",
+    "check_segment_stat",
+    "list_segments",
+    "pid_alive",
+    "owner_alive",
+]
 
 
 # ------------------------------------------------------------ shared memory
 
 
 def _default_name() -> str:
-    return f"vrrl-{os.getuid()}-{os.getpid()}-{secrets.token_hex(4)}.stg"
+    return f"vrrl-{os.getuid()}-{os.getpid()}-{secrets.token_hex(8)}.stg"
+
+
+#: The largest segment a reader maps: the layout of the most slots a ring may have.
+MAX_SEGMENT_BYTES = CONTROL_SIZE + (8 + 64) * MAX_SLOTS + 4096
+
+_OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+
+
+class SkippedSegment(StagingError):
+    """A ``vrrl-*.stg`` entry that is not a staging segment one may read.
+
+    ``suspicious`` is True for what no vrrl process makes (a FIFO, a directory,
+    a symlink, a segment of ours with a loose mode or an implausible size), and
+    False for another user's segment, which is normal on a shared machine.
+    """
+
+    def __init__(self, message: str, *, suspicious: bool) -> None:
+        super().__init__(message)
+        self.suspicious = suspicious
+
+
+def check_segment_stat(path: str, st: os.stat_result, *, require_mine: bool = True) -> None:
+    """Refuse (:class:`SkippedSegment`) what cannot be one of our segments, before reading a byte of it."""
+    if not stat.S_ISREG(st.st_mode):
+        raise SkippedSegment(f"{path}: is {kind_of(st.st_mode)}, not a staging segment", suspicious=True)
+    me = os.getuid()
+    if st.st_uid != me:
+        if not require_mine:
+            return  # listed as another user's (SegmentInfo.mine is False) if we may read it at all
+        raise SkippedSegment(
+            f"{path}: belongs to uid {st.st_uid}, you are uid {me}; only the owner of a staging segment "
+            f"may recover it (run vrrl recover as that user)",
+            suspicious=False,
+        )
+    if st.st_mode & 0o022:
+        # Ours are 0600: one that others may write could hold anything they put there.
+        raise SkippedSegment(
+            f"{path}: mode {stat.S_IMODE(st.st_mode):#o} lets others write it, but vrrl makes its segments "
+            f"0600; not read",
+            suspicious=True,
+        )
+    if st.st_size < CONTROL_SIZE:
+        raise SkippedSegment(
+            f"{path}: expected at least {CONTROL_SIZE} bytes (a control block), found {st.st_size}",
+            suspicious=True,
+        )
+    if st.st_size > MAX_SEGMENT_BYTES:
+        raise SkippedSegment(
+            f"{path}: {st.st_size:,} bytes is more than any staging segment can be "
+            f"({MAX_SEGMENT_BYTES:,}); not read",
+            suspicious=True,
+        )
 
 
 class ShmSegment:
@@ -59,11 +121,17 @@ class ShmSegment:
         """Create a segment of ``nbytes``; ``path`` None: ``<directory>/vrrl-<uid>-<pid>-<random>.stg``."""
         if nbytes <= 0:
             raise StagingError(f"a segment needs a positive size, got {nbytes}")
-        p = os.path.join(os.fspath(directory), _default_name()) if path is None else os.fspath(path)
-        try:
-            fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        except OSError as e:
-            raise VrrlIoError(f"{p}: cannot create the staging segment: {e.strerror or e}") from e
+        for attempt in range(8):
+            p = os.path.join(os.fspath(directory), _default_name()) if path is None else os.fspath(path)
+            try:
+                fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
+                break
+            except FileExistsError as e:
+                if path is not None or attempt == 7:
+                    raise VrrlIoError(f"{p}: cannot create the staging segment: {e.strerror or e}") from e
+                # Someone planted our next name: draw another (the name is 64 random bits).
+            except OSError as e:
+                raise VrrlIoError(f"{p}: cannot create the staging segment: {e.strerror or e}") from e
         try:
             os.fchmod(fd, 0o600)  # whatever the umask: records may hold workload details
             _reserve(fd, nbytes, p)
@@ -80,26 +148,38 @@ class ShmSegment:
         """Open an existing segment for recovery; another user's is refused (:class:`RecoverError`)."""
         p = os.fspath(path)
         try:
-            fd = os.open(p, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except PermissionError as e:
+            fd = os.open(p, os.O_RDWR | _OPEN_FLAGS)
+        except IsADirectoryError as e:
+            raise SkippedSegment(f"{p}: is a directory, not a staging segment", suspicious=True) from e
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise SkippedSegment(
+                    f"{p}: is a symlink, not a staging segment; not followed", suspicious=True
+                ) from e
+            if not isinstance(e, PermissionError):
+                raise VrrlIoError(f"{p}: cannot open the staging segment: {e.strerror or e}") from e
             raise RecoverError(
                 f"{p}: permission denied; a staging segment can only be recovered by its owner"
             ) from e
-        except OSError as e:
-            raise VrrlIoError(f"{p}: cannot open the staging segment: {e.strerror or e}") from e
         try:
             st = os.fstat(fd)
-            me = os.getuid()
-            if st.st_uid != me:
-                raise RecoverError(
-                    f"{p}: belongs to uid {st.st_uid}, you are uid {me}; only the owner of a staging "
-                    f"segment may recover it (run vrrl recover as that user)"
-                )
-            if not stat.S_ISREG(st.st_mode):
-                raise StagingError(f"{p}: expected a regular file, got mode {st.st_mode:#o}")
-            if st.st_size < CONTROL_SIZE:
-                raise StagingError(
-                    f"{p}: expected at least {CONTROL_SIZE} bytes (a control block), found {st.st_size}"
+            try:
+                check_segment_stat(p, st)
+            except SkippedSegment as e:
+                if not e.suspicious:
+                    raise RecoverError(str(e)) from None
+                raise
+            # The control block first: the size must be the layout of its slots before anything is mapped.
+            head = _decode_control(p, os.pread(fd, CONTROL_SIZE, 0), st.st_uid, st.st_size)
+            try:
+                want = StagingRing.layout_size(head.n_slots)
+            except StagingError:
+                want = -1
+            if want != st.st_size:
+                raise SkippedSegment(
+                    f"{p}: {st.st_size:,} bytes, but a ring of {head.n_slots:,} slots takes {want:,}; "
+                    f"not mapped",
+                    suspicious=True,
                 )
             mm = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
@@ -263,15 +343,32 @@ def list_segments(directory: str | os.PathLike[str] = DEFAULT_SHM_DIR) -> list[S
     for p in sorted(Path(directory).glob("vrrl-*.stg")):
         path = str(p)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            # lstat first: a FIFO must not even be opened, another user's file need not be.
+            check_segment_stat(path, os.lstat(path), require_mine=False)
+            fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
         except FileNotFoundError:
             continue  # removed while we looked
+        except SkippedSegment as e:
+            out.append(e)
+            continue
+        except PermissionError as e:
+            out.append(SkippedSegment(f"{path}: cannot read: {e.strerror or e}", suspicious=False))
+            continue
         except OSError as e:
-            out.append(StagingError(f"{path}: cannot read: {e.strerror or e}"))
+            out.append(SkippedSegment(f"{path}: cannot read: {e.strerror or e}", suspicious=True))
             continue
         try:
             st = os.fstat(fd)
+            check_segment_stat(
+                path, st, require_mine=False
+            )  # again on what was opened: it may have been swapped meanwhile
             raw = os.pread(fd, CONTROL_SIZE, 0)
+        except SkippedSegment as e:
+            out.append(e)
+            continue
+        except OSError as e:
+            out.append(SkippedSegment(f"{path}: cannot read: {e.strerror or e}", suspicious=True))
+            continue
         finally:
             os.close(fd)
         try:

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 import numpy as np
 import numpy.typing as npt
 
-from vrrl_gpu.errors import RecordValueError, TruncatedLogError, VrrlIoError
+from vrrl_gpu.errors import RecordValueError, TruncatedLogError
 from vrrl_gpu.format._layout import RECORD_DTYPE
 from vrrl_gpu.format._ringlog import read_header, read_live_slots
+from vrrl_gpu.format._safeio import open_regular
 
 __all__ = ["Records", "iter_record_chunks", "count_records"]
 
@@ -30,10 +31,7 @@ def _read_slots(fd: int, path: str, lo: int, hi: int, *, salvage: bool) -> Recor
 
 
 def _open_ro(path: str) -> int:
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise VrrlIoError(f"{path}: cannot open the log: {e.strerror or e}") from e
+    return open_regular(path, os.O_RDONLY, what="the log")
 
 
 def iter_record_chunks(

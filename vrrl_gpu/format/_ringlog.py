@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -45,6 +47,7 @@ from vrrl_gpu.format._layout import (
     check_capacity,
     file_size_for,
 )
+from vrrl_gpu.format._safeio import check_writable_target, open_regular
 
 __all__ = ["Header", "RingLog", "ScanResult", "SlotRead", "read_header", "read_live_slots"]
 
@@ -129,13 +132,11 @@ def _decode_header(raw: bytes, file_size: int, path: str) -> Header:
 def read_header(path: str | os.PathLike[str]) -> Header:
     """Read and check the header of the log at ``path`` without reading records."""
     p = os.fspath(path)
+    fd = open_regular(p, os.O_RDONLY)
     try:
-        with open(p, "rb") as f:
-            raw = f.read(HEADER_SIZE)
-            size = os.fstat(f.fileno()).st_size
-    except OSError as e:
-        raise VrrlIoError(f"{p}: cannot read the log: {e.strerror or e}") from e
-    return _decode_header(raw, size, p)
+        return _read_header_fd(fd, p)
+    finally:
+        os.close(fd)
 
 
 class RingLog:
@@ -174,7 +175,7 @@ class RingLog:
         if capacity is not None:
             capacity = check_capacity(capacity)
         try:
-            return cls._open_existing(p, writable=True)
+            return cls._open_existing(p, writable=True, capacity=capacity)
         except VrrlIoError as e:
             if not isinstance(e.__cause__, FileNotFoundError):
                 raise
@@ -191,37 +192,51 @@ class RingLog:
 
     @classmethod
     def _create(cls, p: str, capacity: int) -> RingLog:
+        # Built under a temporary name and linked into place, so that a crash at any moment leaves
+        # either no log or a whole one, never a file of zeros that no reader accepts.
+        p = check_writable_target(p, "the log")
+        d = os.path.dirname(p) or "."
+        tmp = os.path.join(d, f".{os.path.basename(p)}.{secrets.token_hex(6)}.tmp")
         try:
-            fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            # Lost a race with another creator: open theirs, like any existing log.
-            return cls._open_existing(p, writable=True)
-        except OSError as e:
-            raise VrrlIoError(f"{p}: cannot create the log: {e.strerror or e}") from e
+            fd = open_regular(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, what="the log")
+        except VrrlIoError as e:
+            raise VrrlIoError(f"{p}: cannot create the log: {e.__cause__ or e}") from e.__cause__
         try:
             _lock(fd, p)
-            os.ftruncate(fd, file_size_for(capacity))
-            header = np.zeros(1, HEADER_DTYPE)
-            header["magic"] = FILE_MAGIC
-            header["version"] = FORMAT_VERSION
-            header["capacity"] = capacity
-            _pwrite_all(fd, header.tobytes(), 0, p)
+            _initialise(fd, p, capacity)
+            try:
+                os.link(tmp, p)
+            except FileExistsError:
+                # Lost a race with another creator: open theirs, like any existing log.
+                os.close(fd)
+                fd = -1
+                return cls._open_existing(p, writable=True)
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                    raise VrrlIoError(f"{p}: cannot create the log: {e.strerror or e}") from e
+                # No hard links here (vfat, some FUSE): fall back to a rename that refuses to replace.
+                if os.path.lexists(p):
+                    os.close(fd)
+                    fd = -1
+                    return cls._open_existing(p, writable=True)
+                os.rename(tmp, p)
         except BaseException:
-            os.close(fd)
-            os.unlink(p)
+            if fd >= 0:
+                os.close(fd)
             raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         return cls(p, fd, Header(capacity, 0, 0, file_size_for(capacity)), writable=True)
 
     @classmethod
-    def _open_existing(cls, p: str, *, writable: bool) -> RingLog:
-        flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC
-        try:
-            fd = os.open(p, flags)
-        except OSError as e:
-            raise VrrlIoError(f"{p}: cannot open the log: {e.strerror or e}") from e
+    def _open_existing(cls, p: str, *, writable: bool, capacity: int | None = None) -> RingLog:
+        fd = open_regular(p, os.O_RDWR if writable else os.O_RDONLY, what="the log")
         try:
             if writable:
                 _lock(fd, p)
+                if _never_initialised(fd):
+                    _initialise_abandoned(fd, p, capacity)
             header = _read_header_fd(fd, p)
             if writable:
                 _check_full_length(header, p)
@@ -292,12 +307,26 @@ class RingLog:
         else:
             start, tail = cur, arr
         first = min(len(tail), cap - start)
-        _pwrite_all(fd, tail[:first], HEADER_SIZE + RECORD_SIZE * start, self._path)
-        if first < len(tail):
-            _pwrite_all(fd, tail[first:], HEADER_SIZE, self._path)
+        try:
+            _pwrite_all(fd, tail[:first], HEADER_SIZE + RECORD_SIZE * start, self._path)
+            if first < len(tail):
+                _pwrite_all(fd, tail[first:], HEADER_SIZE, self._path)
+        except VrrlIoError:
+            # A short write (disk full, quota) may have left part of a record in slots past the cursor,
+            # where readers would take it for the oldest record: unpublish every slot of the batch.
+            self._unpublish(fd, start, len(tail))
+            raise
         self._cursor = (cur + n) % cap
         _pwrite_all(fd, np.uint64(self._cursor).astype("<u8").tobytes(), _CURSOR_OFFSET, self._path)
         return n
+
+    def _unpublish(self, fd: int, start: int, count: int) -> None:
+        """Zero the magic word of ``count`` slots from ``start`` (in place: a full disk still takes it)."""
+        cap = self._capacity
+        zero = bytes(4)
+        for i in range(min(count, cap)):
+            with contextlib.suppress(OSError):
+                os.pwrite(fd, zero, HEADER_SIZE + RECORD_SIZE * ((start + i) % cap))
 
     def sync(self) -> None:
         """``fsync`` the file (records and cursor)."""
@@ -412,6 +441,54 @@ def _lock(fd: int, path: str) -> None:
                 f"or open with readonly=True to read alongside it"
             ) from None
         raise VrrlIoError(f"{path}: cannot lock the log: {e.strerror or e}") from e
+
+
+def _never_initialised(fd: int) -> bool:
+    """True for an empty file or one whose header is all zeros (no writer ever finished creating it)."""
+    try:
+        raw = os.pread(fd, HEADER_SIZE, 0)
+    except OSError:
+        return False
+    return not raw.strip(b"\0")
+
+
+def _initialise_abandoned(fd: int, path: str, capacity: int | None) -> None:
+    """Initialise a file whose creator died before its header (logs made before creation went through a
+    temporary name): the capacity its size gives, else ``capacity``. The caller holds the lock."""
+    size = os.fstat(fd).st_size
+    cap = (size - HEADER_SIZE) // RECORD_SIZE if size > HEADER_SIZE else 0
+    if cap < 1 or cap > MAX_CAPACITY or file_size_for(cap) != size:
+        cap = check_capacity(capacity) if capacity is not None else 0
+    if cap < 1:
+        raise HeaderMismatchError(
+            f"{path}: the file holds no header (a writer died while creating it) and its size "
+            f"does not give a capacity; pass capacity=N to initialise it"
+        )
+    _initialise(fd, path, cap)
+
+
+def _initialise(fd: int, path: str, capacity: int) -> None:
+    """Give the file its full length with its blocks reserved, then the header (cursor 0)."""
+    size = file_size_for(capacity)
+    try:
+        os.ftruncate(fd, size)
+        # Reserved now, a full disk is an error at creation and never a short write in the middle of a
+        # record later (on file systems without fallocate the writes below still catch it).
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+    except OSError as e:
+        raise VrrlIoError(
+            f"{path}: cannot reserve {size:,} bytes for the log ({e.strerror or e}); free space in "
+            f"{os.path.dirname(path) or '.'} or use a smaller capacity"
+        ) from e
+    header = np.zeros(1, HEADER_DTYPE)
+    header["magic"] = FILE_MAGIC
+    header["version"] = FORMAT_VERSION
+    header["capacity"] = capacity
+    _pwrite_all(fd, header.tobytes(), 0, path)
 
 
 def _check_full_length(header: Header, path: str) -> None:

@@ -101,6 +101,7 @@ class Recorder:
         self._lock = threading.RLock()
         # The watchdog writes the sidecar while the host may hold _lock (blocked in synchronize).
         self._sidecar_lock = threading.Lock()
+        self._sidecar_warned = False
         self._closed = False
         self._poison: BaseException | None = None
         self._slot_counter = 0
@@ -203,7 +204,7 @@ class Recorder:
                 self._opcode_names[op] = name
                 with self._sidecar_lock:
                     self._sidecar.opcode_names = dict(self._opcode_names)
-                    write_sidecar(self._path, self._sidecar)
+                    self._save_sidecar()
         elif known != name:
             raise RecordValueError(
                 f"opcode names {known!r} and {name!r} hash to the same opcode {op:#x}; rename one of them"
@@ -909,7 +910,7 @@ class Recorder:
                 extra["unknown_windows"] = list(self._unknown)
             if self._graph_launches:
                 extra["graph_launches"] = True
-            write_sidecar(self._path, self._sidecar)
+            self._save_sidecar()
 
     def _nvtx_push(self, info: _Launch) -> None:
         assert self._nvtx is not None
@@ -927,6 +928,20 @@ class Recorder:
 
     def _classify(self, exc: BaseException) -> Classification:
         return classify(exc, nvml=self._opts.nvml)
+
+    def _save_sidecar(self) -> None:
+        """Best effort: a sidecar that cannot be written (read-only directory, full disk) must not stop the
+        recording, whose log is what matters; said once per recorder."""
+        try:
+            write_sidecar(self._path, self._sidecar)
+        except OSError as e:
+            if not self._sidecar_warned:
+                self._sidecar_warned = True
+                warnings.warn(
+                    f"{e}; recording without it (opcode names will show as numbers)",
+                    VrrlWarning,
+                    stacklevel=3,
+                )
 
     def _make_sidecar(self) -> Sidecar:
         info = dict(self._backend.device_info())
@@ -1030,7 +1045,7 @@ class Recorder:
         if note is not None:
             with self._sidecar_lock:
                 self._sidecar.extra["coredump"] = note
-                write_sidecar(self._path, self._sidecar)
+                self._save_sidecar()
         report = HangReport(
             slot_idx=culprit.slot_idx,
             opcode=culprit.opcode,

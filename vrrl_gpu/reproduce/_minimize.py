@@ -16,7 +16,7 @@ import numpy as np
 from vrrl_gpu.errors import RecordValueError, ReplayError
 from vrrl_gpu.format._layout import RECORD_DTYPE
 from vrrl_gpu.format._ringlog import RingLog
-from vrrl_gpu.format._sidecar import Sidecar, read_sidecar, write_sidecar
+from vrrl_gpu.format._sidecar import Sidecar, load_sidecar, write_sidecar
 from vrrl_gpu.reproduce._plan import DEFAULT_TIMEOUT, Device, Launch, RecordedFailure, ReplayPlan
 from vrrl_gpu.reproduce._rate import DEFAULT_CONFIDENCE, Rate, check_rate_options, misses_to_reject
 from vrrl_gpu.reproduce._sampler import Budget, BudgetExhausted, Match, Sampler
@@ -317,7 +317,7 @@ def write_sequence_log(
     with RingLog.create(p, capacity=max(8, len(arr))) as log:
         log.extend(arr)
         log.sync()
-    side = read_sidecar(plan.path) or Sidecar()
+    side = load_sidecar(plan.path) or Sidecar()
     write_sidecar(
         p,
         Sidecar(

@@ -15,7 +15,7 @@ from vrrl_gpu.backends._registry import BACKEND_NAMES, BackendName
 from vrrl_gpu.errors import RecordValueError
 from vrrl_gpu.format._layout import META_OPCODE_BASE, UNKNOWN_SLOT, FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu.format._ringlog import RingLog
-from vrrl_gpu.format._sidecar import opcode_label, read_sidecar
+from vrrl_gpu.format._sidecar import load_sidecar, opcode_label
 
 __all__ = [
     "Launch",
@@ -131,7 +131,7 @@ def read_plan(path: str | os.PathLike[str], *, salvage: bool = False) -> ReplayP
     p = os.fspath(path)
     with RingLog.open(p, readonly=True) as log:
         records = log.records(salvage=salvage)
-    side = read_sidecar(p)
+    side = load_sidecar(p)
     names = dict(side.opcode_names) if side else {}
     opcodes = records["opcode"].astype(np.int64)
     status = records["slot_status"].astype(np.int64)

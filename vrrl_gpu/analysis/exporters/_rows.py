@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from vrrl_gpu.format._layout import FailureClass, SlotStatus
 from vrrl_gpu.format._reader import Records
-from vrrl_gpu.format._sidecar import opcode_label, read_sidecar
+from vrrl_gpu.format._sidecar import load_sidecar, opcode_label
 
 __all__ = [
     "DUMP_FIELDS",
@@ -47,8 +47,8 @@ ProgressFn = Callable[[int, "int | None"], None]
 
 
 def opcode_names_of(path: str | os.PathLike[str]) -> dict[int, str]:
-    """The opcode names in the log's sidecar ({} when it has none). A malformed sidecar raises."""
-    side = read_sidecar(path)
+    """The opcode names in the log's sidecar: {} when it has none, or (with a warning) a damaged one."""
+    side = load_sidecar(path)
     return dict(side.opcode_names) if side else {}
 
 
