@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -81,7 +82,13 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("merge", help="merge logs of many processes or ranks into one timeline by timestamp")
     p.add_argument("logs", nargs="+", metavar="LOG", help="the logs to merge")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the merged file")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="the merged file ('-': standard output; a device or FIFO is written as a stream)",
+    )
     p.add_argument(
         "--format",
         choices=merge_formats(),
@@ -101,7 +108,13 @@ def register(sub: Any) -> None:
     p = sub.add_parser("export", help=f"write a log as a {', '.join(head)} or {last}")
     p.add_argument("log", help="path of a VRRL v1 log")
     p.add_argument("--format", choices=export_formats(), required=True, help="the output format")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the output file")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="the output file ('-': standard output; a device or FIFO is written as a stream)",
+    )
     p.add_argument("--force", action="store_true", help="replace OUT when it exists")
     p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing the log")
     p.set_defaults(func=cmd_export)
@@ -110,7 +123,9 @@ def register(sub: Any) -> None:
         "report", help="write one self-contained HTML page: summary, failures, timeline, opcodes"
     )
     p.add_argument("log", help="path of a VRRL v1 log")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the HTML file")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUT", help="the HTML file ('-': standard output)"
+    )
     p.add_argument(
         "--last", type=positive_int, default=DEFAULT_LAST, help=f"launches on the timeline ({DEFAULT_LAST})"
     )
@@ -256,7 +271,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
         while True:
             if args.max_seconds is not None and time.monotonic() - started >= args.max_seconds:
                 return 0
+            follower.replaced = False
             new = follower.poll()
+            if follower.replaced:
+                print(
+                    f"vrrl: note: {args.log} was replaced by another file; following the new one from its "
+                    f"oldest record",
+                    file=sys.stderr,
+                )
             if new.size:
                 if args.max_records is not None:
                     new = new[: args.max_records - seen]
@@ -352,7 +374,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
             f"cannot tell their records' origin; use --format {with_origin} for an origin column",
             file=sys.stderr,
         )
-    print(f"{args.output}: {s.records:,} record(s) from {s.inputs} log(s) ({s.fmt})")
+    print(
+        f"{args.output}: {s.records:,} record(s) from {s.inputs} log(s) ({s.fmt})",
+        file=_summary_to(args.output),
+    )
     return 0
 
 
@@ -361,11 +386,24 @@ def cmd_export(args: argparse.Namespace) -> int:
         n = export_log(
             args.log, args.output, args.format, force=args.force, salvage=args.salvage, progress=update
         )
-    print(f"{args.output}: {n:,} record(s) ({args.format})")
+    print(f"{args.output}: {n:,} record(s) ({args.format})", file=_summary_to(args.output))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     n = write_report(args.log, args.output, last=args.last, force=args.force, salvage=args.salvage)
-    print(f"{args.output}: report of {n:,} record(s)")
+    print(f"{args.output}: report of {n:,} record(s)", file=_summary_to(args.output))
     return 0
+
+
+def _summary_to(output: str) -> TextIO:
+    """Where the summary line goes: stderr when the output is itself a stream (`-o -`, a FIFO, a tty)."""
+    import stat
+
+    if output == "-":
+        return sys.stderr
+    try:
+        mode = os.stat(output).st_mode
+    except OSError:
+        return sys.stdout
+    return sys.stderr if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) else sys.stdout

@@ -59,7 +59,11 @@ def register(sub: Any) -> None:
         action="store_true",
         help="compare output digests with those the log recorded (end breadcrumbs and failure records)",
     )
-    p.add_argument("--replay-log", metavar="PATH", help="where the replay records (default: LOG.replay.vrrl)")
+    p.add_argument(
+        "--replay-log",
+        metavar="PATH",
+        help="where the replay records (default: the log name with .vrrl replaced: crash.vrrl → crash.replay.vrrl)",
+    )
     p.add_argument(
         "--list", action="store_true", help="list the launch sequence and the recorded failure; run nothing"
     )

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from vrrl_gpu.errors import RecordValueError, VrrlIoError
+from vrrl_gpu.errors import RecordValueError, TruncatedLogError, VrrlIoError
 from vrrl_gpu.format._layout import (
     RECORD_DTYPE,
 )
@@ -33,7 +33,18 @@ class LogFollower:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = os.fspath(path)
         self._cursor: int | None = None
-        self._capacity = read_header(self._path).capacity
+        h = read_header(self._path)
+        if h.file_size < h.expected_size:
+            raise TruncatedLogError(
+                f"{self._path}: header says {h.capacity} slots, so expected {h.expected_size} bytes, found "
+                f"{h.file_size}; the log is damaged (vrrl verify says where)",
+                expected=h.expected_size,
+                found=h.file_size,
+            )
+        self._capacity = h.capacity
+        self._identity = _identity(self._path)
+        #: Set by :meth:`poll` when the path was found to name another file; the caller may reset it.
+        self.replaced = False
 
     @property
     def path(self) -> str:
@@ -59,13 +70,29 @@ class LogFollower:
         """Records published since the previous :meth:`last`/:meth:`poll` (possibly none)."""
         if self._cursor is None:
             return self.last(0)
+        ident = _identity(self._path)
+        if ident != self._identity:
+            # Another file now has this name (a new run, a copy moved into place): its records are all
+            # new to us, whatever its cursor says. Follow it from its oldest record.
+            self._identity = ident
+            self.replaced = True
+            h = read_header(self._path)
+            self._capacity = h.capacity
+            return self.last(h.capacity)
         h = read_header(self._path)
         cap = h.capacity
         cur = h.cursor % cap
+        if h.file_size < h.expected_size:
+            raise TruncatedLogError(
+                f"{self._path}: truncated while following (header says {h.expected_size} bytes, the file "
+                f"has {h.file_size})",
+                expected=h.expected_size,
+                found=h.file_size,
+            )
         if cap != self._capacity:
             raise VrrlIoError(
                 f"{self._path}: the capacity changed from {self._capacity} to {cap} while following; "
-                f"the log was replaced, start again"
+                f"the log was rewritten in place, start again"
             )
         if cur == self._cursor:
             return np.empty(0, RECORD_DTYPE)
@@ -80,14 +107,23 @@ class LogFollower:
             return np.empty(0, RECORD_DTYPE)
         fd = _open_ro(self._path)
         try:
-            # Slots behind the cursor are complete; salvage only skips ones a lapping writer is rewriting.
+            # Strict: a writer only ever leaves magic 0 or 0xDEADBEEF, so any other magic is damage,
+            # refused as every other reader refuses it.
             if lo + n <= cap:
-                return _read_slots(fd, self._path, lo, lo + n, salvage=True)
+                return _read_slots(fd, self._path, lo, lo + n, salvage=False)
             return np.concatenate(
                 [
-                    _read_slots(fd, self._path, lo, cap, salvage=True),
-                    _read_slots(fd, self._path, 0, lo + n - cap, salvage=True),
+                    _read_slots(fd, self._path, lo, cap, salvage=False),
+                    _read_slots(fd, self._path, 0, lo + n - cap, salvage=False),
                 ]
             )
         finally:
             os.close(fd)
+
+
+def _identity(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise VrrlIoError(f"{path}: cannot follow the log: {e.strerror or e}") from e
+    return st.st_dev, st.st_ino

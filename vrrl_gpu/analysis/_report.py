@@ -117,8 +117,9 @@ def _timeline(
     if not len(ls) or last <= 0:
         return "", "No launches recorded."
     sel = np.arange(max(0, len(ls) - last), len(ls))
-    start = ls.ts[sel].astype(np.int64)
-    end = np.where(ls.completed[sel], ls.end_ts[sel].astype(np.int64), start)
+    # u64 stamps (the whole range is legal): never through int64, which turns 2^63 and up negative.
+    start = ls.ts[sel]
+    end = np.where(ls.completed[sel], ls.end_ts[sel], start)
     lo = int(start.min())
     hi = int(max(int(end.max()), int(start.max())))
     first_rec = int(ls.index[sel[0]])
@@ -132,8 +133,10 @@ def _timeline(
         hi = max(hi, w.end_ns)
     if fails.size:
         hi = max(hi, int(records["timestamp_ns"][fails].max()))
-    gap_ts = records["timestamp_ns"][gaps].astype(np.int64)
-    gaps = gaps[(gap_ts >= lo) & (gap_ts <= hi)]  # only those inside the drawn span
+    gap_ts = records["timestamp_ns"][gaps]
+    gaps = gaps[
+        (gap_ts >= np.uint64(lo)) & (gap_ts <= np.uint64(min(hi, (1 << 64) - 1)))
+    ]  # only those inside the drawn span
     span = max(1, hi - lo)
 
     lanes = sorted(set(ls.tenant[sel].tolist()) | {w.tenant_id for w in shown_windows})

@@ -26,6 +26,8 @@ from vrrl_gpu.format._reader import Records
 
 __all__ = ["compute_stats"]
 
+_U64_MAX = (1 << 64) - 1
+
 
 # --------------------------------------------------------------------- stats
 
@@ -67,7 +69,8 @@ def compute_stats(
     for op, n in sorted(zip(ops.tolist(), counts.tolist(), strict=True), key=lambda x: (-x[1], x[0])):
         m = ls.opcode == op
         done = m & ls.completed
-        dur = (ls.end_ts[done].astype(np.int64) - ls.ts[done].astype(np.int64)) if done.any() else None
+        # Differences in u64, read as two's complement: right for any two stamps less than 2^63 apart.
+        dur = (ls.end_ts[done] - ls.ts[done]).view(np.int64) if done.any() else None
         per_op.append(
             {
                 "opcode": int(op),
@@ -114,9 +117,10 @@ def compute_stats(
         lo, hi = int(ls.ts.min()), int(ls.ts.max())
         width = max(1, -(-(hi - lo + 1) // buckets))
         nb = min(buckets, max(1, -(-(hi - lo + 1) // width)))
+        # Timestamps are u64 (the whole range is legal): stay unsigned until the bucket index.
         which = (
-            ((ls.ts.astype(np.int64) - lo) // width).astype(np.int64)
-            if hi > lo
+            ((ls.ts - np.uint64(lo)) // np.uint64(width)).astype(np.int64)
+            if hi > lo and width <= _U64_MAX
             else np.zeros(len(ls), np.int64)
         )
         hist = np.bincount(np.minimum(which, nb - 1), minlength=nb)

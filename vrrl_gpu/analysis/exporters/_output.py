@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,29 +20,88 @@ from vrrl_gpu.analysis.exporters._rows import ProgressFn
 from vrrl_gpu.errors import MissingExtraError, VrrlIoError
 from vrrl_gpu.format._reader import Records
 
-__all__ = ["AtomicOutput", "Extra", "Sink", "SinkContext", "drive"]
+__all__ = ["AtomicOutput", "STDOUT", "Extra", "Sink", "SinkContext", "drive"]
+
+
+#: The output name that means standard output.
+STDOUT = "-"
 
 
 class AtomicOutput:
-    """A temporary path beside ``out``; :meth:`commit` renames it into place, :meth:`abort` removes it."""
+    """A temporary path beside ``out``; :meth:`commit` renames it into place, :meth:`abort` removes it.
+
+    A character device, a FIFO or ``-`` (standard output) is a *stream*: it is
+    written in place (``tmp`` is the stream itself) and never unlinked or
+    replaced, whatever ``force`` says. A regular file that a writer holds
+    (the log's ``flock``, as a Recorder holds its log) is never replaced: its
+    writer would go on writing into the unlinked file.
+    """
 
     def __init__(self, out: str | os.PathLike[str], *, force: bool) -> None:
         self.out = Path(out)
+        self.stream = os.fspath(out) == STDOUT or _is_stream(self.out)
+        if self.stream:
+            self.tmp = Path("/dev/stdout") if os.fspath(out) == STDOUT else self.out
+            return
         if self.out.is_dir():
             raise VrrlIoError(f"{self.out}: is a directory; give a file name for the output")
-        if self.out.exists() and not force:
-            raise VrrlIoError(f"{self.out}: already exists; pass --force (force=True) to replace it")
+        if os.path.lexists(self.out):
+            if not force:
+                raise VrrlIoError(f"{self.out}: already exists; pass --force (force=True) to replace it")
+            if not stat.S_ISLNK(os.lstat(self.out).st_mode):
+                _refuse_if_held(self.out)
         if not self.out.parent.is_dir():
             raise VrrlIoError(f"{self.out.parent}: no such directory for the output")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent)
+        except OSError as e:
+            raise VrrlIoError(f"{self.out}: cannot write the output: {e.strerror or e}") from e
         os.close(fd)
         self.tmp = Path(tmp)
 
     def commit(self) -> None:
-        os.replace(self.tmp, self.out)
+        if self.stream:
+            return
+        if os.path.lexists(self.out) and not stat.S_ISLNK(os.lstat(self.out).st_mode):
+            _refuse_if_held(self.out)  # a writer may have started while we wrote
+        try:
+            # rename() replaces a symlink at ``out`` itself, never the file it points to.
+            os.replace(self.tmp, self.out)
+        except OSError as e:
+            raise VrrlIoError(f"{self.out}: cannot write the output: {e.strerror or e}") from e
 
     def abort(self) -> None:
-        self.tmp.unlink(missing_ok=True)
+        if not self.stream:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _is_stream(p: Path) -> bool:
+    try:
+        mode = os.stat(p).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def _refuse_if_held(p: Path) -> None:
+    """Refuse to replace a file whose ``flock`` another process holds (a Recorder writing that log)."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return  # cannot be opened, so cannot be locked by anyone we could tell apart
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise VrrlIoError(
+                f"{p}: a writer holds this file's lock (a Recorder is recording into it); not replaced, "
+                f"or the writer's next records would go to a deleted file. Close the writer first, or "
+                f"write elsewhere"
+            ) from None
+        except OSError:
+            return
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
