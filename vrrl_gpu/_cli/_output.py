@@ -48,12 +48,8 @@ def format_timestamp(ns: int) -> str:
 
 
 def streams_for(log_path: str, records: npt.NDArray[np.void]) -> npt.NDArray[np.int32] | None:
-    """The stream of each of ``records`` (the log's newest, in order); a broken sidecar is reported once."""
-    try:
-        return streams_of(log_path, records)
-    except SidecarError as e:
-        print(f"vrrl: warning: {e}", file=sys.stderr)
-        return None
+    """The stream of each of ``records`` (the log's newest, in order); a damaged sidecar is one warning."""
+    return streams_of(log_path, records)
 
 
 def stream_label(stream: int | None) -> str:

@@ -62,7 +62,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--replay-log",
         metavar="PATH",
-        help="where the replay records (default: the log name with .vrrl replaced: crash.vrrl → crash.replay.vrrl)",
+        help="where the replay records (default: crash.replay.vrrl for crash.vrrl)",
     )
     p.add_argument(
         "--list", action="store_true", help="list the launch sequence and the recorded failure; run nothing"

@@ -12,15 +12,17 @@ and breadcrumbs of a session that recorded graph launches (their slot is a devic
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from vrrl_gpu.errors import VrrlWarning
 from vrrl_gpu.format._layout import UNKNOWN_SLOT, MetaOpcode, SlotStatus
 from vrrl_gpu.format._reader import Records, iter_record_chunks
-from vrrl_gpu.format._sidecar import Sidecar, read_sidecar
+from vrrl_gpu.format._sidecar import Sidecar, load_sidecar, sidecar_path
 
 __all__ = ["StreamTable", "StreamMapper", "NO_STREAM", "session_nonce", "streams_of", "mapper_for"]
 
@@ -143,9 +145,23 @@ def holds_session_start(records: Records, nonce: int) -> bool:
     return bool((session_nonce(records["args"][m]) == np.uint64(nonce)).any())
 
 
+def _table_of(path: str | os.PathLike[str]) -> StreamTable | None:
+    """The stream table of the log's sidecar; damage is one warning and None (the one sidecar policy)."""
+    try:
+        return StreamTable.from_sidecar(load_sidecar(path))
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError, AttributeError) as e:
+        warnings.warn(
+            f"{sidecar_path(path)}: the stream table is malformed ({type(e).__name__}: {e}); "
+            f"streams not shown",
+            VrrlWarning,
+            stacklevel=3,
+        )
+        return None
+
+
 def streams_of(path: str | os.PathLike[str], records: Records) -> npt.NDArray[np.int32]:
     """The stream column of ``records``: all the live records of the log at ``path``, in order."""
-    table = StreamTable.from_sidecar(read_sidecar(path))
+    table = _table_of(path)
     if table is None:
         return np.full(int(records.shape[0]), NO_STREAM, np.int32)
     return StreamMapper(table, active=not holds_session_start(records, table.nonce))(records)
@@ -153,7 +169,7 @@ def streams_of(path: str | os.PathLike[str], records: Records) -> npt.NDArray[np
 
 def mapper_for(path: str | os.PathLike[str]) -> StreamMapper | None:
     """A mapper for reading the log at ``path`` in chunks (one pass over it first, for the session start)."""
-    table = StreamTable.from_sidecar(read_sidecar(path))
+    table = _table_of(path)
     if table is None:
         return None
     seen = any(holds_session_start(c, table.nonce) for c in iter_record_chunks(path, salvage=True))
