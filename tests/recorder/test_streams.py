@@ -126,7 +126,7 @@ def test_stats_names_each_streams_window_once(tmp_path: Path, capsys: pytest.Cap
 
 def test_the_stream_table_is_bounded_and_never_misnames(tmp_path: Path) -> None:
     st = _StreamState(
-        key=0, index=3, stream=None, ring=None, ptrs=None, release=lambda ok: None, window=[None]
+        key=0, index=3, stream_ref=lambda: None, ring=None, ptrs=None, release=lambda ok: None, window=[None]
     )  # type: ignore[arg-type]
     slots = np.cumsum(np.random.default_rng(1).integers(1, 4, size=3 * _MAX_RUNS)).tolist()
     for s in slots:

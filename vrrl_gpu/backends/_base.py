@@ -21,6 +21,7 @@ from __future__ import annotations
 import abc
 import ctypes
 import struct
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ __all__ = [
     "PACK_SOURCE",
     "leak",
     "leaked_count",
+    "stream_ref",
     "PackLauncher",
 ]
 
@@ -92,6 +94,15 @@ def leak(owner: object) -> None:
 def leaked_count() -> int:
     """How many objects :func:`leak` has kept alive in this process."""
     return len(_LEAKED)
+
+
+def stream_ref(stream: Any) -> Callable[[], Any]:
+    """A weak reference to ``stream`` (a strong one for objects that take no weakref): who holds a stream
+    only to launch on it must not keep it from being destroyed."""
+    try:
+        return weakref.ref(stream)
+    except TypeError:
+        return lambda: stream
 
 
 class _Closable:
@@ -759,11 +770,13 @@ class Backend(abc.ABC):
         :meth:`pack`; backends override it with a prebuilt parameter block.
         """
 
+        sref = stream_ref(stream)
+
         def bound(
             seq: int, slot_idx: int, opcode: int, words: Sequence[int], epoch: int, status: int
         ) -> None:
             self.pack(ring, seq, slot_idx=slot_idx, tenant_id=tenant_id, opcode=opcode, words=words,
-                      epoch=epoch, slot_status=status, ts_offset=ts_offset, stream=stream)  # fmt: skip
+                      epoch=epoch, slot_status=status, ts_offset=ts_offset, stream=sref())  # fmt: skip
 
         return bound
 

@@ -27,6 +27,7 @@ from vrrl_gpu.backends._base import (
     leak,
     normalize_dims,
     numpy_args,
+    stream_ref,
 )
 from vrrl_gpu.capture._kernels import kernel_path, kernels_dir, parse_kernels, sources_digest
 from vrrl_gpu.errors import (
@@ -317,7 +318,8 @@ class CupyBackend(Backend):
                               0, 0, 0, 0, 0, 0, 0, int(ts_offset))  # fmt: skip
         cpointer = self._cp.cuda.function.CNumpyArray
         args = tuple(cpointer(block[off : off + np.dtype(t).itemsize].view(t)) for off, t in _PACK_FIELDS)
-        s = self.current_stream() if stream is None else stream
+        # Weakly: a recorder must not keep a stream from being destroyed (its ring is retired then).
+        sref = stream_ref(self.current_stream() if stream is None else stream)
         tenant = int(tenant_id)
         one = (1, 1, 1)
         pack_into = _PACK_VARYING.pack_into
@@ -327,7 +329,7 @@ class CupyBackend(Backend):
         ) -> None:
             w0, w1, w2, w3 = words
             pack_into(block, _PACK_VARYING_AT, seq, slot_idx, tenant, opcode, w0, w1, w2, w3, epoch, status)
-            fn(one, one, args, 0, s)
+            fn(one, one, args, 0, sref())
 
         return bound
 

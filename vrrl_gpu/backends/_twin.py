@@ -88,6 +88,7 @@ _ERRBUF = 512
 _MAX_BLOCK_THREADS = 1024
 _MAX_DYNAMIC_SHARED = 48 * 1024
 _PAGE = 4096
+_PER_THREAD = 2  # cudaStreamPerThread
 
 
 def twin_cache_dir() -> Path:
@@ -403,6 +404,9 @@ class TwinBackend(Backend):
     ``max_workers``: OS threads per grid (default: the CPU count, 2 to 8).
     ``alloc_limit``: the largest single allocation in bytes; larger ones raise code 2.
     ``cache_dir``: where compiled libraries go (default :func:`twin_cache_dir`).
+    ``per_thread_default_stream``: like CuPy under ``CUPY_CUDA_PER_THREAD_DEFAULT_STREAM=1`` (the default
+    follows that variable): the current stream is each thread's own default stream, and all of them have
+    the handle 2 (``cudaStreamPerThread``), which names the calling thread's one wherever it is used.
     """
 
     name = "twin"
@@ -414,6 +418,7 @@ class TwinBackend(Backend):
         max_workers: int | None = None,
         alloc_limit: int = 1 << 34,
         cache_dir: str | Path | None = None,
+        per_thread_default_stream: bool | None = None,
     ) -> None:
         self._max_workers = max_workers if max_workers is not None else max(2, min(8, os.cpu_count() or 2))
         if self._max_workers < 1:
@@ -430,6 +435,10 @@ class TwinBackend(Backend):
         self._workers: list[_Worker] = []
         self._capturing: set[TwinStream] = set()
         self._next_ptr = 0x1000
+        if per_thread_default_stream is None:
+            per_thread_default_stream = os.environ.get("CUPY_CUDA_PER_THREAD_DEFAULT_STREAM") == "1"
+        self._per_thread = bool(per_thread_default_stream)
+        self._ptds = threading.local()
         self._closed = False
         self._default = self._make_stream(0, "vrrl-twin-stream-default")
 
@@ -487,10 +496,19 @@ class TwinBackend(Backend):
         """The error that poisoned this context, or None."""
         return self._sticky
 
+    def _per_thread_stream(self) -> TwinStream:
+        s: TwinStream | None = getattr(self._ptds, "stream", None)
+        if s is None:
+            # Held only by this thread's local storage: it goes (and its worker ends) with the thread.
+            s = self._ptds.stream = self._make_stream(_PER_THREAD, f"vrrl-twin-ptds-{threading.get_ident()}")
+        return s
+
     def _stream(self, stream: Any) -> TwinStream:
         if stream is None:
-            return self._default
+            return self._per_thread_stream() if self._per_thread else self._default
         if isinstance(stream, TwinStream) and stream._backend is self:
+            if stream.ptr == _PER_THREAD:
+                return self._per_thread_stream()  # the handle means the calling thread's own stream
             return stream
         raise TypeError(f"expected None or a TwinStream of this backend, got {stream!r}")
 
@@ -658,12 +676,12 @@ class TwinBackend(Backend):
     # ---- streams ----------------------------------------------------------------------------------
 
     def current_stream(self) -> TwinStream:
-        """The twin's default stream (ptr 0)."""
-        return self._default
+        """The default stream (ptr 0), or this thread's own (ptr 2) with per-thread default streams."""
+        return self._per_thread_stream() if self._per_thread else self._default
 
     def launch_stream(self) -> TwinStream:
-        """The default stream: the twin has one device, so there is nothing to check."""
-        return self._default
+        """The current stream: the twin has one device, so there is nothing to check."""
+        return self._per_thread_stream() if self._per_thread else self._default
 
     def new_stream(self) -> TwinStream:
         """A new stream with its own worker thread; dropping every reference to it destroys it."""
@@ -768,7 +786,8 @@ class _TwinPackLauncher:
         ts_offset: int,
     ) -> None:
         self._backend = backend
-        self._stream = stream
+        # Weakly: a recorder must not keep a stream from being destroyed (its ring is retired then).
+        self._stream_ref = weakref.ref(stream)
         self._ring = ring
         self._tenant = int(tenant_id)
         self._ts_offset = int(ts_offset)
@@ -797,7 +816,11 @@ class _TwinPackLauncher:
         be = self._backend
         if be._closed or be._sticky is not None or be._worker_exc is not None:
             be._check_usable()
-        s = self._stream
+        s = self._stream_ref()
+        if s is None:
+            raise TwinCudaError(400, "vrrl_pack on a destroyed stream")
+        if s.ptr == _PER_THREAD:
+            s = be._per_thread_stream()  # handle 2 names the calling thread's own stream
         w = s._worker
         if s._captured is not None or w.pending >= self._pool:
             # A captured launch keeps its block for every replay; a full pool may still be read: a fresh one.

@@ -195,6 +195,19 @@ class Drainer:
             with self._stats_lock:
                 self._last_seq.append(None)
 
+    def remove_ring(self, ring: StagingRing) -> None:
+        """Stop draining ``ring`` (a stream that is gone, drained to the end): later passes skip it.
+
+        Its entries leave :meth:`statistics`' ``last_sequence`` and ``positions``.
+        """
+        with self._pass_lock:
+            idx = next((i for i, r in enumerate(self._rings) if r is ring), None)
+            if idx is None:
+                raise StagingError("this staging ring is not drained by this drainer")
+            self._rings = self._rings[:idx] + self._rings[idx + 1 :]
+            with self._stats_lock:
+                del self._last_seq[idx]
+
     def write_host(self, records: npt.NDArray[np.void], *, flush_first: bool = True) -> None:
         """Append host-written records (evidence, publish records) to the log, in one write.
 

@@ -33,10 +33,8 @@ from vrrl_gpu.backends import Backend, get_backend
 from vrrl_gpu.backends._base import DeviceCounter, RingPointers
 from vrrl_gpu.capture._drain import Drainer, DrainOptions
 from vrrl_gpu.capture._records import meta_record
-from vrrl_gpu.capture._shm import ShmSegment
 from vrrl_gpu.capture._staging import StagingRing
 from vrrl_gpu.errors import (
-    CaptureError,
     KernelArgumentError,
     RecorderClosedError,
     RecorderPoisonedError,
@@ -68,6 +66,7 @@ from vrrl_gpu.recorder._options import (
     recorder_disabled,
 )
 from vrrl_gpu.recorder._state import _Launch, _StreamState, _words
+from vrrl_gpu.recorder._streams import IdMap, StreamKey, StreamTable
 
 __all__ = ["Recorder"]
 
@@ -106,16 +105,14 @@ class Recorder:
         self._poison: BaseException | None = None
         self._slot_counter = 0
         self._epoch = 0
-        self._streams: dict[int, _StreamState] = {}
+        self._streams: dict[StreamKey, _StreamState] = {}
         # The launch path finds a stream's state by the stream object's identity: no query, no hashing.
-        self._by_id: dict[int, _StreamState] = {}
+        self._by_id = IdMap()
+        self._stream_table_written = -1e9
         self._probe_capture = opts.capture_check == "probe"
         self._end_crumbs = opts.breadcrumbs == "begin+end"
         self._backpressure = opts.backpressure
         self._instr_done: Any = None
-        self._device_ring: tuple[StagingRing, RingPointers, DeviceCounter, Callable[[bool], None]] | None = (
-            None
-        )
         self._opcode_names: dict[int, str] = {}
         # The error a backpressure wait already attributed: the launch path must not attribute it twice.
         self._attributed: BaseException | None = None
@@ -145,6 +142,9 @@ class Recorder:
             self._drainer = Drainer([], self._log, options=drain)
             self._drainer.start()
             undo.callback(self._drainer.close)
+            self._table = StreamTable(
+                self._streams, self._by_id, self._backend, opts, self._path, self._drainer, self._ts_offset
+            )
             if opts.capture:
                 # Inside a graph capture nothing may allocate, zero or synchronize: make it all now.
                 self._ensure_device_ring()
@@ -403,27 +403,7 @@ class Recorder:
             }
 
     def _ensure_device_ring(self) -> tuple[StagingRing, RingPointers, DeviceCounter]:
-        if self._device_ring is None:
-            ring, ptrs, release = self._new_ring()
-            try:
-                counter = self._backend.alloc_counter()
-            except BaseException:
-                release(True)
-                raise
-
-            def release_all(cuda_ok: bool) -> None:
-                try:
-                    if cuda_ok:
-                        counter.close()
-                    else:
-                        counter.leak()
-                finally:
-                    release(cuda_ok)
-
-            self._device_ring = (ring, ptrs, counter, release_all)
-            self._drainer.add_ring(ring)
-        ring, ptrs, counter, _ = self._device_ring
-        return ring, ptrs, counter
+        return self._table.ensure_device_ring()
 
     def check(self) -> None:
         """Poll every stream without waiting; on a CUDA error attribute it, record it and re-raise it."""
@@ -431,6 +411,8 @@ class Recorder:
             self._require_usable()
             self._raise_drain_errors()
             for st in list(self._streams.values()):
+                if st.gone or st.foreign:
+                    continue  # no handle to query from here; synchronize() waits for them device-wide
                 if self._backend.is_capturing(st.stream):
                     continue  # a query would invalidate the capture; its work runs when the graph does
                 code = int(self._backend.stream_query(st.stream))
@@ -446,8 +428,14 @@ class Recorder:
         with self._lock:
             self._require_usable()
             self._raise_drain_errors()
+            uncovered: list[_StreamState] = []
+            capturing = False
             for st in list(self._streams.values()):
+                if st.gone or st.foreign:
+                    uncovered.append(st)
+                    continue
                 if self._backend.is_capturing(st.stream):
+                    capturing = True
                     continue  # waiting would invalidate the capture
                 try:
                     self._backend.synchronize(st.stream)
@@ -455,6 +443,16 @@ class Recorder:
                     self._async_fault(exc)
                     raise
                 st.outstanding = False
+            if uncovered and not capturing:
+                # Destroyed streams and other threads' default streams have no handle to wait on from here.
+                try:
+                    self._backend.synchronize(None)
+                except BaseException as exc:
+                    self._async_fault(exc)
+                    raise
+                for st in uncovered:
+                    st.outstanding = False
+            self._table.sweep()
 
     def statistics(self) -> Any:
         """The drain thread's statistics snapshot (drained, dropped, batches, peak backlog…)."""
@@ -485,10 +483,7 @@ class Recorder:
             error = error or exc
         # After a sticky error, freeing pinned memory is a CUDA call that fails: leak rather than raise.
         release_cuda = self._poison is None
-        for st in self._streams.values():
-            _release(st.release, release_cuda)
-        if self._device_ring is not None:
-            _release(self._device_ring[3], release_cuda)
+        self._table.release_all(release_cuda, _release)
         if self._instr_done is not None:
             done = self._instr_done
             _release(lambda ok: done.close() if ok else done.leak(), release_cuda)
@@ -547,51 +542,11 @@ class Recorder:
     def _raise_drain_errors(self) -> None:
         self._drainer.check()
 
-    def _new_ring(self) -> tuple[StagingRing, RingPointers, Callable[[bool], None]]:
-        n = self._opts.staging_slots
-        size = StagingRing.layout_size(n)
-        if self._opts.staging == "shm":
-            seg = ShmSegment.create(None, size)
-            try:
-                alloc = self._backend.register_host(seg.array)
-            except BaseException:
-                seg.close()
-                seg.unlink()
-                raise
-            ring = StagingRing.create(
-                seg.array, n, log_path=os.path.abspath(self._path), owner_pid=os.getpid()
-            )
-
-            def release(cuda_ok: bool) -> None:
-                try:
-                    if cuda_ok:
-                        alloc.close()
-                    else:
-                        alloc.leak()  # no cudaHostUnregister on a dead context
-                finally:
-                    # The records are in the log by now; the segment is plain host memory and a file.
-                    seg.close()
-                    seg.unlink()
-
-        else:
-            alloc = self._backend.alloc_pinned(size)
-            ring = StagingRing.create(
-                alloc.host, n, log_path=os.path.abspath(self._path), owner_pid=os.getpid()
-            )
-
-            def release(cuda_ok: bool) -> None:
-                if cuda_ok:
-                    alloc.close()
-                else:
-                    alloc.leak()  # else PinnedMemory's finalizer would call cudaFreeHost on a dead context
-
-        return ring, RingPointers.from_staging(alloc, ring), release
-
     def _state_of(self, stream: Any) -> _StreamState:
         """The state of ``stream`` (None: the current one) on the launch path: a dict lookup once known."""
         if stream is None:
             stream = self._backend.launch_stream()  # checks the current device (one query on CuPy)
-        # Every object whose id is a key is held by its state (stream or aliases): an id cannot be reused.
+        # An id leaves _by_id when its object dies (a finalizer), so a key is never a reused id.
         st = self._by_id.get(id(stream))
         if st is not None:
             return st
@@ -602,62 +557,23 @@ class Recorder:
         be = self._backend
         be.check_device()
         s = be.current_stream() if stream is None else stream
-        key = int(be.stream_key(s))
-        st = self._streams.get(key)
+        key = self._table.key_of(s)
+        st = self._table.get(s, key)
         if st is None:
-            if self._backend.is_capturing(s):
-                return self._capture_state(key, s)
-            ring, ptrs, release = self._new_ring()
-            try:
-                pack = be.bind_pack(ptrs, stream=s, tenant_id=self._opts.tenant_id, ts_offset=self._ts_offset)
-            except BaseException:
-                release(True)
-                raise
-            st = _StreamState(
-                key=key,
-                index=len(self._streams),
-                stream=s,
-                ring=ring,
-                ptrs=ptrs,
-                release=release,
-                window=[None] * self._opts.staging_slots,
-                pack=pack,
-            )
-            self._streams[key] = st
-            self._by_id[id(s)] = st
-            self._drainer.add_ring(ring)
-            self._write_stream_table()
-        elif s is not st.stream and len(st.aliases) < _MAX_ALIASES:
-            # Another object for the same stream (an ExternalStream made per call): remember it, holding it so
-            # that its id cannot be reused by a different stream. Past the bound the slow path answers.
-            st.aliases.append(s)
-            self._by_id[id(s)] = st
+            if be.is_capturing(s):
+                return self._table.capture_state(key, s)
+            st = self._table.open(s, key)
+            now = time.monotonic()
+            if now - self._stream_table_written >= _STREAM_TABLE_INTERVAL_S:
+                # Rate-limited: with thousands of short-lived streams a write per stream is quadratic. A
+                # fault and close() write it too; a stream missing from a table cut short reads as unknown.
+                self._stream_table_written = now
+                self._write_stream_table()
+        self._table.remember(s, st)
         return st
 
-    def _capture_state(self, key: int, stream: Any) -> _StreamState:
-        """For a stream first seen while it captures: no ring of its own (making one would allocate)."""
-        ring, ptrs, _counter = self._capture_ring()
-        # capturing=1: its launches always take the device-sequenced path (it has no pack of its own).
-        return _StreamState(
-            key=key,
-            index=-1,
-            stream=stream,
-            ring=ring,
-            ptrs=ptrs,
-            release=lambda ok: None,
-            window=[None],
-            capturing=1,
-        )
-
     def _capture_ring(self) -> tuple[StagingRing, RingPointers, DeviceCounter]:
-        if self._device_ring is None:
-            raise CaptureError(
-                "a recorded launch is being captured into a CUDA graph, but this recorder has no "
-                "device-sequenced ring and making one now would allocate and synchronize inside the capture "
-                "(invalidating it); create the Recorder with capture=True (the default)"
-            )
-        ring, ptrs, counter, _ = self._device_ring
-        return ring, ptrs, counter
+        return self._table.capture_ring()
 
     def _pack_devseq(self, st: _StreamState, info: _Launch, status: SlotStatus) -> None:
         self._graph_launches = True
@@ -903,9 +819,10 @@ class Recorder:
             extra = self._sidecar.extra
             extra["session"] = {"nonce": self._session_nonce, "pid": os.getpid()}
             extra["streams"] = [
-                {"index": st.index, "key": st.key, "runs": [list(r) for r in st.runs]}
-                for st in list(self._streams.values())
-            ]
+                *self._table.retired_entries,  # streams that are gone keep their entries
+                *({"index": st.index, "key": st.key, "runs": [list(r) for r in st.runs]}
+                  for st in list(self._streams.values())),
+            ]  # fmt: skip
             if self._unknown:
                 extra["unknown_windows"] = list(self._unknown)
             if self._graph_launches:
@@ -983,20 +900,18 @@ class Recorder:
 
     def _watchdog_loop(self, seconds: float) -> None:
         try:
-            last_pos: dict[int, int] = {}
+            last_pos: dict[StreamKey, int] = {}
             while not self._watchdog_stop.wait(min(0.05, seconds / 4)):
                 self._watchdog_tick(seconds, last_pos)
         except BaseException as exc:  # surfaced at the next recorder call and at close()
             self._watchdog_error = exc
 
-    def _watchdog_tick(self, seconds: float, last_pos: dict[int, int]) -> None:
+    def _watchdog_tick(self, seconds: float, last_pos: dict[StreamKey, int]) -> None:
         now = time.monotonic()
-        moved = False
-        for key, st in list(self._streams.items()):
-            pos = st.ring.consumer_position
-            if last_pos.get(key) != pos:
-                last_pos[key] = pos
-                moved = True
+        positions = {key: st.ring.consumer_position for key, st in list(self._streams.items())}
+        moved = any(last_pos.get(key) != pos for key, pos in positions.items())
+        last_pos.clear()  # rebuilt each tick: retired streams leave it
+        last_pos.update(positions)
         if moved:
             self._last_arrival = now
             return
@@ -1019,6 +934,8 @@ class Recorder:
         from an idle stream (with "begin+end" its end arrived: it finished)."""
         if self._opts.breadcrumbs == "begin+end" or self._poison is not None:
             return False
+        if st.gone or st.foreign:
+            return False  # no handle to query from this thread
         if self._backend.is_capturing(st.stream):
             return False  # a query would invalidate the capture; nothing of it runs before a replay
         return int(self._backend.stream_query(st.stream)) == 600
@@ -1104,7 +1021,10 @@ class _Slot:
 
 _BEGIN = int(SlotStatus.BEGIN)
 _COMPLETED = int(SlotStatus.COMPLETED)
-_MAX_ALIASES = 8
+
+
+#: At most one stream-table write per this many seconds when streams are created.
+_STREAM_TABLE_INTERVAL_S = 0.25
 
 
 def _checked_opcode(opcode: Any) -> int:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vrrl_gpu.backends._base import PackLauncher, RingPointers
+from vrrl_gpu.backends._base import PackLauncher, RingPointers, stream_ref
 from vrrl_gpu.capture._staging import StagingRing
 from vrrl_gpu.errors import (
     RecordValueError,
@@ -37,9 +38,9 @@ class _StreamState:
     the newest one it wrote, stay resolvable in bounded memory.
     """
 
-    key: int
+    key: int  # the stream's handle
     index: int
-    stream: Any
+    stream_ref: Callable[[], Any]  # weak where the object allows: the recorder keeps no stream alive
     ring: StagingRing
     ptrs: RingPointers
     release: Callable[[bool], None]
@@ -48,12 +49,35 @@ class _StreamState:
     outstanding: bool = False
     pack: PackLauncher | None = None  # vrrl_pack bound to this stream's ring (set once the ring exists)
     capturing: int = 0  # depth of rec.capturing(stream) blocks open on this stream
-    aliases: list[Any] = field(
-        default_factory=list
-    )  # other objects for the same stream (kept alive: id keys)
+    # Objects for the same stream that take no weakref, kept alive so that their id keys stay theirs.
+    aliases: list[Any] = field(default_factory=list)
+    thread: threading.Thread | None = None  # a per-thread default stream: the thread it belongs to
 
     #: The slots of this stream as arithmetic runs ``[first, stride, count]`` (the sidecar's stream table).
     runs: list[list[int]] = field(default_factory=list)
+
+    @property
+    def stream(self) -> Any:
+        """The stream object (None once it is gone: never pass that on to a backend)."""
+        return self.stream_ref()
+
+    @property
+    def gone(self) -> bool:
+        """The stream was destroyed (its object collected) or its thread ended: nobody can launch on it."""
+        if self.thread is not None:
+            return not self.thread.is_alive()
+        return self.stream_ref() is None
+
+    @property
+    def foreign(self) -> bool:
+        """Another thread's default stream: its handle would name the calling thread's own stream."""
+        return self.thread is not None and self.thread is not threading.current_thread()
+
+    def point_at(self, stream: Any) -> None:
+        """Follow ``stream`` from now on (a new object for the same handle, or a new thread's)."""
+        self.stream_ref = stream_ref(stream)
+        if self.thread is not None:
+            self.thread = threading.current_thread()
 
     @property
     def mask(self) -> int:
