@@ -484,3 +484,32 @@ def test_every_abstract_method_states_its_contract() -> None:
         doc = getattr(Backend, name).__doc__ or ""
         assert len(doc.split()) >= 8, f"Backend.{name} has no contract in its docstring"
     assert "sticky" in (Backend.__doc__ or "")
+
+
+def test_cupy_launch_stream_checks_the_device_with_one_query() -> None:
+    """Without a GPU: CupyBackend.launch_stream asks getDevice once, refuses another device, and takes that
+    device's current stream (CuPy's runtime stubbed)."""
+    from vrrl_gpu.backends._cupy import CupyBackend
+    from vrrl_gpu.errors import WrongDeviceError
+
+    asked: list[str] = []
+    current = {"dev": 0}
+    streams = {0: SimpleNamespace(ptr=0), 1: SimpleNamespace(ptr=0)}
+
+    def get_device() -> int:
+        asked.append("getDevice")
+        return current["dev"]
+
+    def get_current_stream(dev: int = -1) -> Any:
+        asked.append(f"get_current_stream({dev})")
+        return streams[dev]
+
+    be = object.__new__(CupyBackend)
+    be._device_id = 0
+    be._rt = SimpleNamespace(getDevice=get_device)
+    be._cp = SimpleNamespace(cuda=SimpleNamespace(get_current_stream=get_current_stream))
+    assert be.launch_stream() is streams[0]
+    assert asked == ["getDevice", "get_current_stream(0)"]
+    current["dev"] = 1
+    with pytest.raises(WrongDeviceError, match="device 1 is current"):
+        be.launch_stream()
