@@ -97,6 +97,9 @@ FLAKY_SOURCE = textwrap.dedent(
         if ORDER[:2] == ["b", "a"]:
             raise CUDARuntimeError(700)
 
+    def slow(w, e, t, s):
+        time.sleep(0.2)
+
     BASE = {"noop": noop, "arm": arm, "load": load}
     P100 = {**BASE, "fire": fire_with(1.0)}
     P50 = {**BASE, "fire": fire_with(0.5)}
@@ -108,6 +111,7 @@ FLAKY_SOURCE = textwrap.dedent(
     LANE_RACE = {"noop": noop, "put_a": put_a, "put_b": put_b, "check": check}
     ON_TWIN = {"noop": independent(lambda w, e, t, s: None), "arm": arm, "load": load, "fire": fire_with(1.0)}
     WHERE = {"noop": where, "fire": where}
+    SLOW = {"noop": slow}
     """
 )
 
@@ -427,3 +431,13 @@ def test_streams_with_a_recorder_on_the_twin(reg: str, flaky_log: Path, tmp_path
     replayed = read_plan(tmp_path / "twin.replay.vrrl")
     assert replayed.failure is not None
     assert replayed.failure.code == 700
+
+
+def test_a_trial_past_its_whole_limit_is_hung(reg: str, tmp_path: Path) -> None:
+    log = write_log(tmp_path / "slow.vrrl", ["noop"] * 6)
+    report = replay(read_plan(log), f"{reg}:SLOW", device="none", timeout=30, trial_timeout=0.5)
+    first = report.outcome.first_failure
+    assert first is not None
+    assert first.kind == "hung"
+    assert "longer than 0.5 s" in first.reason
+    assert report.outcome.completed < 6  # each launch was well within --timeout; the trial was not

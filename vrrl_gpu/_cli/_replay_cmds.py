@@ -55,6 +55,13 @@ def register(sub: Any) -> None:
         help="a launch that takes longer is reported as hung and the trial's process is killed (default: 60)",
     )
     p.add_argument(
+        "--trial-timeout",
+        type=positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="a trial (one process, after start-up) that takes longer is reported as hung and killed",
+    )
+    p.add_argument(
         "--compare-digests",
         action="store_true",
         help="compare output digests with those the log recorded (end breadcrumbs and failure records)",
@@ -272,6 +279,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             seed=args.seed,
             jitter=args.jitter,
             streams=args.streams,
+            trial_timeout=args.trial_timeout,
             jobs=_jobs(args),
             devices=args.devices,
             on_trial=lambda r: update(r.trials, args.trials, f"trials: {r.describe()}"),
@@ -471,6 +479,7 @@ def _minimize(plan: Any, args: argparse.Namespace) -> int:
             seed=args.seed,
             jitter=args.jitter,
             streams=args.streams,
+            trial_timeout=args.trial_timeout,
             devices=args.devices,
             budget=args.budget,
             on_best=on_best,

@@ -80,6 +80,7 @@ def minimize(
     seed: int = 0,
     jitter: float = 0.0,
     streams: int = 1,
+    trial_timeout: float | None = None,
     devices: Sequence[str] = (),
     budget: Budget | None = None,
     on_best: Callable[[int, int, Rate | None], None] | None = None,
@@ -104,7 +105,7 @@ def minimize(
     seen to reproduce. The minimum then gets ``trials`` fresh trials of its
     own (``kept_rate``). ``budget`` caps the search; when it runs out the
     shortest sequence seen to reproduce is returned with ``exhausted``.
-    ``seed``, ``jitter`` and ``streams`` are those of :func:`run_trial`.
+    ``seed``, ``jitter``, ``streams`` and ``trial_timeout`` are those of :func:`run_trial`.
 
     ``on_trial(n, length, reproduced)`` is called after each candidate's
     verdict (``n`` trials spent so far); ``on_best(n, length, rate)`` when a
@@ -135,6 +136,7 @@ def minimize(
         seed=seed,
         jitter=jitter,
         streams=streams,
+        trial_timeout=trial_timeout,
         jobs=workers,
         devices=devices,
         budget=budget or Budget(),

@@ -122,6 +122,7 @@ def replay(
     seed: int = 0,
     jitter: float = 0.0,
     streams: int = 1,
+    trial_timeout: float | None = None,
     jobs: int = 1,
     devices: Sequence[str] = (),
     on_trial: Callable[[Rate], None] | None = None,
@@ -135,7 +136,7 @@ def replay(
     trial costs one trial. The replay reproduced when some trial did and the
     rate is not significantly below ``min_rate``. ``outcome`` is the first
     reproducing trial (else the first); digests are compared for it.
-    ``seed``, ``jitter`` and ``streams`` are those of :func:`run_trial`.
+    ``seed``, ``jitter``, ``streams`` and ``trial_timeout`` are those of :func:`run_trial`.
     """
     check_rate_options(trials, confidence, min_rate, min_trials)
     launches = plan.select(start, stop)
@@ -159,6 +160,7 @@ def replay(
         seed=seed,
         jitter=jitter,
         streams=streams,
+        trial_timeout=trial_timeout,
         jobs=jobs,
         devices=devices,
         confidence=confidence,

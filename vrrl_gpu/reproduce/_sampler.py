@@ -83,6 +83,7 @@ class Sampler:
     seed: int = 0
     jitter: float = 0.0
     streams: int = 1
+    trial_timeout: float | None = None
     jobs: int = 1
     devices: Sequence[str] = ()
     budget: Budget = field(default_factory=Budget)
@@ -156,6 +157,7 @@ class Sampler:
                 seed=self.seed_for(seq, index),
                 jitter=self.jitter,
                 streams=self.streams,
+                trial_timeout=self.trial_timeout,
                 env={"CUDA_VISIBLE_DEVICES": token} if token is not None else None,
             )
         finally:

@@ -99,6 +99,7 @@ def run_trial(
     jitter: float = 0.0,
     env: Mapping[str, str] | None = None,
     streams: int = 1,
+    trial_timeout: float | None = None,
 ) -> TrialOutcome:
     """Run ``launches`` in a fresh child process and report what happened.
 
@@ -114,7 +115,8 @@ def run_trial(
     before each launch after the first. The child runs in the parent's
     environment as it is now, plus ``env``, set before the registry is imported.
     ``streams`` > 1 spreads the launches marked independent over that many
-    streams (see :func:`current_stream`).
+    streams (see :func:`current_stream`). ``trial_timeout`` limits the whole
+    trial (after start-up): past it the trial is ``hung`` at the launch it had reached.
 
     Children come from a multiprocessing *forkserver* that has imported only
     vrrl_gpu (never the registry, never CUDA), so each trial starts from a
@@ -122,6 +124,8 @@ def run_trial(
     """
     if timeout <= 0:
         raise RecordValueError(f"timeout must be > 0 seconds, got {timeout}")
+    if trial_timeout is not None and not trial_timeout > 0:
+        raise RecordValueError(f"trial_timeout must be > 0 seconds, got {trial_timeout}")
     if streams < 1:
         raise RecordValueError(f"streams must be at least 1, got {streams}")
     if jitter < 0:
@@ -155,7 +159,7 @@ def run_trial(
             proc.start()
         writer.close()
         try:
-            return _talk(proc, reader, request, len(launches), timeout + jitter, progress)
+            return _talk(proc, reader, request, len(launches), timeout + jitter, progress, trial_timeout)
         finally:
             if proc.is_alive():
                 _kill(proc)
@@ -242,8 +246,11 @@ def _talk(
     n: int,
     timeout: float,
     progress: Callable[[int], None] | None,
+    trial_timeout: float | None = None,
 ) -> TrialOutcome:
     last = [time.monotonic() + _startup_limit(timeout)]
+    # The whole trial's limit starts once the child is ready: start-up has its own.
+    whole = [float("inf")]
     done = 0
     n_ok = 0
     failures: list[TrialFailure] = []
@@ -251,13 +258,15 @@ def _talk(
     backend = ""
     ended = False
     hung = False
-    for ev in _events(reader, lambda: last[0]):
+    for ev in _events(reader, lambda: min(last[0], whole[0])):
         if ev is None:
             hung = True
             break
         kind = ev.get("e")
         if kind == "ready":
             backend = str(ev.get("backend", ""))
+            if trial_timeout is not None:
+                whole[0] = time.monotonic() + trial_timeout
         elif kind == "ok":
             done = int(ev["i"]) + 1
             n_ok += 1
@@ -306,7 +315,11 @@ def _talk(
                 failure_class=FailureClass.TRANSIENT_QUEUE,
                 code=0,
                 name="hung",
-                reason=f"no launch finished within {timeout:g} s; the child was killed",
+                reason=(
+                    f"the trial took longer than {trial_timeout:g} s; the child was killed"
+                    if time.monotonic() >= whole[0]
+                    else f"no launch finished within {timeout:g} s; the child was killed"
+                ),
             )
         )
     proc.join()
