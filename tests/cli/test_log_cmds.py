@@ -159,3 +159,68 @@ def test_console_entry_point_and_module_run_without_traceback(vectors: Path) -> 
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert "VRRL0001" in r.stderr
+
+
+def _sound_log(tmp_path: Path, n: int = 6) -> Path:
+    import time
+
+    from vrrl_gpu import Record, RingLog
+
+    path = tmp_path / "run.vrrl"
+    t0 = time.time_ns() - 10**9
+    with RingLog.open(path, capacity=16) as log:
+        log.extend(
+            [
+                Record(
+                    timestamp_ns=t0 + 1000 * i, slot_idx=i, tenant_id=0, opcode=7, args=(i, 0, 0, 0), epoch=0
+                )
+                for i in range(n)
+            ]
+        )
+    return path
+
+
+def _poke(path: Path, slot: int, field: str, value: int) -> None:
+    import numpy as np
+
+    from vrrl_gpu.format import HEADER_SIZE, RECORD_DTYPE
+
+    arr = np.memmap(path, dtype=RECORD_DTYPE, mode="r+", offset=HEADER_SIZE, shape=(16,))
+    arr[field][slot] = value
+    arr.flush()
+    del arr
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "what"),
+    [
+        ("magic", 0, "record magic is 0 where a record must be"),
+        ("timestamp_ns", 1, "timestamp more than 10 s before an earlier record"),
+        ("slot_status", 42, "slot_status outside SlotStatus"),
+        ("failure_class", 99, "failure_class outside FailureClass"),
+    ],
+)
+def test_verify_finds_semantic_damage_inside_the_live_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str, value: int, what: str
+) -> None:
+    path = _sound_log(tmp_path)
+    assert main(["verify", str(path)]) == 0
+    capsys.readouterr()
+    _poke(path, 3, field, value)
+    assert main(["verify", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "DAMAGED" in out
+    assert f"slot 3: {what}" in out, out
+
+
+def test_verify_of_a_recorded_crash_is_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    if shutil.which("g++") is None:
+        pytest.skip("the twin backend needs g++")
+    log = tmp_path / "crash.vrrl"
+    main(
+        ["demo", str(log), "--device", "twin", "--launches", "300", "--fault-at", "200", "--elements", "256"]
+    )
+    capsys.readouterr()
+    assert main(["verify", str(log)]) == 0, capsys.readouterr().out

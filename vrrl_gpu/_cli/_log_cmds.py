@@ -19,6 +19,7 @@ from vrrl_gpu._cli._output import (
     stream_label,
     streams_for,
 )
+from vrrl_gpu.analysis._verify import semantic_findings
 from vrrl_gpu.errors import CorruptRecordError, TruncatedLogError
 from vrrl_gpu.format._layout import RECORD_MAGIC, FailureClass, SlotStatus
 from vrrl_gpu.format._ringlog import RingLog, ScanResult
@@ -45,7 +46,15 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_dump)
 
     p = sub.add_parser(
-        "verify", help="check a log: exit 0 when sound, 1 when damaged (and where), 2 when unreadable"
+        "verify",
+        help="check a log: exit 0 when sound, 1 when damaged (and where), 2 when unreadable",
+        description=(
+            "Reads the log strictly (record magic, file length), then checks that its contents hold "
+            "together: "
+            "no empty slot inside the live range, no timestamp more than 10 s before an earlier record's, "
+            "in the future or before the sidecar's session start, no status, class or opcode outside "
+            "what the format and vrrl_gpu define. Exit 1 lists where."
+        ),
     )
     p.add_argument("log", help="path of a VRRL v1 log")
     p.set_defaults(func=cmd_verify)
@@ -198,5 +207,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"  {damaged.records.shape[0]} record(s) still readable with --salvage")
         return 1
     h = scan.header
+    findings = semantic_findings(args.log)
+    if findings:
+        print(f"{args.log}: DAMAGED (the bytes read, the contents do not hold together)")
+        for f in findings:
+            print(f"  {f}")
+        return 1
     print(f"{args.log}: OK ({scan.records.shape[0]} record(s), capacity {h.capacity}, cursor {h.cursor})")
     return 0
