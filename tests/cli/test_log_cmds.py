@@ -194,7 +194,7 @@ def _poke(path: Path, slot: int, field: str, value: int) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "what"),
     [
-        ("magic", 0, "record magic is 0 where a record must be"),
+        ("magic", 0, "record magic is 0 where a record must be (between live records)"),
         ("timestamp_ns", 1, "timestamp more than 10 s before an earlier record"),
         ("slot_status", 42, "slot_status outside SlotStatus"),
         ("failure_class", 99, "failure_class outside FailureClass"),

@@ -1,6 +1,7 @@
 """``vrrl verify``'s semantic checks: damage a byte-level read cannot see, inside the live range of a log.
 
-- an empty slot (record magic 0) where a record must be: below the cursor, or anywhere once the ring wrapped;
+- an empty slot (record magic 0) between live records in publish order (before the oldest one, a rolled
+  back batch may have cleared the records it had overwritten);
 - a timestamp more than :data:`TIME_TOLERANCE_NS` before the newest one before it (records are written in
   time order up to the drain's batching), in the future, or, after this session's SESSION_START, before the
   sidecar's session start;
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vrrl_gpu.analysis._streams import session_nonce
+from vrrl_gpu.errors import SidecarError
 from vrrl_gpu.format._layout import (
     HEADER_SIZE,
     META_OPCODE_BASE,
@@ -70,10 +72,12 @@ def semantic_findings(path: str | os.PathLike[str], *, now_ns: int | None = None
         if where.size:
             out.append(Finding(what, tuple(int(s) for s in where[:_MAX_LISTED]), int(where.size)))
 
-    must = np.ones(n, bool) if wrapped else slots < cur
-    add("record magic is 0 where a record must be (inside the live range)", slots[must & (magic == 0)])
-
+    # Publish order; empty slots before the oldest record are records a failed batch rolled back, not damage.
     order = np.concatenate((slots[cur:], slots[:cur])) if wrapped else slots[:cur]
+    held = np.flatnonzero(live[order])
+    if held.size:
+        inside = order[held[0] : held[-1] + 1]
+        add("record magic is 0 where a record must be (between live records)", inside[magic[inside] == 0])
     order = order[live[order]]
     r = raw[order]
     status, opcode, fc = r["slot_status"], r["opcode"], r["failure_class"]
@@ -99,7 +103,10 @@ def semantic_findings(path: str | os.PathLike[str], *, now_ns: int | None = None
         add(f"timestamp more than {TIME_TOLERANCE_NS / 1e9:g} s before an earlier record's", order[back])
     now = time.time_ns() if now_ns is None else now_ns
     add("timestamp in the future", order[ts > np.uint64(now + TIME_TOLERANCE_NS)])
-    side = read_sidecar(path)
+    try:
+        side = read_sidecar(path)
+    except SidecarError:
+        side = None  # a broken sidecar does not make the log unreadable: skip the session-span check
     nonce = side.extra.get("session", {}).get("nonce") if side is not None else None
     if side is not None and side.start_time_ns and nonce is not None:
         starts = np.flatnonzero(is_meta_status & (opcode == MetaOpcode.SESSION_START))
