@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.helpers.analysis_logs import NAMES, run_rows, write_log
-from tests.hostile.helpers import READING_COMMANDS, expand, problems, refusals, run_batch
+from tests.hostile.helpers import READING_COMMANDS, REPO, expand, problems, refusals, run_batch
 from vrrl_gpu import RingLog
 from vrrl_gpu.errors import VrrlIoError
 from vrrl_gpu.format import RECORD_DTYPE, read_header
@@ -62,10 +64,25 @@ def test_a_hostile_sidecar_never_hangs_and_the_log_stays_readable(good_log: Path
 def test_a_device_or_fifo_log_is_refused_by_the_library_with_the_reason(tmp_path: Path) -> None:
     fifo = tmp_path / "f.vrrl"
     os.mkfifo(fifo)
-    with pytest.raises(VrrlIoError, match="is a FIFO, not a regular file"):
-        RingLog.open(fifo, readonly=True)
-    with pytest.raises(VrrlIoError, match="is a FIFO"):
-        RingLog.open(fifo, capacity=8)
+    # In a child with a deadline: a regression would block in open() for ever.
+    probe = (
+        "import sys\nfrom vrrl_gpu import RingLog\n"
+        "for kw in ({'readonly': True}, {'capacity': 8}):\n"
+        "    try:\n        RingLog.open(sys.argv[1], **kw)\n"
+        "    except OSError as e:\n        print(e)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(fifo)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2, proc
+    assert all("is a FIFO, not a regular file" in x for x in lines)
     link = tmp_path / "z.vrrl"
     link.symlink_to("/dev/zero")
     with pytest.raises(VrrlIoError, match="character device"):
