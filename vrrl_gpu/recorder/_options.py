@@ -68,6 +68,7 @@ class RecorderOptions:
     nvtx: bool = False
     drain: DrainOptions | None = None
     capture: bool = True
+    close_timeout: float | None = 300.0
     capture_check: str = "probe"
 
     def __post_init__(self) -> None:
@@ -89,6 +90,10 @@ class RecorderOptions:
             raise RecordValueError(f"staging_slots must be a power of two >= 8, got {self.staging_slots}")
         if not 0 <= int(self.tenant_id) <= _U32:
             raise RecordValueError(f"tenant_id must be a u32, got {self.tenant_id}")
+        if self.close_timeout is not None and not self.close_timeout > 0:
+            raise RecordValueError(
+                f"close_timeout must be a positive number of seconds or None, got {self.close_timeout}"
+            )
         if self.watchdog is not None and not self.watchdog > 0:
             raise RecordValueError(f"watchdog must be a positive number of seconds, got {self.watchdog}")
 

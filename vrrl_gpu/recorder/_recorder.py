@@ -468,9 +468,12 @@ class Recorder:
             if self._closed:
                 return
             error: BaseException | None = None
+            hung = False
             if self._poison is None:
                 try:
-                    self.synchronize()
+                    hung = self._wait_bounded(self._opts.close_timeout)
+                    if not hung:
+                        self.synchronize()
                 except BaseException as exc:
                     error = exc
             self._closed = True
@@ -482,7 +485,8 @@ class Recorder:
         except BaseException as exc:
             error = error or exc
         # After a sticky error, freeing pinned memory is a CUDA call that fails: leak rather than raise.
-        release_cuda = self._poison is None
+        # A hung kernel may still write into staging: leak that too rather than free memory in use.
+        release_cuda = self._poison is None and not hung
         self._table.release_all(release_cuda, _release)
         if self._instr_done is not None:
             done = self._instr_done
@@ -500,6 +504,55 @@ class Recorder:
             raise error
         if self._watchdog_error is not None:
             raise self._watchdog_error
+
+    def _wait_bounded(self, timeout: float | None) -> bool:
+        """close()'s wait: poll the streams until they are idle or ``timeout`` passes. On timeout, write a
+        HUNG record for each stream still running and return True (the caller then does not wait again)."""
+        if timeout is None:
+            return False
+        deadline = time.monotonic() + timeout
+        delay = 1e-3
+        while True:
+            running = []
+            for st in list(self._streams.values()):
+                if not st.outstanding or st.gone or st.foreign or self._backend.is_capturing(st.stream):
+                    continue  # no handle to poll from here (synchronize() waits for those)
+                code = int(self._backend.stream_query(st.stream))
+                if code == 600:
+                    running.append(st)
+                elif code != 0:
+                    return False  # an error: synchronize() attributes it
+            if not running:
+                return False
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        self._drainer.flush()
+        fc = FailureClass.TRANSIENT_QUEUE
+        for st in running:
+            culprit = self._crash_window(st)
+            if culprit is None or culprit.slot_idx in self._hang_reported:
+                continue
+            self._hang_reported.add(culprit.slot_idx)
+            ev = FailureEvidence(
+                slot_status=int(SlotStatus.HUNG), failure_class=fc, backend_error_code=0, output_digest=0
+            )
+            self._write_evidence(culprit, ev)
+        with self._sidecar_lock:
+            self._sidecar.extra["close"] = {
+                "hung_streams": [st.index for st in running],
+                "waited_seconds": timeout,
+                "staging": "leaked: the device may still write into it",
+            }
+            write_sidecar(self._path, self._sidecar)
+        warnings.warn(
+            f"vrrl_gpu: close() waited {timeout:g} s and {len(running)} stream(s) still run; HUNG records "
+            f"written to {self._path}, staging leaked, returning without waiting further",
+            VrrlWarning,
+            stacklevel=3,
+        )
+        return True
 
     def __enter__(self) -> Recorder:
         return self
