@@ -59,14 +59,15 @@ from vrrl_gpu.recorder._nvtx import _NVTX_DOMAIN, _load_nvtx
 from vrrl_gpu.recorder._options import (
     _U32,
     F,
-    HangReport,
     RecorderOptions,
     Words,
     _merge_options,
     recorder_disabled,
 )
+from vrrl_gpu.recorder._slot import _Slot
 from vrrl_gpu.recorder._state import _Launch, _StreamState, _words
 from vrrl_gpu.recorder._streams import IdMap, StreamKey, StreamTable
+from vrrl_gpu.recorder._watchdog import watchdog_loop
 
 __all__ = ["Recorder"]
 
@@ -941,7 +942,7 @@ class Recorder:
 
     def _start_watchdog(self, seconds: float) -> None:
         self._watchdog_thread = threading.Thread(
-            target=self._watchdog_loop, args=(seconds,), name="vrrl-watchdog", daemon=True
+            target=watchdog_loop, args=(self, seconds), name="vrrl-watchdog", daemon=True
         )
         self._watchdog_thread.start()
 
@@ -950,127 +951,6 @@ class Recorder:
         t = self._watchdog_thread
         if t is not None and t is not threading.current_thread():
             t.join()
-
-    def _watchdog_loop(self, seconds: float) -> None:
-        try:
-            last_pos: dict[StreamKey, int] = {}
-            while not self._watchdog_stop.wait(min(0.05, seconds / 4)):
-                self._watchdog_tick(seconds, last_pos)
-        except BaseException as exc:  # surfaced at the next recorder call and at close()
-            self._watchdog_error = exc
-
-    def _watchdog_tick(self, seconds: float, last_pos: dict[StreamKey, int]) -> None:
-        now = time.monotonic()
-        positions = {key: st.ring.consumer_position for key, st in list(self._streams.items())}
-        moved = any(last_pos.get(key) != pos for key, pos in positions.items())
-        last_pos.clear()  # rebuilt each tick: retired streams leave it
-        last_pos.update(positions)
-        if moved:
-            self._last_arrival = now
-            return
-        silent = now - self._last_arrival
-        if silent < seconds:
-            return
-        for st in list(self._streams.values()):
-            if not st.outstanding:
-                continue
-            if st.ring.consumer_position >= st.next_seq and not self._last_launch_running(st):
-                continue
-            culprit = self._crash_window(st)
-            if culprit is None or culprit.slot_idx in self._hang_reported:
-                continue
-            self._hang_reported.add(culprit.slot_idx)
-            self._report_hang(st, culprit, silent)
-
-    def _last_launch_running(self, st: _StreamState) -> bool:
-        """Every breadcrumb of ``st`` arrived: with "begin" only a stream query tells a hung last launch
-        from an idle stream (with "begin+end" its end arrived: it finished)."""
-        if self._opts.breadcrumbs == "begin+end" or self._poison is not None:
-            return False
-        if st.gone or st.foreign:
-            return False  # no handle to query from this thread
-        if self._backend.is_capturing(st.stream):
-            return False  # a query would invalidate the capture; nothing of it runs before a replay
-        return int(self._backend.stream_query(st.stream)) == 600
-
-    def _report_hang(self, st: _StreamState, culprit: _Launch, silent: float) -> None:
-        fc = FailureClass.TRANSIENT_QUEUE
-        if self._opts.nvml:
-            from vrrl_gpu.evidence._classify import nvml_device_lost
-
-            if nvml_device_lost():
-                fc = FailureClass.DEVICE_LOSS
-        ev = FailureEvidence(
-            slot_status=int(SlotStatus.HUNG), failure_class=fc, backend_error_code=0, output_digest=0
-        )
-        # Not under _lock: the host may hold it, blocked in synchronize() on this very hang. The drainer
-        # serialises log writes itself.
-        self._write_evidence(culprit, ev, st)
-        note: dict[str, str] | None
-        try:
-            note = dump = _request_coredump()
-        except OSError as e:  # best effort: no reader on the pipe (ENXIO) or no pipe must not stop the report
-            dump = None
-            note = {"pipe": os.environ.get("CUDA_COREDUMP_PIPE", ""), "error": str(e.strerror or e)}
-        if note is not None:
-            with self._sidecar_lock:
-                self._sidecar.extra["coredump"] = note
-                self._save_sidecar()
-        report = HangReport(
-            slot_idx=culprit.slot_idx,
-            opcode=culprit.opcode,
-            stream=st.key,
-            silent_seconds=silent,
-            failure_class=fc,
-            coredump_requested=dump is not None,
-        )
-        if self._opts.on_hang is not None:
-            self._opts.on_hang(report)
-
-
-class _Slot:
-    """``rec.slot(...)``: a class, not a generator context manager, because it is on the launch path."""
-
-    __slots__ = ("_info", "_opcode", "_outputs", "_rec", "_st", "_stream", "_words")
-
-    def __init__(
-        self, rec: Recorder, opcode: int, words: Sequence[int] | None, stream: Any, outputs: Any
-    ) -> None:
-        self._rec = rec
-        self._opcode = opcode
-        self._words = words
-        self._stream = stream
-        self._outputs = outputs
-
-    def __enter__(self) -> int:
-        rec = self._rec
-        w = _words(self._words)
-        with rec._lock:
-            st, info = rec._open_slot(self._stream, self._opcode, w, self._outputs)
-        self._st, self._info = st, info
-        if rec._nvtx is not None:
-            rec._nvtx_push(info)
-        return info.slot_idx
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        rec = self._rec
-        try:
-            if exc is not None:
-                with rec._lock:
-                    rec._launch_failed(self._st, self._info, exc)
-                return
-        finally:
-            if rec._nvtx is not None:
-                rec._nvtx.pop_range(domain=_NVTX_DOMAIN)
-        if rec._end_crumbs:
-            with rec._lock:
-                if rec._poison is None:
-                    try:
-                        rec._end(self._st, self._info)
-                    except BaseException as e:
-                        rec._enqueue_failed(e)
-                        raise
-
 
 _BEGIN = int(SlotStatus.BEGIN)
 _COMPLETED = int(SlotStatus.COMPLETED)
@@ -1097,24 +977,6 @@ def _release(release: Callable[[bool], None], release_cuda: bool) -> None:
         release(release_cuda)
     except Exception as exc:  # a destructor-like path: warn, never raise over the real error
         warnings.warn(f"vrrl_gpu: releasing staging memory failed: {exc}", VrrlWarning, stacklevel=3)
-
-
-def _request_coredump() -> dict[str, str] | None:
-    """Ask the CUDA driver for a user-triggered core dump when the environment enables it."""
-    if os.environ.get("CUDA_ENABLE_USER_TRIGGERED_COREDUMP") != "1":
-        return None
-    pipe = os.environ.get("CUDA_COREDUMP_PIPE")
-    if not pipe:
-        return None
-    fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
-    try:
-        os.write(fd, b"1")
-    finally:
-        os.close(fd)
-    name = os.environ.get(
-        "CUDA_COREDUMP_FILE", f"core_{int(time.time())}_{socket.gethostname()}_{os.getpid()}.nvcudmp"
-    )
-    return {"pipe": pipe, "expected_file": name}
 
 
 def _recover_orphans_of(path: str, tenant_id: int) -> None:
