@@ -11,7 +11,6 @@ context of its process), and prints one line per case and the totals.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -25,6 +24,7 @@ CHILD = REPO / "tests" / "helpers" / "attribution.py"
 sys.path.insert(0, str(REPO))
 
 from tests.helpers.attribution import matrix  # noqa: E402  (the repository root is on the path only now)
+from tests.helpers.child import parse_result  # noqa: E402
 
 
 def main() -> int:
@@ -49,7 +49,7 @@ def main() -> int:
                 counts["error"] += 1
                 print(f"{case.id:45s} ERROR {proc.stderr.strip().splitlines()[-1:]}")
                 continue
-            out = json.loads(proc.stdout.strip().splitlines()[-1])
+            out = parse_result(proc.stdout)
             counts[out["verdict"]] += 1
             print(f"{case.id:45s} {out['verdict']:8s} {out['detail']}", flush=True)
     n = sum(counts.values())
