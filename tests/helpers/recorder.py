@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,3 +95,27 @@ class Hold:
 def sidecar_file(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     return p.with_name(p.name + ".json")
+
+
+@contextlib.contextmanager
+def recorders(tmp_path: Path, **defaults: Any) -> Iterator[Callable[..., Recorder]]:
+    """A factory of Recorders on ``device`` (twin by default; cupy skips without a GPU), each with its own log
+    in ``tmp_path`` and ``defaults`` under the caller's options; closed with their backends at exit."""
+    from tests.helpers.gpu import require_gpu_or_skip
+
+    made: list[Recorder] = []
+
+    def make(device: str = "twin", **kw: Any) -> Recorder:
+        if device == "cupy":
+            require_gpu_or_skip()
+        rec = Recorder(tmp_path / f"run{len(made)}.vrrl", device=device, **{**defaults, **kw})
+        made.append(rec)
+        return rec
+
+    try:
+        yield make
+    finally:
+        for rec in made:
+            with contextlib.suppress(Exception):
+                rec.close()
+            rec.backend.close()  # on the twin this also stops a spinning kernel

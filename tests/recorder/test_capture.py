@@ -7,7 +7,6 @@ fail if the recorder makes a call the capture forbids. The ``cupy`` cases run th
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,8 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.helpers.gpu import require_gpu_or_skip
-from tests.helpers.recorder import Axpy, N, log_records, with_status
+from tests.helpers.recorder import Axpy, N, log_records, recorders, with_status
 from vrrl_gpu import MetaOpcode, Recorder, SlotStatus
 from vrrl_gpu.errors import CaptureError
 from vrrl_gpu.format import META_OPCODE_BASE
@@ -26,23 +24,9 @@ DEVICES = ("twin", pytest.param("cupy", marks=pytest.mark.gpu))
 
 
 @pytest.fixture
-def make_rec(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Recorder]]:
-    made: list[Recorder] = []
-
-    def make(device: str, **kw: Any) -> Recorder:
-        if device == "cupy":
-            require_gpu_or_skip()
-        kw.setdefault("capacity", 8192)
-        kw.setdefault("staging_slots", 256)
-        rec = Recorder(tmp_path / f"run{len(made)}.vrrl", device=device, **kw)
-        made.append(rec)
-        return rec
-
-    yield make
-    for rec in made:
-        with contextlib.suppress(Exception):
-            rec.close()
-        rec.backend.close()
+def make_rec(tmp_path: Path) -> Iterator[Callable[..., Recorder]]:
+    with recorders(tmp_path, capacity=8192, staging_slots=256) as make:
+        yield make
 
 
 def ones(w: Axpy) -> None:

@@ -4,15 +4,12 @@ demo spin kernel; the -m gpu case runs the same on a device."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.helpers.gpu import require_gpu_or_skip
-from tests.helpers.recorder import Axpy, failures, log_records, sidecar_file
+from tests.helpers.recorder import Axpy, failures, log_records, recorders, sidecar_file
 from vrrl_gpu import FailureClass, Recorder, SlotStatus
 from vrrl_gpu.errors import RecordValueError, VrrlWarning
 
@@ -22,21 +19,8 @@ HOUR_NS = 3600 * 10**9
 
 @pytest.fixture
 def make_rec(tmp_path: Path) -> Iterator[Callable[..., Recorder]]:
-    made: list[Recorder] = []
-
-    def make(device: str = "twin", **kw: Any) -> Recorder:
-        if device == "cupy":
-            require_gpu_or_skip()
-        kw.setdefault("staging_slots", 64)
-        rec = Recorder(tmp_path / f"run{len(made)}.vrrl", device=device, **kw)
-        made.append(rec)
-        return rec
-
-    yield make
-    for rec in made:
-        with contextlib.suppress(Exception):
-            rec.close()
-        rec.backend.close()  # on the twin this also stops the spinning kernel
+    with recorders(tmp_path, staging_slots=64) as make:
+        yield make
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -7,7 +7,6 @@ streams destroyed when dropped); the ``cupy`` cases run the same on a GPU (-m gp
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -21,8 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.helpers.gpu import require_gpu_or_skip, requires_gpu
-from tests.helpers.recorder import Axpy, failures, log_records, with_status
+from tests.helpers.gpu import requires_gpu
+from tests.helpers.recorder import Axpy, failures, log_records, recorders, with_status
 from vrrl_gpu import FailureClass, MetaOpcode, Recorder, SlotStatus
 from vrrl_gpu.format import read_sidecar
 
@@ -32,22 +31,8 @@ DEVICES = ("twin", pytest.param("cupy", marks=pytest.mark.gpu))
 
 @pytest.fixture
 def make_rec(tmp_path: Path) -> Iterator[Callable[..., Recorder]]:
-    made: list[Recorder] = []
-
-    def make(device: str = "twin", **kw: Any) -> Recorder:
-        if device == "cupy":
-            require_gpu_or_skip()
-        kw.setdefault("capacity", 16384)
-        kw.setdefault("staging_slots", 64)
-        rec = Recorder(tmp_path / f"run{len(made)}.vrrl", device=device, **kw)
-        made.append(rec)
-        return rec
-
-    yield make
-    for rec in made:
-        with contextlib.suppress(Exception):
-            rec.close()
-        rec.backend.close()
+    with recorders(tmp_path, capacity=16384, staging_slots=64) as make:
+        yield make
 
 
 def live_rings(rec: Recorder) -> int:
