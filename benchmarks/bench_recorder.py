@@ -36,8 +36,14 @@ TARGET_INSTRUMENTED = 1.2
 TARGET_PY_CALLS = 5.0
 
 
-def _per_call_us(fn: Callable[[], object], calls: int, sync: Callable[[], None], repeat: int = 5) -> float:
-    """Median over ``repeat`` rounds of the host time per call, the queue drained between rounds."""
+def _per_call_us(
+    fn: Callable[[], object],
+    calls: int,
+    sync: Callable[[], None],
+    repeat: int = 5,
+    reduce: Callable[[list[float]], float] = statistics.median,
+) -> float:
+    """``reduce`` (the median) over ``repeat`` rounds of the host time per call, the queue drained between."""
     samples = []
     for _ in range(repeat):
         sync()
@@ -46,7 +52,7 @@ def _per_call_us(fn: Callable[[], object], calls: int, sync: Callable[[], None],
             fn()
         samples.append((time.perf_counter() - t0) / calls * 1e6)
         sync()
-    return statistics.median(samples)
+    return reduce(samples)
 
 
 def _recorder(tmp: str, name: str, device: Any, **kw: Any) -> Recorder:
@@ -162,8 +168,10 @@ def _python_work(calls: int, tmp: str) -> list[tuple[str, float]]:
     def none() -> None:
         return None
 
-    loop = _per_call_us(none, calls * 10, none)
-    unit = _per_call_us(lambda: _noop(1, 1, 1, 1), calls * 10, none) - loop
+    # The unit is a difference of two tiny times: the fastest of many rounds, so that a busy machine cannot
+    # make it zero or negative.
+    loop = _per_call_us(none, calls * 10, none, repeat=15, reduce=min)
+    unit = _per_call_us(lambda: _noop(1, 1, 1, 1), calls * 10, none, repeat=15, reduce=min) - loop
     out.append(("a bare 4-argument Python call (the unit), µs", unit))
     for mode in ("begin", "begin+end"):
         cb = CountingBackend(get_backend("twin"), noop=True)
