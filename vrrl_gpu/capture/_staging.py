@@ -25,6 +25,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -348,6 +349,13 @@ class StagingRing:
         """
         if seq + 1 > int(self._ctl64[_W_PRODUCER]):
             self._ctl64[_W_PRODUCER] = seq + 1
+
+    def producer_cell(self) -> memoryview:
+        """The producer count as a one-element u64 memoryview, for a single host producer that claims
+        sequences in order (the recorder's launch path): ``cell[0] = seq + 1`` is :meth:`note_produced`
+        without the comparison and the numpy scalar work."""
+        cell: Any = self._ctl64[_W_PRODUCER : _W_PRODUCER + 1]
+        return memoryview(cell).cast("B").cast("Q")
 
     def backlog(self) -> int:
         """Sequences claimed or committed but not yet consumed (scans the commit words)."""

@@ -65,7 +65,7 @@ from vrrl_gpu.recorder._options import (
     recorder_disabled,
 )
 from vrrl_gpu.recorder._slot import _Slot
-from vrrl_gpu.recorder._state import _Launch, _StreamState, _words
+from vrrl_gpu.recorder._state import _ZERO_WORDS, _Launch, _StreamState, _words
 from vrrl_gpu.recorder._streams import IdMap, StreamKey, StreamTable
 from vrrl_gpu.recorder._watchdog import watchdog_loop
 
@@ -230,22 +230,101 @@ class Recorder:
         A launch that raises gets a FAILED_AT_LAUNCH record, and the exception
         is re-raised unchanged.
         """
-        w = _words(words)
+        # The common case inline (a known stream, not capturing, room in the window): each Python call here
+        # costs about as much as the work. Anything else takes _launch, the general path (same records).
+        w = _ZERO_WORDS if words is None else _words(words)
         with self._lock:
-            st, info = self._open_slot(stream, opcode, w, outputs)
-            nvtx = self._nvtx
-            if nvtx is not None:
-                self._nvtx_push(info)
+            st = self._by_id.get(id(stream))
+            if (
+                st is None
+                or not st.fast
+                or type(opcode) is not int
+                or not 0 <= opcode < META_OPCODE_BASE
+                or self._closed
+                or self._poison is not None
+                or self._watchdog_error is not None
+            ):
+                return self._launch(kernel, grid, block, args, opcode, w, stream, shared_mem, outputs)
+            if self._probe_capture and self._backend.is_capturing(stream):
+                return self._launch(
+                    kernel, grid, block, args, opcode, w, stream, shared_mem, outputs, captured=True
+                )
+            end = self._end_crumbs
+            seq = st.next_seq
+            if seq + end >= st.limit and not self._room(st, seq + end):
+                return self._launch(kernel, grid, block, args, opcode, w, stream, shared_mem, outputs)
+            counter = self._slot_counter
+            slot = counter % UNKNOWN_SLOT  # never UNKNOWN_SLOT itself
+            epoch = self._epoch
             try:
-                self._backend.launch(kernel, grid, block, args, stream=st.stream, shared_mem=shared_mem)
-                if self._end_crumbs:
-                    self._end(st, info)
+                st.pack(seq, slot, opcode, w, epoch, _BEGIN)  # type: ignore[misc]
             except BaseException as exc:
+                self._enqueue_failed(exc)
+                raise
+            window = st.window
+            window[seq & st.wmask] = (seq, slot, opcode, w, epoch, outputs, seq)
+            st.next_seq = seq + 1
+            st.produced[0] = seq + 1
+            self._slot_counter = counter + 1
+            run = st.run
+            if slot == run[0] + run[1] * run[2]:
+                run[2] += 1
+            else:
+                st.note_slot(slot)
+            st.outstanding = True
+            try:
+                self._backend.launch(kernel, grid, block, args, stream=stream, shared_mem=shared_mem)
+                if end:
+                    s2 = seq + 1
+                    st.pack(s2, slot, opcode, w, epoch, _COMPLETED)  # type: ignore[misc]
+                    window[s2 & st.wmask] = (s2, slot, opcode, w, epoch, outputs, seq)
+                    st.next_seq = s2 + 1
+                    st.produced[0] = s2 + 1
+            except BaseException as exc:
+                info = _Launch(slot, opcode, w, epoch, seq, outputs)
+                if st.next_seq == seq + 2:
+                    info.end_seq = seq + 1  # the end breadcrumb was enqueued: the failure came after it
                 self._launch_failed(st, info, exc)
                 raise
-            finally:
-                if nvtx is not None:
-                    nvtx.pop_range(domain=_NVTX_DOMAIN)
+        return None
+
+    def _room(self, st: _StreamState, seq: int) -> bool:
+        """Backpressure: is sequence ``seq`` within the window? (Refreshes the stream's limit from the
+        consumer, which only moves forward; False sends the launch down the general path, which waits.)"""
+        if not self._backpressure:
+            return True
+        st.limit = st.ring.consumer_position + st.wmask
+        return seq < st.limit
+
+    def _launch(
+        self,
+        kernel: Any,
+        grid: Any,
+        block: Any,
+        args: Sequence[Any],
+        opcode: int,
+        w: Words,
+        stream: Any,
+        shared_mem: int,
+        outputs: Any,
+        captured: bool | None = None,
+    ) -> None:
+        """:meth:`launch`'s general path (caller holds the lock): a new or capturing stream, backpressure,
+        NVTX, a bad opcode or an unusable recorder. ``captured``: what a capture probe already said."""
+        st, info = self._open_slot(stream, opcode, w, outputs, captured)
+        nvtx = self._nvtx
+        if nvtx is not None:
+            self._nvtx_push(info)
+        try:
+            self._backend.launch(kernel, grid, block, args, stream=st.stream, shared_mem=shared_mem)
+            if self._end_crumbs:
+                self._end(st, info)
+        except BaseException as exc:
+            self._launch_failed(st, info, exc)
+            raise
+        finally:
+            if nvtx is not None:
+                nvtx.pop_range(domain=_NVTX_DOMAIN)
 
     def wrap(
         self,
@@ -353,11 +432,13 @@ class Recorder:
             st = self._state_of(stream)
             self._ensure_device_ring()
             st.capturing += 1
+            st.fast = False
         try:
             yield
         finally:
             with self._lock:
                 st.capturing -= 1
+                st.fast = not st.capturing and self._nvtx is None and st.index >= 0
 
     def publish(
         self,
@@ -624,6 +705,7 @@ class Recorder:
                 self._stream_table_written = now
                 self._write_stream_table()
         self._table.remember(s, st)
+        st.fast = not st.capturing and self._nvtx is None
         return st
 
     def _capture_ring(self) -> tuple[StagingRing, RingPointers, DeviceCounter]:
@@ -647,7 +729,7 @@ class Recorder:
     def _pack(self, st: _StreamState, info: _Launch, status: int) -> int:
         seq = st.next_seq
         window = st.window
-        mask = len(window) - 1  # st.mask, without the property call on the launch path
+        mask = st.wmask
         if self._backpressure and seq - st.ring.consumer_position >= mask:
             self._wait_for_device(st, seq)
         pack = st.pack
@@ -655,7 +737,8 @@ class Recorder:
         pack(seq, info.slot_idx, info.opcode, info.words, info.epoch, status)
         st.next_seq = seq + 1
         st.ring.note_produced(seq)
-        window[seq & mask] = info
+        begin = seq if status == _BEGIN else info.begin_seq
+        window[seq & mask] = (seq, info.slot_idx, info.opcode, info.words, info.epoch, info.outputs, begin)
         return seq
 
     def _wait_for_device(self, st: _StreamState, seq: int) -> None:
@@ -683,7 +766,7 @@ class Recorder:
             delay = min(delay * 2, 1e-3)
 
     def _open_slot(
-        self, stream: Any, opcode: int, words: Words, outputs: Any
+        self, stream: Any, opcode: int, words: Words, outputs: Any, captured: bool | None = None
     ) -> tuple[_StreamState, _Launch]:
         """Checks, then the stream's ring and the begin breadcrumb (caller holds the lock).
 
@@ -700,7 +783,10 @@ class Recorder:
                 opcode = _checked_opcode(opcode)
             slot = self._slot_counter % UNKNOWN_SLOT  # never UNKNOWN_SLOT itself
             info = _Launch(slot, opcode, words, self._epoch, -1, outputs)
-            if st.capturing or (self._probe_capture and self._backend.is_capturing(st.stream)):
+            if captured is None:
+                probe = self._probe_capture
+                captured = bool(st.capturing) or (probe and self._backend.is_capturing(st.stream))
+            if captured:
                 # A host-chosen sequence would be frozen into every replay of the graph: the device claims it.
                 info.captured = True
                 self._pack_devseq(st, info, SlotStatus.BEGIN)

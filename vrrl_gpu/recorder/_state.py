@@ -32,10 +32,11 @@ class _StreamState:
     """One stream: its staging ring, and the launch behind each sequence that can still arrive.
 
     ``window[seq & mask]`` is the launch whose begin or end breadcrumb has
-    sequence ``seq`` (preallocated, one slot per staging slot): with
-    backpressure the host never runs more than ``len(window) - 1`` sequences
-    ahead of the consumer, so every sequence the device can still write, and
-    the newest one it wrote, stay resolvable in bounded memory.
+    sequence ``seq``, as a tuple ``(seq, slot_idx, opcode, words, epoch, outputs,
+    begin_seq)`` (see :meth:`lookup`; one tuple per breadcrumb is all the launch path
+    makes): with backpressure the host never runs more than ``len(window) - 1``
+    sequences ahead of the consumer, so every sequence the device can still write,
+    and the newest one it wrote, stay resolvable in bounded memory.
     """
 
     key: int  # the stream's handle
@@ -44,7 +45,7 @@ class _StreamState:
     ring: StagingRing
     ptrs: RingPointers
     release: Callable[[bool], None]
-    window: list[_Launch | None]
+    window: list[Entry | None]
     next_seq: int = 0
     outstanding: bool = False
     pack: PackLauncher | None = None  # vrrl_pack bound to this stream's ring (set once the ring exists)
@@ -55,6 +56,18 @@ class _StreamState:
 
     #: The slots of this stream as arithmetic runs ``[first, stride, count]`` (the sidecar's stream table).
     runs: list[list[int]] = field(default_factory=list)
+    #: The newest run (a sentinel no slot extends before the first): the launch path extends it inline.
+    run: list[int] = field(default_factory=lambda: [-1, 0, 1])
+    #: The staging ring's producer count as a one-element u64 view (``StagingRing.producer_cell``).
+    produced: Any = None
+    #: The launch path may take the inline route: not capturing, no capture probe, no NVTX (recorder sets it).
+    fast: bool = False
+    #: Backpressure: sequences below this one need no look at the consumer (it only moves forward).
+    limit: int = 0
+    wmask: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.wmask = len(self.window) - 1  # the launch path's window mask, without a len() per launch
 
     @property
     def stream(self) -> Any:
@@ -84,13 +97,15 @@ class _StreamState:
         return len(self.window) - 1
 
     def lookup(self, seq: int) -> _Launch | None:
-        """The launch of sequence ``seq`` if the window still holds it, else None."""
+        """The launch of sequence ``seq`` if the window still holds it, else None (``end_seq`` is ``seq``
+        when ``seq`` is the launch's end breadcrumb)."""
         if seq < 0:
             return None
-        info = self.window[seq & (len(self.window) - 1)]
-        if info is None or (info.begin_seq != seq and info.end_seq != seq):
+        e = self.window[seq & (len(self.window) - 1)]
+        if e is None or e[0] != seq:
             return None
-        return info
+        begin = e[6]
+        return _Launch(e[1], e[2], e[3], e[4], begin, e[5], None if begin == seq else seq)
 
     def note_slot(self, slot: int) -> None:
         """Extend the stream table with ``slot`` (a few integer operations per launch)."""
@@ -108,8 +123,12 @@ class _StreamState:
         if len(runs) >= _MAX_RUNS:
             # Bounded: the oldest runs go (their slots' stream becomes unknown), rarely and in one step.
             del runs[: _MAX_RUNS // 2]
-        runs.append([slot, 1, 1])
+        self.run = [slot, 1, 1]
+        runs.append(self.run)
 
+
+#: A launch-map entry: (seq, slot_idx, opcode, words, epoch, outputs, begin_seq).
+Entry = tuple[int, int, int, Words, int, Any, int]
 
 _ZERO_WORDS: Words = (0, 0, 0, 0)
 #: Runs kept per stream in the stream table: round-robin schedules need one, irregular ones one per switch.

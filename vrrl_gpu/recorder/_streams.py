@@ -106,6 +106,7 @@ class StreamTable:
         except BaseException:
             self._pool.append((ring, ptrs, release))
             raise
+        window: list[Any] = [None] * self._opts.staging_slots
         st = _StreamState(
             key=key[0],
             index=self._next_index,
@@ -113,9 +114,12 @@ class StreamTable:
             ring=ring,
             ptrs=ptrs,
             release=release,
-            window=[None] * self._opts.staging_slots,
+            window=window,
             pack=pack,
             thread=threading.current_thread() if key[0] == PER_THREAD_HANDLE else None,
+            produced=ring.producer_cell(),
+            # Backpressure holds the host a window behind the consumer; without it nothing waits.
+            limit=ring.consumer_position + len(window) - 1 if self._opts.backpressure else 1 << 62,
         )
         self._next_index += 1
         self.states[key] = st
