@@ -158,7 +158,7 @@ def test_an_instrumented_call_is_one_launch_and_no_query(tmp_path: Path, mode: s
         for _ in range(3):
             cb.reset()
             ik(1, 1, (0,), stream=s)
-            assert dict(cb.calls) == {"launch": 1}
+            assert dict(cb.calls) == {"bound_launch": 1}
     finally:
         rec.close()
 

@@ -34,6 +34,7 @@ from vrrl_gpu.capture._kernels import KernelSignature
 from vrrl_gpu.errors import KernelArgumentError, StagingError
 
 __all__ = [
+    "BoundLauncher",
     "Dim3",
     "StreamLike",
     "HostAllocation",
@@ -64,6 +65,9 @@ Dim3 = tuple[int, int, int]
 
 #: A bound pack: ``(seq, slot_idx, opcode, words, epoch, slot_status)`` -> one launch of ``vrrl_pack``.
 PackLauncher = Callable[[int, int, int, Sequence[int], int, int], None]
+#: ``bound(grid, block, args, varying, stream, shared_mem)``: a kernel with trailing parameters bound
+#: (:meth:`Backend.bind_launch`); ``varying``: the last parameters' values (u32); ``args``: the kernel's own.
+BoundLauncher = Callable[[Any, Any, Sequence[object], Sequence[int], Any, int], None]
 
 
 @runtime_checkable
@@ -777,6 +781,20 @@ class Backend(abc.ABC):
         ) -> None:
             self.pack(ring, seq, slot_idx=slot_idx, tenant_id=tenant_id, opcode=opcode, words=words,
                       epoch=epoch, slot_status=status, ts_offset=ts_offset, stream=sref())  # fmt: skip
+
+        return bound
+
+    def bind_launch(self, kernel: KernelHandle, own: int, fixed: Sequence[int]) -> BoundLauncher:
+        """``kernel`` with the ``len(fixed)`` parameters after its first ``own`` bound to ``fixed`` (plain
+        integers: pointers, sizes) and the rest (u32, per launch) passed as ``varying``: instrumented kernels'
+        ring descriptor, converted once instead of per launch. This default is :meth:`launch` per call;
+        backends override it with prebuilt parameter blocks. The values must be valid (nothing is checked)."""
+        tail = tuple(int(x) for x in fixed)
+
+        def bound(
+            grid: Any, block: Any, args: Sequence[object], varying: Sequence[int], stream: Any, shm: int
+        ) -> None:
+            self.launch(kernel, grid, block, (*args, *tail, *varying), stream=stream, shared_mem=shm)
 
         return bound
 

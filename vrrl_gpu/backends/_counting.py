@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from vrrl_gpu.backends._base import (
     Backend,
+    BoundLauncher,
     DeviceBuffer,
     DeviceCounter,
     HostAllocation,
@@ -36,7 +37,7 @@ from vrrl_gpu.backends._base import (
 __all__ = ["CountingBackend", "LAUNCH_CALLS", "QUERY_CALLS"]
 
 #: Interface calls that enqueue work on the device (one CUDA launch each).
-LAUNCH_CALLS = frozenset({"launch", "pack", "pack_devseq", "bound_pack"})
+LAUNCH_CALLS = frozenset({"launch", "pack", "pack_devseq", "bound_pack", "bound_launch"})
 #: Interface calls that ask the runtime something (current device or stream, capture state, status, waits).
 QUERY_CALLS = frozenset(
     {"check_device", "current_stream", "launch_stream", "is_capturing", "stream_query", "synchronize"}
@@ -134,6 +135,21 @@ class CountingBackend(Backend):
             calls["bound_pack"] += 1
             if not noop:
                 bound(seq, slot_idx, opcode, words, epoch, status)
+
+        return counted
+
+    def bind_launch(self, kernel: KernelHandle, own: int, fixed: Sequence[int]) -> BoundLauncher:
+        self._count("bind_launch")
+        bound = self.inner.bind_launch(kernel, own, fixed)
+        calls = self.calls
+        noop = self.noop
+
+        def counted(
+            grid: Any, block: Any, args: Sequence[object], varying: Sequence[int], stream: Any, shm: int
+        ) -> None:
+            calls["bound_launch"] += 1
+            if not noop:
+                bound(grid, block, args, varying, stream, shm)
 
         return counted
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import hashlib
 import os
 import queue
@@ -45,8 +46,10 @@ import numpy as np
 import numpy.typing as npt
 
 from vrrl_gpu.backends._base import (
+    _CELL_FORMATS,
     ArgPacker,
     Backend,
+    BoundLauncher,
     DeviceBuffer,
     DeviceCounter,
     HostAllocation,
@@ -664,6 +667,14 @@ class TwinBackend(Backend):
         return _TwinPackLauncher(self, self._pack_kernel("vrrl_pack"), self._stream(stream), ring,
                                  tenant_id, ts_offset)  # fmt: skip
 
+    def bind_launch(self, kernel: KernelHandle, own: int, fixed: Sequence[int]) -> BoundLauncher:
+        """Prebuilt argument blocks per stream with ``fixed`` packed once: per call the kernel's own
+        arguments and the varying ones are packed into a free block, which is enqueued."""
+        self._check_usable()
+        if not isinstance(kernel.native, _TwinKernel):
+            raise TypeError(f"expected a kernel loaded by a twin backend, got {kernel!r}")
+        return _TwinBoundLauncher(self, kernel, own, fixed)
+
     def _execute(self, item: _Launch, err: Any) -> None:
         # CUDA drops the work still queued behind a sticky error; so does the twin.
         if self._sticky is not None or self._worker_exc is not None or self._abort.value:
@@ -834,6 +845,95 @@ class _TwinPackLauncher:
             self._buf, self._offsets[j], seq, slot_idx, self._tenant, opcode, w0, w1, w2, w3, epoch, status
         )
         w.enqueue(self._items[j])
+
+
+class _TwinBoundLauncher:
+    """:meth:`TwinBackend.bind_launch`: per stream a pool of argument blocks, reused like
+    :class:`_TwinPackLauncher`'s (block ``i % pool`` only while fewer than ``pool`` launches are pending,
+    so the launch that used it last has run). Anything unusual (a new launch shape, dynamic shared memory, a
+    capture, a full pool, another stream kind) takes :meth:`TwinBackend.launch`, which checks it all."""
+
+    def __init__(self, backend: TwinBackend, kernel: KernelHandle, own: int, fixed: Sequence[int]) -> None:
+        tk: _TwinKernel = kernel.native
+        params = kernel.signature.params
+        n = len(params)
+        self._backend = backend
+        self._kernel = kernel
+        self._tk = tk
+        self._n = n
+        self._own = own
+        self._fixed = tuple(int(x) for x in fixed)
+        n_var = n - own - len(self._fixed)
+        if own < 0 or n_var < 0 or any(p.code != "I" for p in params[n - n_var :]):
+            raise ValueError(f"{kernel.name}: cannot bind {len(fixed)} parameters after {own} with u32s last")
+        sub = dataclasses.replace(kernel.signature, params=params[:own])
+        self._own_packer = ArgPacker(sub)
+        bound = params[own : own + len(fixed)]
+        self._fixed_struct = struct.Struct("<" + "".join(_cell(p.code) for p in bound))
+        self._var_struct = struct.Struct("<" + "I4x" * n_var)
+        self._var_at = 8 * (own + len(self._fixed))
+        self._pools: weakref.WeakKeyDictionary[TwinStream, list[Any]] = weakref.WeakKeyDictionary()
+        self._shapes: dict[tuple[Any, Any], tuple[Any, int]] = {}
+
+    def _pool(self, s: TwinStream) -> list[Any]:
+        n, size = self._n, 16 * self._n + 8
+        count = _PACK_POOL // 4
+        buf = ctypes.create_string_buffer(size * count)
+        base = ctypes.addressof(buf)
+        items, offsets = [], []
+        for j in range(count):
+            off = j * size
+            self._fixed_struct.pack_into(buf, off + 8 * self._own, *self._fixed)
+            self._tk.pointers.pack_into(buf, off + 8 * n, *[base + off + o for o in self._tk.offsets])
+            items.append(_Launch(kernel=self._kernel, dims=None, block=buf, args_ptr=base + off + 8 * n,
+                                 workers=1))  # fmt: skip
+            offsets.append(off)
+        pool = [s._worker, buf, items, offsets, 0, count]
+        self._pools[s] = pool
+        return pool
+
+    def _general(self, grid: Any, block: Any, args: Sequence[object], varying: Sequence[int], stream: Any,
+                 shared_mem: int) -> None:  # fmt: skip
+        be = self._backend
+        full = (*args, *self._fixed, *varying)
+        be.launch(self._kernel, grid, block, full, stream=stream, shared_mem=shared_mem)
+        if type(grid) in (int, tuple) and type(block) in (int, tuple) and len(self._shapes) < 256:
+            g, b = normalize_dims(grid, "grid"), normalize_dims(block, "block")  # checked by the launch
+            threads = b[0] * b[1] * b[2] * g[0] * g[1] * g[2]
+            self._shapes[(grid, block)] = (_dims_array(g, b), int(min(be._max_workers, threads)))
+
+    def __call__(self, grid: Any, block: Any, args: Sequence[object], varying: Sequence[int], stream: Any,
+                 shared_mem: int) -> None:  # fmt: skip
+        be = self._backend
+        if be._closed or be._sticky is not None or be._worker_exc is not None:
+            be._check_usable()
+        plain = type(grid) in (int, tuple) and type(block) in (int, tuple)
+        shape = self._shapes.get((grid, block)) if plain else None
+        if shape is None or shared_mem or type(stream) is not TwinStream or stream.ptr == _PER_THREAD:
+            self._general(grid, block, args, varying, stream, shared_mem)
+            return
+        pool = self._pools.get(stream)
+        if pool is None:
+            if stream._backend is not be:
+                self._general(grid, block, args, varying, stream, shared_mem)
+                return
+            pool = self._pool(stream)
+        w = pool[0]
+        if stream._captured is not None or w.pending >= pool[5]:
+            self._general(grid, block, args, varying, stream, shared_mem)
+            return
+        j = pool[4]
+        pool[4] = (j + 1) % pool[5]
+        off = pool[3][j]
+        self._own_packer.pack_into(pool[1], off, args, _numpy_pointer)
+        self._var_struct.pack_into(pool[1], off + self._var_at, *varying)
+        item = pool[2][j]
+        item.dims, item.workers = shape
+        w.enqueue(item)
+
+
+def _cell(code: str) -> str:
+    return _CELL_FORMATS[code]
 
 
 _DIMS_ARRAYS: dict[tuple[int, ...], Any] = {}

@@ -12,6 +12,7 @@ the point). What cannot be rewritten is refused with :class:`~vrrl_gpu.errors.In
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 from collections.abc import Sequence
@@ -37,17 +38,20 @@ INSTRUMENT_PARAMS = (
     ("unsigned long long", "vrrl_mask"),
     ("unsigned long long*", "vrrl_counter"),
     ("unsigned int*", "vrrl_done"),
-    ("unsigned int", "vrrl_done_slot"),
     ("unsigned int", "vrrl_tenant"),
     ("unsigned int", "vrrl_opcode"),
+    ("unsigned int", "vrrl_end"),
+    ("long long", "vrrl_ts_offset"),
+    # Per launch (the launcher binds the ones above once: Backend.bind_launch).
+    ("unsigned int", "vrrl_done_slot"),
     ("unsigned int", "vrrl_a0"),
     ("unsigned int", "vrrl_a1"),
     ("unsigned int", "vrrl_a2"),
     ("unsigned int", "vrrl_a3"),
     ("unsigned int", "vrrl_epoch"),
-    ("unsigned int", "vrrl_end"),
-    ("long long", "vrrl_ts_offset"),
 )
+#: How many of INSTRUMENT_PARAMS are bound once per instrumented kernel (the rest change per launch).
+FIXED_PARAMS = 9
 
 _COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 _STRING = re.compile(r'"(?:\\.|[^"\\\n])*"')
@@ -180,8 +184,10 @@ DONE_SLOTS = 4096
 class InstrumentedKernel:
     """What ``rec.instrument`` returns: ``k(grid, block, args, *, shared_mem=0, stream=None)`` records itself.
 
-    One backend launch per call: the kernel's arguments, then the device-sequenced ring's pointers and this
-    launch's opcode, words and epoch (nothing is converted but the call's own arguments).
+    One backend launch per call through a launcher with the ring's pointers, the opcode and the mode bound
+    once (``Backend.bind_launch``): per call only the kernel's own arguments, the completion slot, the
+    words and the epoch are passed. No lock: the completion slot comes from an atomic counter, and the
+    sequence is claimed on the device.
     """
 
     def __init__(self, rec: Any, kernel: Any, opcode: int, words: Any) -> None:
@@ -189,23 +195,21 @@ class InstrumentedKernel:
         self.kernel = kernel
         self.name = kernel.name
         self._opcode = opcode
-        self._words = words
+        self._wfn = words if callable(words) else None
+        self._words = None if callable(words) else words
         rec._require_usable()
         _ring, ptrs, counter = rec._ensure_device_ring()
-        if rec._instr_done is None:  # the completion counters: device memory, made once, outside any capture
+        if rec._instr_done is None:  # completion counters: device memory, made once, outside any capture
             rec._instr_done = rec._backend.alloc_device(4 * DONE_SLOTS)
-        done = rec._instr_done
-        self._ring = (
-            ptrs.records_ptr,
-            ptrs.commits_ptr,
-            ptrs.mask,
-            int(counter.device_ptr),
-            int(done.device_ptr),
-        )
-        self._end = 1 if rec.options.breadcrumbs == "begin+end" else 0
-        self._tenant = rec.options.tenant_id
-        self._ts = rec._ts_offset
-        self._next = 0
+            # One counter per recorder: kernels launched at once on two streams must not share a slot.
+            rec._instr_slots = itertools.count()
+        self._slots = rec._instr_slots
+        end = 1 if rec.options.breadcrumbs == "begin+end" else 0
+        done_ptr = int(rec._instr_done.device_ptr)
+        fixed = (ptrs.records_ptr, ptrs.commits_ptr, ptrs.mask, int(counter.device_ptr), done_ptr,
+                 rec.options.tenant_id, opcode, end, rec._ts_offset)  # fmt: skip
+        own = len(kernel.signature.params) - len(INSTRUMENT_PARAMS)
+        self.bound = rec._backend.bind_launch(kernel, own, fixed)
 
     def __call__(
         self,
@@ -224,32 +228,35 @@ class InstrumentedKernel:
             )
         rec = self._rec
         w = self._words
-        if callable(w):
-            w = _words(w(tuple(args)))
-        with rec._lock:
-            if rec._closed or rec._poison is not None or rec._watchdog_error is not None:
+        if w is None:
+            w = _words(self._wfn(tuple(args)))  # type: ignore[misc]
+        st = rec._by_id.get(id(stream))
+        if st is None or rec._closed or rec._poison is not None or rec._watchdog_error is not None:
+            # First sight of the stream (its checks), stream=None (the current one) or an unusable recorder.
+            with rec._lock:
                 rec._require_usable()
-            st = rec._by_id.get(id(stream)) if stream is not None else None
-            if st is None:
                 try:
                     st = rec._state_of(stream)
                 except BaseException as exc:
                     rec._enqueue_failed(exc)
                     raise
-            slot = self._next
-            self._next = (slot + 1) & (DONE_SLOTS - 1)
-            full = (*args, *self._ring, slot, self._tenant, self._opcode, *w, rec._epoch, self._end, self._ts)
-            try:
-                rec._backend.launch(self.kernel, grid, block, full, stream=st.stream, shared_mem=shared_mem)
-            except BaseException as exc:
+                stream = st.stream
+        slot = next(self._slots) & (DONE_SLOTS - 1)
+        epoch = rec._epoch
+        try:
+            self.bound(grid, block, args, (slot, *w, epoch), stream, shared_mem)
+        except BaseException as exc:
+            with rec._lock:
                 # A host slot, like every FAILED_AT_LAUNCH record (the device never claimed a sequence).
                 info = _Launch(slot_idx=rec._slot_counter & 0xFFFFFFFF, opcode=self._opcode, words=w,
-                               epoch=rec._epoch, begin_seq=-1)  # fmt: skip
+                               epoch=epoch, begin_seq=-1)  # fmt: skip
                 rec._slot_counter += 1
                 rec._launch_failed(st, info, exc)
-                raise
-            # The stream's host-sequenced ring no longer shows how far the device got: never blame from it.
-            st.outstanding = False
+            raise
+        # The stream's host-sequenced ring no longer shows how far the device got: never blame from it (the
+        # device-sequenced ring does: Recorder._device_window).
+        st.outstanding = False
+        rec._instr_outstanding = True
 
     def __repr__(self) -> str:
         return f"InstrumentedKernel({self.name!r}, opcode={self._opcode:#x})"

@@ -114,6 +114,9 @@ class Recorder:
         self._end_crumbs = opts.breadcrumbs == "begin+end"
         self._backpressure = opts.backpressure
         self._instr_done: Any = None
+        self._instr_slots: Any = None
+        # An instrumented launch since the last fault: the device-sequenced ring shows how far it got.
+        self._instr_outstanding = False
         self._opcode_names: dict[int, str] = {}
         # The error a backpressure wait already attributed: the launch path must not attribute it twice.
         self._attributed: BaseException | None = None
@@ -823,7 +826,7 @@ class Recorder:
         cls = self._classify(exc)
         # This call's own begin (and anything after it) cannot be the culprit of an earlier fault.
         stop = info.begin_seq if info.begin_seq >= 0 else st.next_seq
-        earlier = any(
+        earlier = self._instr_outstanding or any(
             s.outstanding and (s.next_seq if s is not st else stop) > 0 for s in self._streams.values()
         )
         # The context died before this call: the culprit is in a crash window, not this launch.
@@ -873,6 +876,7 @@ class Recorder:
             self._poison = exc
         self._drainer.flush()
         blamed = 0
+        newest = -1  # the newest breadcrumb of a stream blamed
         for st in self._streams.values():
             if not st.outstanding:
                 continue
@@ -886,10 +890,40 @@ class Recorder:
             self._write_evidence(culprit, ev, st)
             blamed += 1
             st.outstanding = False
+            last = st.ring.last_consumed
+            if last is not None:
+                newest = max(newest, int(last[1]["timestamp_ns"][0]))
+        if self._instr_outstanding:
+            blamed += self._blame_device_window(exc, cls, newest)
         if blamed or cls.fatal:
             self._log_sync_quietly()
         self._write_stream_table()
         return blamed
+
+    def _blame_device_window(self, exc: BaseException, cls: Classification, newer_than: int) -> int:
+        """Instrumented launches: the device-sequenced ring's newest record, if a BEGIN (the kernel had
+        started and, with begin+end, not finished), names the launch, unless a stream's blamed breadcrumb
+        is newer (that launch came after it). Returns 1 if it blamed one."""
+        self._instr_outstanding = False
+        ring = self._table.device_ring
+        last = ring[0].last_consumed if ring is not None else None
+        if last is None:
+            return 0
+        r = last[1][0]
+        if int(r["slot_status"]) != SlotStatus.BEGIN or int(r["timestamp_ns"]) < newer_than:
+            return 0
+        culprit = _Launch(
+            slot_idx=int(r["slot_idx"]),
+            opcode=int(r["opcode"]),
+            words=cast(Words, tuple(int(x) for x in r["args"])),
+            epoch=int(r["epoch"]),
+            begin_seq=-1,
+        )
+        ev = FailureEvidence.from_exception(
+            exc, slot_status=int(SlotStatus.FAULTED), outputs=None, classification=cls
+        )
+        self._write_evidence(culprit, ev, not_before=int(r["timestamp_ns"]))
+        return 1
 
     def _crash_window(self, st: _StreamState, stop: int | None = None) -> _Launch | None:
         """The launch the device had reached on this stream, from the newest breadcrumb it wrote.
@@ -929,9 +963,12 @@ class Recorder:
         self._unknown.append(note)
         return _Launch(slot_idx=UNKNOWN_SLOT, opcode=0, words=(0, 0, 0, 0), epoch=0, begin_seq=nxt)
 
-    def _write_evidence(self, info: _Launch, ev: FailureEvidence, st: _StreamState | None = None) -> None:
-        """The failure record, stamped no earlier than the newest breadcrumb of its stream (``st``)."""
-        stamp = time.time_ns()
+    def _write_evidence(
+        self, info: _Launch, ev: FailureEvidence, st: _StreamState | None = None, not_before: int = 0
+    ) -> None:
+        """The failure record, stamped no earlier than the newest breadcrumb of its stream (``st``) and
+        ``not_before``."""
+        stamp = max(time.time_ns(), not_before)
         last = st.ring.last_consumed if st is not None else None
         if last is not None:
             stamp = max(stamp, int(last[1]["timestamp_ns"][0]))
