@@ -274,3 +274,14 @@ def test_ci_runs_the_readme_test_command_word_for_word() -> None:
     # Whatever the tests need comes in through the test extra, not through extra pip lines in CI.
     pip_lines = [ln for ln in ci.splitlines() if "pip install" in ln and not ln.lstrip().startswith("#")]
     assert pip_lines == [README_TEST_COMMAND]
+
+
+def test_both_test_sets_pull_the_analysis_extra() -> None:
+    """CI installs a test set, so the fleet tests (DuckDB) run there rather than skip."""
+    analysis = by_name("analysis")
+    assert set(analysis) == {"duckdb", "pyarrow"}
+    for test_set in ("test", "test-cuda12"):
+        have = by_name(test_set)
+        for name, req in analysis.items():
+            assert name in have, f"{test_set} lacks {name} (the analysis extra)"
+            assert have[name].specifier == req.specifier, (test_set, name)

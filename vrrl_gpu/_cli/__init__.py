@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "vrrl_gpu._cli._demo",
     "vrrl_gpu._cli._replay_cmds",
     "vrrl_gpu._cli._analysis_cmds",
+    "vrrl_gpu._cli._fleet_cmds",
     "vrrl_gpu._cli._doctor",
 )
 

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds
+from vrrl_gpu._cli._fleet_cmds import cmd_export_fleet, is_fleet_input
 from vrrl_gpu._cli._output import format_timestamp, opcode_names_for, print_table, record_dicts, streams_for
 from vrrl_gpu._cli._progress import progress_bar
 from vrrl_gpu.analysis._diff import diff_records
@@ -105,8 +106,17 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_merge)
 
     *head, last = (f.title for f in FORMATS.values() if f.export)
-    p = sub.add_parser("export", help=f"write a log as a {', '.join(head)} or {last}")
-    p.add_argument("log", help="path of a VRRL v1 log")
+    p = sub.add_parser(
+        "export",
+        help=f"write a log as a {', '.join(head)} or {last}; many logs (a folder, a glob, several paths) "
+        f"as one Parquet dataset partitioned by rank, or one Chrome trace with a process per rank",
+    )
+    p.add_argument(
+        "logs",
+        nargs="+",
+        metavar="LOG",
+        help="a VRRL v1 log; or rank logs (paths, folders, glob patterns) for a fleet export",
+    )
     p.add_argument("--format", choices=export_formats(), required=True, help="the output format")
     p.add_argument(
         "-o",
@@ -117,6 +127,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--force", action="store_true", help="replace OUT when it exists")
     p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing the log")
+    p.add_argument(
+        "--world-size",
+        type=positive_int,
+        metavar="N",
+        help="fleet export: the job's ranks, so that ranks without a log are listed as missing",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -382,10 +398,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    with progress_bar(f"exporting {args.log}") as update:
-        n = export_log(
-            args.log, args.output, args.format, force=args.force, salvage=args.salvage, progress=update
-        )
+    if is_fleet_input(args.logs):
+        return cmd_export_fleet(args)
+    (log,) = args.logs
+    with progress_bar(f"exporting {log}") as update:
+        n = export_log(log, args.output, args.format, force=args.force, salvage=args.salvage, progress=update)
     print(f"{args.output}: {n:,} record(s) ({args.format})", file=_summary_to(args.output))
     return 0
 

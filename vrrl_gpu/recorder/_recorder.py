@@ -1059,6 +1059,7 @@ class Recorder:
             start_time_ns=time.time_ns(),
             breadcrumbs=self._opts.breadcrumbs,
             backend=self._backend.name,
+            extra=_job_identity(),
         )
 
     # ---------------------------------------------------------------- watchdog
@@ -1100,6 +1101,23 @@ def _release(release: Callable[[bool], None], release_cuda: bool) -> None:
         release(release_cuda)
     except Exception as exc:  # a destructor-like path: warn, never raise over the real error
         warnings.warn(f"vrrl_gpu: releasing staging memory failed: {exc}", VrrlWarning, stacklevel=3)
+
+
+#: Where launchers put a process's rank and the job's size: torchrun, Slurm, Open MPI, MPICH.
+_RANK_VARS = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+_WORLD_VARS = ("WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+
+
+def _job_identity() -> dict[str, Any]:
+    """``rank`` and ``world_size`` from the launcher's environment, for ``vrrl fleet`` (docs/analysis.md)."""
+    out: dict[str, Any] = {}
+    for key, names in (("rank", _RANK_VARS), ("world_size", _WORLD_VARS)):
+        for n in names:
+            v = os.environ.get(n, "").strip()
+            if v.isascii() and v.isdigit() and len(v) <= 9:
+                out[key] = int(v)
+                break
+    return out
 
 
 def _recover_orphans_of(path: str, tenant_id: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from vrrl_gpu.format._layout import FailureClass, SlotStatus
 from vrrl_gpu.format._reader import Records
 from vrrl_gpu.format._sidecar import opcode_label
 
-__all__ = ["PARQUET_EXTRA", "ParquetSink", "parquet_schema"]
+__all__ = ["PARQUET_EXTRA", "ParquetSink", "parquet_schema", "record_table"]
 
 PARQUET_EXTRA = Extra(name="parquet", package="pyarrow", modules=("pyarrow", "pyarrow.parquet"))
 
@@ -47,6 +48,61 @@ def parquet_schema(*, with_origin: bool) -> Any:
     return pa.schema(fields)
 
 
+def record_table(
+    records: Records,
+    *,
+    schema: Any = None,
+    opcode_names: Mapping[int, str] | None = None,
+    origin: npt.NDArray[np.int32] | None = None,
+    origin_paths: Sequence[str] = (),
+    origin_names: Sequence[Mapping[int, str]] = (),
+    streams: npt.NDArray[np.int32] | None = None,
+) -> Any:
+    """The records as an Arrow table of :func:`parquet_schema` (with the origin column when ``origin``).
+
+    The Parquet export writes these; the fleet dataset (``_fleet_dataset``) appends its rank columns.
+    """
+    pa, _ = _pyarrow()
+    if schema is None:
+        schema = parquet_schema(with_origin=origin is not None)
+    n = records.shape[0]
+    ops = records["opcode"]
+    org = origin.tolist() if origin is not None else [0] * n
+    names: list[str | None] = []
+    for op, o in zip(ops.tolist(), org, strict=True):
+        table = origin_names[o] if origin_names else opcode_names
+        nm = table.get(op) if table else None
+        names.append(nm if nm is not None else (opcode_label(op) if op >= 0xFFFFFF00 else None))
+    if streams is None:
+        streams = np.full(n, -1, np.int32)
+    fcs = records["failure_class"].tolist()
+    sts = records["slot_status"].tolist()
+    cols = [
+        pa.array(records["timestamp_ns"], pa.uint64()),
+        pa.array(records["timestamp_ns"].astype(np.int64), pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
+        pa.array(records["slot_idx"], pa.uint32()),
+        pa.array(records["tenant_id"], pa.uint32()),
+        pa.array(ops, pa.uint32()),
+        pa.array(names, pa.string()),
+        pa.FixedSizeListArray.from_arrays(pa.array(records["args"].reshape(-1), pa.uint32()), 4).cast(
+            pa.list_(pa.uint32())
+        ),
+        pa.array(records["epoch"], pa.uint32()),
+        pa.array(records["slot_status"], pa.uint32()),
+        pa.array([SlotStatus.label_of(s) for s in sts], pa.string()),
+        pa.array(records["failure_class"], pa.uint32()),
+        pa.array([FailureClass(f).label for f in fcs], pa.string()),
+        pa.array(records["backend_error_code"], pa.uint32()),
+        pa.array(records["output_digest"], pa.uint64()),
+        pa.array(streams, pa.int32(), mask=streams < 0),
+    ]
+    if origin is not None:
+        idx = pa.array(np.asarray(org, np.int32), pa.int32())
+        paths = pa.array([origin_paths[o] for o in org], pa.string())
+        cols.append(pa.StructArray.from_arrays([idx, paths], names=["index", "path"]))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
 class ParquetSink(Sink):
     def __init__(self, path: Path, ctx: SinkContext) -> None:
         self._pa, pq = _pyarrow()
@@ -61,42 +117,17 @@ class ParquetSink(Sink):
         self._streams = ctx.streams
 
     def write(self, records: Records, origin: npt.NDArray[np.int32] | None) -> None:
-        pa = self._pa
-        n = records.shape[0]
-        ops = records["opcode"]
-        org = origin.tolist() if origin is not None else [0] * n
-        names: list[str | None] = []
-        for op, o in zip(ops.tolist(), org, strict=True):
-            table = self._per_origin[o] if self._per_origin else self._names
-            nm = table.get(op) if table else None
-            names.append(nm if nm is not None else (opcode_label(op) if op >= 0xFFFFFF00 else None))
-        streams = self._streams(records) if self._streams is not None else np.full(n, -1, np.int32)
-        fcs = records["failure_class"].tolist()
-        sts = records["slot_status"].tolist()
-        cols = [
-            pa.array(records["timestamp_ns"], pa.uint64()),
-            pa.array(records["timestamp_ns"].astype(np.int64), pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
-            pa.array(records["slot_idx"], pa.uint32()),
-            pa.array(records["tenant_id"], pa.uint32()),
-            pa.array(ops, pa.uint32()),
-            pa.array(names, pa.string()),
-            pa.FixedSizeListArray.from_arrays(pa.array(records["args"].reshape(-1), pa.uint32()), 4).cast(
-                pa.list_(pa.uint32())
-            ),
-            pa.array(records["epoch"], pa.uint32()),
-            pa.array(records["slot_status"], pa.uint32()),
-            pa.array([SlotStatus.label_of(s) for s in sts], pa.string()),
-            pa.array(records["failure_class"], pa.uint32()),
-            pa.array([FailureClass(f).label for f in fcs], pa.string()),
-            pa.array(records["backend_error_code"], pa.uint32()),
-            pa.array(records["output_digest"], pa.uint64()),
-            pa.array(streams, pa.int32(), mask=streams < 0),
-        ]
-        if self._with_origin:
-            idx = pa.array(np.asarray(org, np.int32), pa.int32())
-            paths = pa.array([self._paths[o] for o in org], pa.string())
-            cols.append(pa.StructArray.from_arrays([idx, paths], names=["index", "path"]))
-        self._writer.write_table(pa.Table.from_arrays(cols, schema=self._schema))
+        streams = self._streams(records) if self._streams is not None else None
+        table = record_table(
+            records,
+            schema=self._schema,
+            opcode_names=self._names,
+            origin=origin if self._with_origin else None,
+            origin_paths=self._paths,
+            origin_names=self._per_origin,
+            streams=streams,
+        )
+        self._writer.write_table(table)
 
     def close(self) -> None:
         self._writer.close()
