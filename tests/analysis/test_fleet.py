@@ -246,3 +246,21 @@ def test_import_vrrl_gpu_does_not_import_duckdb() -> None:
     code = "import sys, vrrl_gpu, vrrl_gpu._cli, vrrl_gpu.analysis; print('duckdb' in sys.modules)"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert p.stdout.strip() == "False"
+
+
+def test_the_dataset_query_in_the_docs(fleet: Fleet, dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "analysis.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- fleet-sql -->\n```sql\n(.*?)```", text, re.S)
+    assert m, "docs/analysis.md lost its fleet query"
+    monkeypatch.chdir(dataset.parent)
+    assert dataset.name == "fleet"
+    got = duckdb.sql(m.group(1)).fetchall()
+    # The furthest behind by (epoch, newest breadcrumb): the stopped and the slow ranks.
+    s = fleet.spec
+    slots = {s.hung: s.hung_slot, s.faulted_first: s.faulted_slot, **dict(s.late_failures)}
+    slots |= {r: n - 1 for r, n in s.lagging}
+    order = sorted(slots, key=lambda r: (slots[r] // PER_EPOCH, fleet.last_ns[r]))[:5]
+    assert [row[0] for row in got] == order
+    assert [row[4] for row in got] == [int(r in fleet.fault_ns) for r in order]

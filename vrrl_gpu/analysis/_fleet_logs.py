@@ -248,7 +248,7 @@ def load_log(log: RankLog, sidecar: Sidecar | None = None) -> LoadedLog:
         with RingLog.open(log.path, readonly=True) as ring:
             scan = ring.scan(salvage=True)
     except (VrrlError, OSError) as e:
-        reasons.insert(0, " ".join(str(e).split()))
+        reasons.insert(0, " ".join(str(e).split()).removeprefix(f"{log.path}: "))
         bad = dataclasses.replace(log, state="damaged", reason="; ".join(reasons), records=0)
         return LoadedLog(bad, empty, np.empty(0, np.int32), {})
     recs = scan.records
