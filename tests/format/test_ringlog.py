@@ -72,25 +72,36 @@ def test_append_writes_magic_and_advances_cursor(tmp_path: Path) -> None:
         assert next(iter(log)).args == (1, 2, 3, 4)
 
 
-def test_extend_is_batched_one_pwrite_per_contiguous_span(
+def test_extend_writes_each_span_hidden_then_whole_then_publishes_the_cursor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with RingLog.open(tmp_path / "a.vrrl", capacity=8) as log:
         log.extend(make_records(6))
-        calls: list[tuple[int, int]] = []
+        calls: list[tuple[int, int, bytes]] = []
         real = os.pwrite
 
         def spy(fd: int, data: object, offset: int) -> int:
             n = real(fd, data, offset)  # type: ignore[arg-type]
-            calls.append((offset, n))
+            calls.append((offset, n, bytes(memoryview(data).cast("B")[:8])))  # type: ignore[arg-type]
             return n
 
         monkeypatch.setattr(os, "pwrite", spy)
-        log.extend(make_records(5, start=6))  # wraps: slots 6,7 then 0,1,2
+        log.extend(make_records(5, start=6))  # wraps: slots 6,7 then 0,1,2, in spans of 2 (capacity // 4)
         monkeypatch.undo()
-        assert calls == [(32 + 64 * 6, 128), (32, 192), (24, 8)]
+        magic = (0xDEADBEEF).to_bytes(4, "little")
+        spans = ((6, 2, 8), (0, 2, 10), (2, 1, 11))  # first slot, slots, cursor published after
+        expected: list[tuple[int, int]] = []
+        for first_slot, slots, _ in spans:
+            expected += [(32 + 64 * first_slot, 64 * slots)] * 2 + [(24, 8)]
+        assert [(o, n) for o, n, _ in calls] == expected
+        # Per span: the records with magic 0 first (a cut-short write leaves nothing live), then whole.
+        assert [head[:4] for o, _, head in calls if o != 24] == [bytes(4), magic] * 3
+        # While the writer holds the log its cursor counts records; the slot is that modulo the capacity.
+        assert [int.from_bytes(head, "little") for o, _, head in calls if o == 24] == [c for *_, c in spans]
         assert log.cursor == 3
         assert log.records()["slot_idx"].tolist() == [3, 4, 5, 6, 7, 8, 9, 10]
+    with RingLog.open(tmp_path / "a.vrrl", readonly=True) as r:
+        assert r.cursor == 3, "closing stores the cursor as the format writes it"
 
 
 def test_extend_larger_than_capacity_keeps_the_newest(tmp_path: Path) -> None:
@@ -227,7 +238,7 @@ class RingModel(RuleBasedStateMachine):
             return
         with RingLog.open(self.path, readonly=True) as r:
             assert r.records()["slot_idx"].tolist() == list(self.model)
-            assert r.cursor == self.seq % self.capacity
+            assert r.cursor % self.capacity == self.seq % self.capacity
 
     def teardown(self) -> None:
         if self.log is not None:

@@ -11,6 +11,7 @@ from vrrl_gpu.errors import RecordValueError, TruncatedLogError, VrrlIoError
 from vrrl_gpu.format._layout import (
     RECORD_DTYPE,
 )
+from vrrl_gpu.format._live import Origin
 from vrrl_gpu.format._reader import Records, _open_ro, _read_slots
 from vrrl_gpu.format._ringlog import read_header
 
@@ -58,7 +59,7 @@ class LogFollower:
             h1 = read_header(self._path)
             cap, cur = h1.capacity, h1.cursor % h1.capacity
             n_read = min(n, cap)
-            recs = self._read_range((cur - n_read) % cap, n_read, cap)
+            recs = self._read_range((cur - n_read) % cap, n_read, Origin(h1.cursor, cap))
             h2 = read_header(self._path)
             if h2.cursor % cap == cur:  # no writer moved underneath: a consistent snapshot
                 break
@@ -97,12 +98,14 @@ class LogFollower:
         if cur == self._cursor:
             return np.empty(0, RECORD_DTYPE)
         n = (cur - self._cursor) % cap
-        recs = self._read_range(self._cursor, n, cap)
+        recs = self._read_range(self._cursor, n, Origin(h.cursor, cap))
         self._cursor = cur
         return recs
 
-    def _read_range(self, lo: int, n: int, cap: int) -> Records:
-        """The live records of the ``n`` slots from ``lo`` on, wrapping at ``cap``."""
+    def _read_range(self, lo: int, n: int, origin: Origin) -> Records:
+        """The live records of the ``n`` slots from ``lo`` on, wrapping at the capacity, less any the
+        writer rewrote since ``origin``."""
+        cap = origin.capacity
         if n == 0:
             return np.empty(0, RECORD_DTYPE)
         fd = _open_ro(self._path)
@@ -110,11 +113,11 @@ class LogFollower:
             # Strict: a writer only ever leaves magic 0 or 0xDEADBEEF, so any other magic is damage,
             # refused as every other reader refuses it.
             if lo + n <= cap:
-                return _read_slots(fd, self._path, lo, lo + n, salvage=False)
+                return _read_slots(fd, self._path, lo, lo + n, salvage=False, origin=origin)
             return np.concatenate(
                 [
-                    _read_slots(fd, self._path, lo, cap, salvage=False),
-                    _read_slots(fd, self._path, 0, lo + n - cap, salvage=False),
+                    _read_slots(fd, self._path, lo, cap, salvage=False, origin=origin),
+                    _read_slots(fd, self._path, 0, lo + n - cap, salvage=False, origin=origin),
                 ]
             )
         finally:

@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from vrrl_gpu.errors import RecordValueError, TruncatedLogError
 from vrrl_gpu.format._layout import RECORD_DTYPE
+from vrrl_gpu.format._live import Origin
 from vrrl_gpu.format._ringlog import read_header, read_live_slots
 from vrrl_gpu.format._safeio import open_regular
 
@@ -22,10 +23,13 @@ Records = npt.NDArray[np.void]
 # ------------------------------------------------------------ chunked reads
 
 
-def _read_slots(fd: int, path: str, lo: int, hi: int, *, salvage: bool) -> Records:
-    """The live records of file slots ``lo <= s < hi`` (:func:`read_live_slots`; strict: damage raises)."""
+def _read_slots(
+    fd: int, path: str, lo: int, hi: int, *, salvage: bool, origin: Origin | None = None
+) -> Records:
+    """The live records of file slots ``lo <= s < hi`` (:func:`read_live_slots`; strict: damage raises;
+    ``origin``: leave out what a live writer rewrote since that cursor)."""
     buf = np.empty(hi - lo, RECORD_DTYPE)
-    kept = read_live_slots(fd, path, lo, buf, salvage=salvage).kept
+    kept = read_live_slots(fd, path, lo, buf, salvage=salvage, origin=origin).kept
     # A sparse chunk is copied out, so a held chunk costs its records, not its window.
     return buf if kept == buf.shape[0] else buf[:kept].copy()
 
@@ -41,13 +45,16 @@ def iter_record_chunks(
 
     The file is opened for each chunk and closed again, so that a merge of
     thousands of logs holds no file descriptors between reads. Strict reads
-    refuse a corrupt slot or a short file like :meth:`RingLog.scan`.
+    refuse a corrupt slot or a short file like :meth:`RingLog.scan`. Slots a
+    live writer rewrites while they are read are left out (``_live.py``), so
+    every record yielded is one the writer wrote, whole.
     """
     p = os.fspath(path)
     if chunk_records < 1:
         raise RecordValueError(f"chunk_records must be at least 1, got {chunk_records}")
     h = read_header(p)
     cap, start = h.capacity, h.start_slot
+    origin = Origin(h.cursor, cap)
     if h.file_size < h.expected_size and not salvage:
         raise TruncatedLogError(
             f"{p}: header says {cap} slots, so expected {h.expected_size} bytes, found {h.file_size}; "
@@ -61,7 +68,7 @@ def iter_record_chunks(
             e = min(hi, s + chunk_records)
             fd = _open_ro(p)
             try:
-                chunk = _read_slots(fd, p, s, e, salvage=salvage)
+                chunk = _read_slots(fd, p, s, e, salvage=salvage, origin=origin)
             finally:
                 os.close(fd)
             if chunk.size:

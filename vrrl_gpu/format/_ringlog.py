@@ -47,6 +47,7 @@ from vrrl_gpu.format._layout import (
     check_capacity,
     file_size_for,
 )
+from vrrl_gpu.format._live import Origin, lock_spans, overwritten_mask, span_slots, unlock_spans
 from vrrl_gpu.format._safeio import check_writable_target, open_regular
 
 __all__ = ["Header", "RingLog", "ScanResult", "SlotRead", "read_header", "read_live_slots"]
@@ -56,6 +57,8 @@ __all__ = ["Header", "RingLog", "ScanResult", "SlotRead", "read_header", "read_l
 _CHUNK_RECORDS = 1 << 16
 _CURSOR_OFFSET = 24
 _WORDS_PER_RECORD = RECORD_SIZE // 4
+# A live cursor counts every record (see _live.py); stored reduced again well before u64 could overflow.
+_CURSOR_LIMIT = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,9 @@ class ScanResult:
     ``corrupt_slots`` are file slot indices whose magic was neither 0 nor
     0xDEADBEEF; ``missing_slots`` counts slots beyond the end of a short file;
     ``wrapped`` is True when the slot at the cursor holds a record (the ring
-    has come round and the oldest records were overwritten).
+    has come round and the oldest records were overwritten); ``overwritten``
+    counts slots left out because a live writer replaced (or may have been
+    replacing) them while they were read.
     """
 
     records: npt.NDArray[np.void]
@@ -92,6 +97,7 @@ class ScanResult:
     corrupt_slots: tuple[int, ...] = field(default=())
     missing_slots: int = 0
     wrapped: bool = False
+    overwritten: int = 0
 
     @property
     def is_sound(self) -> bool:
@@ -150,7 +156,8 @@ class RingLog:
         self._path = path
         self._fd: int | None = fd
         self._capacity = header.capacity
-        self._cursor = header.cursor % header.capacity if writable else header.cursor
+        # A writer continues the count a crashed writer left (see _live.py); a reader keeps what it found.
+        self._cursor = header.cursor
         self._writable = writable
 
     # ------------------------------------------------------------------ opening
@@ -257,8 +264,9 @@ class RingLog:
 
     @property
     def cursor(self) -> int:
-        """The next slot to write. For a read-only log, as found in the header at the last read."""
-        return self._cursor
+        """The next slot to write. For a read-only log, the header's word as found at the last read
+        (a live writer's cursor counts every record; it is the slot modulo the capacity)."""
+        return self._cursor % self._capacity if self._writable else self._cursor
 
     @property
     def writable(self) -> bool:
@@ -284,9 +292,13 @@ class RingLog:
     def extend(self, records: npt.ArrayLike | Iterable[Record]) -> int:
         """Append records in order; returns how many.
 
-        Contiguous runs of slots are written with one ``pwrite`` each (two when
-        the batch wraps), and the cursor once per batch. The ``magic`` word of
-        every record written is 0xDEADBEEF whatever the input held.
+        Slots are written in spans of at most :func:`span_slots` with the cursor
+        published after each (see ``_live.py``: what lets readers of a live log
+        drop the slots being rewritten). Each span is written twice, first with
+        its magic words 0 and then whole, so that a write cut short (a kill, a
+        full disk) leaves no half-written record that a reader takes as live.
+        The ``magic`` word of every record written is 0xDEADBEEF whatever the
+        input held. A failed span is unpublished and raises; spans before it stay.
         """
         fd = self._require_writable()
         arr = as_record_array(records)
@@ -300,25 +312,42 @@ class RingLog:
             raw.view("<u4")[::_WORDS_PER_RECORD] = RECORD_MAGIC
         arr = raw.view(RECORD_DTYPE)
         cap, cur = self._capacity, self._cursor
-        if n > cap:
-            # Only the last `cap` records survive; they land where they would have.
-            start = (cur + n - cap) % cap
-            tail = arr[n - cap :]
-        else:
-            start, tail = cur, arr
-        first = min(len(tail), cap - start)
+        if cur + n >= _CURSOR_LIMIT:
+            cur %= cap
+        # A batch longer than the ring is written whole all the same: skipping to its last `cap` records
+        # would publish a cursor past slots that still hold records a lap older than readers expect.
+        span = span_slots(cap)
+        locked = lock_spans(fd)
         try:
-            _pwrite_all(fd, tail[:first], HEADER_SIZE + RECORD_SIZE * start, self._path)
-            if first < len(tail):
-                _pwrite_all(fd, tail[first:], HEADER_SIZE, self._path)
+            for i in range(0, n, span):
+                piece = arr[i : i + span]
+                pos = cur + i
+                self._write_span(fd, pos % cap, piece)
+                self._cursor = pos + piece.shape[0]
+                self._write_cursor(fd, self._cursor)
+        finally:
+            if locked:
+                unlock_spans(fd)
+        return n
+
+    def _write_span(self, fd: int, start: int, piece: npt.NDArray[np.void]) -> None:
+        cap = self._capacity
+        hidden = piece.view(np.uint8).reshape(-1).copy()
+        hidden.view("<u4")[::_WORDS_PER_RECORD] = 0
+        first = min(piece.shape[0], cap - start)
+        try:
+            for data in (hidden.view(RECORD_DTYPE), piece):
+                _pwrite_all(fd, data[:first], HEADER_SIZE + RECORD_SIZE * start, self._path)
+                if first < piece.shape[0]:
+                    _pwrite_all(fd, data[first:], HEADER_SIZE, self._path)
         except VrrlIoError:
             # A short write (disk full, quota) may have left part of a record in slots past the cursor,
-            # where readers would take it for the oldest record: unpublish every slot of the batch.
-            self._unpublish(fd, start, len(tail))
+            # where readers would take it for the oldest record: unpublish every slot of the span.
+            self._unpublish(fd, start, piece.shape[0])
             raise
-        self._cursor = (cur + n) % cap
-        _pwrite_all(fd, np.uint64(self._cursor).astype("<u8").tobytes(), _CURSOR_OFFSET, self._path)
-        return n
+
+    def _write_cursor(self, fd: int, value: int) -> None:
+        _pwrite_all(fd, value.to_bytes(8, "little"), _CURSOR_OFFSET, self._path)
 
     def _unpublish(self, fd: int, start: int, count: int) -> None:
         """Zero the magic word of ``count`` slots from ``start`` (in place: a full disk still takes it)."""
@@ -354,21 +383,27 @@ class RingLog:
         if not salvage:
             _check_full_length(header, self._path)
         start = header.start_slot
+        # A reader of a live log leaves out what the writer rewrote meanwhile; the writer itself need not.
+        origin = None if self._writable else Origin(header.cursor, cap)
         out = np.empty(present, RECORD_DTYPE)
         n_out = 0
         corrupt: list[int] = []
         wrapped = False
+        overwritten = 0
         # Publish order: slots start..cap-1, then 0..start-1; slots past the end of a short file are absent.
         for lo, hi in ((start, cap), (0, start)):
             hi = min(hi, present)
             s = lo
             while s < hi:
                 e = min(hi, s + _CHUNK_RECORDS)
-                got = read_live_slots(fd, self._path, s, out[n_out : n_out + (e - s)], salvage=salvage)
+                got = read_live_slots(
+                    fd, self._path, s, out[n_out : n_out + (e - s)], salvage=salvage, origin=origin
+                )
                 if s == start and lo == start:
                     wrapped = got.first_live
                 corrupt += got.corrupt
                 n_out += got.kept
+                overwritten += got.overwritten
                 s = e
         if n_out < present:
             # Shrinks in place (realloc): pages never touched were never resident.
@@ -378,7 +413,8 @@ class RingLog:
             header=header,
             corrupt_slots=tuple(sorted(corrupt)),
             missing_slots=cap - present,
-            wrapped=wrapped,
+            wrapped=wrapped or header.cursor >= cap,
+            overwritten=overwritten,
         )
 
     def records(self, *, salvage: bool = False) -> npt.NDArray[np.void]:
@@ -395,9 +431,20 @@ class RingLog:
     # ---------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Release the lock and the file. Idempotent."""
+        """Store the cursor reduced (as the format writes it), release the lock and the file. Idempotent."""
         fd, self._fd = self._fd, None
-        if fd is not None:
+        if fd is None:
+            return
+        try:
+            if self._writable and self._cursor >= self._capacity:
+                self._cursor %= self._capacity
+                locked = lock_spans(fd)
+                try:
+                    self._write_cursor(fd, self._cursor)
+                finally:
+                    if locked:
+                        unlock_spans(fd)
+        finally:
             os.close(fd)  # closing drops the flock
 
     def __enter__(self) -> RingLog:
@@ -522,20 +569,32 @@ def _pwrite_all(fd: int, data: bytes | npt.NDArray[np.void], offset: int, path: 
 
 
 class SlotRead(NamedTuple):
-    """What :func:`read_live_slots` found: live records kept, corrupt slots skipped, first slot live."""
+    """What :func:`read_live_slots` found: live records kept, corrupt slots skipped, first slot live,
+    slots left out because a writer rewrote them during the read."""
 
     kept: int
     corrupt: list[int]
     first_live: bool
+    overwritten: int = 0
 
 
-def read_live_slots(fd: int, path: str, lo: int, out: npt.NDArray[np.void], *, salvage: bool) -> SlotRead:
+def read_live_slots(
+    fd: int,
+    path: str,
+    lo: int,
+    out: npt.NDArray[np.void],
+    *,
+    salvage: bool,
+    origin: Origin | None = None,
+) -> SlotRead:
     """Read file slots ``lo, lo + 1, ...`` into ``out``, then move the live records to its front.
 
     The one strict/salvage record reader under :meth:`RingLog.scan` and the
     chunked readers. Strict: a magic other than 0 or ``0xDEADBEEF`` raises
     :class:`CorruptRecordError`, a file that ends early :class:`TruncatedLogError`.
-    Salvage skips both and lists the corrupt slots.
+    Salvage skips both and lists the corrupt slots. ``origin``, the header's
+    cursor as read before this read began, makes it a reader of a live log:
+    slots a writer rewrote since (or was rewriting) are left out (``_live.py``).
     """
     view = out.data.cast("B")
     offset = HEADER_SIZE + RECORD_SIZE * lo
@@ -558,10 +617,17 @@ def read_live_slots(fd: int, path: str, lo: int, out: npt.NDArray[np.void], *, s
         )
     window = out[:n]
     magic = window["magic"]
+    first_live = bool(n) and int(magic[0]) == RECORD_MAGIC
+    dropped = 0
+    if origin is not None and n:
+        # Before the magic checks: a magic word copied mid-rewrite may read as neither 0 nor 0xDEADBEEF.
+        gone = overwritten_mask(fd, path, lo, n, origin.capacity, origin.cursor) & (magic != 0)
+        dropped = int(np.count_nonzero(gone))
+        if dropped:
+            magic[gone] = 0
     live = magic == RECORD_MAGIC
-    first_live = bool(n) and bool(live[0])
     if bool(live.all()):
-        return SlotRead(n, [], first_live)
+        return SlotRead(n, [], first_live, dropped)
     bad = np.flatnonzero((magic != 0) & ~live)
     if bad.size and not salvage:
         slot = lo + int(bad[0])
@@ -573,4 +639,4 @@ def read_live_slots(fd: int, path: str, lo: int, out: npt.NDArray[np.void], *, s
         )
     kept = window[live]
     out[: kept.shape[0]] = kept
-    return SlotRead(int(kept.shape[0]), [lo + int(i) for i in bad], first_live)
+    return SlotRead(int(kept.shape[0]), [lo + int(i) for i in bad], first_live, dropped)
