@@ -5,9 +5,15 @@
 // What it supplies: the CUDA qualifiers, thread/block indices (thread-local, set by the grid runner), %globaltimer
 // (CLOCK_REALTIME ns, so the twin's ts_offset is 0), fences (seq_cst atomic fences), atomics (GCC __atomic
 // builtins), and twin spellings of trap / exit / wild store / assert that throw C++ exceptions the grid runner
-// turns into CUDA error codes (719 / none / 700 / 710). No shared memory and no __syncthreads: using them is a
-// compile error here, not a silent miscompile. The runner executes the threads of a grid on up to `max_workers`
-// OS threads; a grid makes forward progress like a GPU with that many resident threads.
+// turns into CUDA error codes (719 / none / 700 / 710). The runner executes the threads of a grid on up to
+// `max_workers` OS threads; a grid makes forward progress like a GPU with that many resident threads.
+//
+// Blocks and barriers: kernels of a source that uses __syncthreads (the build says so: launch<true>) run block by
+// block, each block's threads as ucontext fibers on one OS thread; __syncthreads() switches to the next fiber of
+// the block until every thread that has not exited reached it. Static __shared__ variables are then `static
+// thread_local`: shared by a block's fibers, private to the OS thread running it (one block at a time). Dynamic
+// (extern) shared memory, warp primitives (__syncwarp, shuffles, votes) and __syncthreads_count/and/or are not
+// supported: a compile error here, not a silent miscompile.
 #pragma once
 
 #ifndef VRRL_TWIN
@@ -15,10 +21,13 @@
 #endif
 
 #include <sched.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <ucontext.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>  // CUDA's math functions (sinf, sincosf, atan2f, ...): the same names in glibc
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
@@ -39,8 +48,8 @@
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
 #define __constant__
-#define __shared__ _Pragma("GCC error \"__shared__ memory is not supported by the vrrl CPU twin\"")
-#define __syncthreads() static_assert(false, "__syncthreads is not supported by the vrrl CPU twin")
+#define __shared__ static thread_local
+#define __syncthreads() vrrl_twin::syncthreads()
 #define __syncwarp(...) static_assert(false, "__syncwarp is not supported by the vrrl CPU twin")
 
 struct uint3 {
@@ -97,6 +106,37 @@ inline void spin_hint() {
 [[noreturn]] inline void fault(int code, const char* what) { throw Fault{code, what}; }
 
 inline void store_commit(unsigned long long* p, unsigned long long v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+
+// One block's threads as fibers (launch<true>): the scheduler context, and per fiber its context and state.
+enum FiberState : unsigned char { kRunnable, kAtBarrier, kDone };
+struct Fiber {
+    ucontext_t ctx;
+    uint3 tid;
+    FiberState state;
+};
+struct BlockRun {
+    ucontext_t sched;
+    Fiber* fibers;
+    unsigned int current;
+    void (*body)(BlockRun*);  // runs the kernel for fiber `current` (catches everything)
+    void* kernel_state;
+};
+inline thread_local BlockRun* t_block = nullptr;
+
+inline void syncthreads() {
+    BlockRun* b = t_block;
+    if (b == nullptr) {
+        if (1ull * blockDim.x * blockDim.y * blockDim.z == 1) {
+            return;  // one thread: the barrier is trivially met
+        }
+        // A kernel built without barriers (its source did not spell __syncthreads, a header of it did).
+        fault(999, "__syncthreads in a kernel the twin built without block barriers (its source must name it)");
+    }
+    check_abort();
+    Fiber& f = b->fibers[b->current];
+    f.state = kAtBarrier;
+    swapcontext(&f.ctx, &b->sched);
+}
 
 }  // namespace vrrl_twin
 
@@ -173,8 +213,49 @@ void invoke(void (*k)(P...), void** a, std::index_sequence<I...>) {
     k(*static_cast<std::remove_cv_t<std::remove_reference_t<P>>*>(a[I])...);
 }
 
-// Runs every thread of the grid; returns 0 or the first fault's cudaError_t (message into err).
-template <typename... P>
+constexpr std::size_t kFiberStack = 128 * 1024;
+
+// The fibers of one OS thread's blocks: stacks mapped once (untouched pages cost nothing) and reused.
+struct FiberPool {
+    char* stacks = nullptr;
+    std::size_t count = 0;
+    std::vector<Fiber> fibers;
+    ~FiberPool() {
+        if (stacks != nullptr) {
+            munmap(stacks, count * kFiberStack);
+        }
+    }
+    bool reserve(std::size_t n) {
+        if (n <= count) {
+            return true;
+        }
+        if (stacks != nullptr) {
+            munmap(stacks, count * kFiberStack);
+        }
+        void* p = mmap(nullptr, n * kFiberStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+        if (p == MAP_FAILED) {
+            stacks = nullptr;
+            count = 0;
+            return false;
+        }
+        stacks = static_cast<char*>(p);
+        count = n;
+        fibers.resize(n);
+        return true;
+    }
+};
+
+inline void fiber_entry() {
+    BlockRun* b = t_block;
+    b->body(b);
+    b->fibers[b->current].state = kDone;
+    swapcontext(&b->fibers[b->current].ctx, &b->sched);
+}
+
+// Runs every thread of the grid; returns 0 or the first fault's cudaError_t (message into err). With Barriers,
+// workers take whole blocks and run each block's threads as fibers (see the top of this file).
+template <bool Barriers = false, typename... P>
 int launch(void (*k)(P...), const unsigned int* dims, void** args, unsigned int max_workers, const int* host_abort,
            char* err, std::size_t errlen) {
     const dim3 g{dims[0], dims[1], dims[2]};
@@ -197,6 +278,91 @@ int launch(void (*k)(P...), const unsigned int* dims, void** args, unsigned int 
         }
         grid_abort.store(1);
     };
+    // One thread of the kernel, its indices already set; what it throws becomes the grid's error.
+    auto run_thread = [&]() {
+        try {
+            invoke(k, args, std::index_sequence_for<P...>{});
+        } catch (const ThreadExit&) {
+            // asm("exit;"): this thread is done, the grid goes on
+        } catch (const Fault& f) {
+            record(f.code, f.what);
+        } catch (const std::exception& e) {
+            record(999, std::string("C++ exception in kernel: ") + e.what());
+        } catch (...) {
+            record(999, "unknown C++ exception in kernel");
+        }
+    };
+    auto block_work = [&]() {
+        t_host_abort = host_abort;
+        t_grid_abort = &grid_abort;
+        blockDim = b;
+        gridDim = g;
+        static thread_local FiberPool pool;
+        const unsigned long long blocks = 1ull * g.x * g.y * g.z;
+        if (!pool.reserve(per_block)) {
+            record(2, "the twin could not map fiber stacks for a block");
+            t_host_abort = nullptr;
+            t_grid_abort = nullptr;
+            return;
+        }
+        struct Ctx {
+            decltype(run_thread)* run;
+        } state{&run_thread};
+        BlockRun run{};
+        run.fibers = pool.fibers.data();
+        run.kernel_state = &state;
+        run.body = [](BlockRun* r) { (*static_cast<Ctx*>(r->kernel_state)->run)(); };
+        for (;;) {
+            if (grid_abort.load(std::memory_order_relaxed) != 0 || __atomic_load_n(host_abort, __ATOMIC_RELAXED) != 0) {
+                break;
+            }
+            const unsigned long long blk = next.fetch_add(1);
+            if (blk >= blocks) {
+                break;
+            }
+            blockIdx = uint3{static_cast<unsigned int>(blk % g.x), static_cast<unsigned int>((blk / g.x) % g.y),
+                             static_cast<unsigned int>(blk / (1ull * g.x * g.y))};
+            for (unsigned long long t = 0; t < per_block; ++t) {
+                Fiber& f = run.fibers[t];
+                f.tid = uint3{static_cast<unsigned int>(t % b.x), static_cast<unsigned int>((t / b.x) % b.y),
+                              static_cast<unsigned int>(t / (1ull * b.x * b.y))};
+                f.state = kRunnable;
+                getcontext(&f.ctx);
+                f.ctx.uc_stack.ss_sp = pool.stacks + t * kFiberStack;
+                f.ctx.uc_stack.ss_size = kFiberStack;
+                f.ctx.uc_link = nullptr;
+                makecontext(&f.ctx, fiber_entry, 0);
+            }
+            t_block = &run;
+            // Round robin: run every runnable fiber until it finishes or reaches the barrier; when none is left
+            // runnable, release the barrier (threads that exited count as arrived, as on sm_70+).
+            for (;;) {
+                bool waiting = false;
+                for (unsigned long long t = 0; t < per_block; ++t) {
+                    Fiber& f = run.fibers[t];
+                    if (f.state != kRunnable) {
+                        waiting = waiting || f.state == kAtBarrier;
+                        continue;
+                    }
+                    run.current = static_cast<unsigned int>(t);
+                    threadIdx = f.tid;
+                    swapcontext(&run.sched, &f.ctx);
+                    waiting = waiting || f.state == kAtBarrier;
+                }
+                if (!waiting || grid_abort.load(std::memory_order_relaxed) != 0) {
+                    break;  // all done, or a fault: the fibers still at the barrier are abandoned
+                }
+                for (unsigned long long t = 0; t < per_block; ++t) {
+                    if (run.fibers[t].state == kAtBarrier) {
+                        run.fibers[t].state = kRunnable;
+                    }
+                }
+            }
+            t_block = nullptr;
+        }
+        t_host_abort = nullptr;
+        t_grid_abort = nullptr;
+    };
     auto work = [&]() {
         t_host_abort = host_abort;
         t_grid_abort = &grid_abort;
@@ -216,31 +382,31 @@ int launch(void (*k)(P...), const unsigned int* dims, void** args, unsigned int 
                               static_cast<unsigned int>(t / (1ull * b.x * b.y))};
             blockIdx = uint3{static_cast<unsigned int>(blk % g.x), static_cast<unsigned int>((blk / g.x) % g.y),
                              static_cast<unsigned int>(blk / (1ull * g.x * g.y))};
-            try {
-                invoke(k, args, std::index_sequence_for<P...>{});
-            } catch (const ThreadExit&) {
-                // asm("exit;"): this thread is done, the grid goes on
-            } catch (const Fault& f) {
-                record(f.code, f.what);
-            } catch (const std::exception& e) {
-                record(999, std::string("C++ exception in kernel: ") + e.what());
-            } catch (...) {
-                record(999, "unknown C++ exception in kernel");
-            }
+            run_thread();
         }
         t_host_abort = nullptr;
         t_grid_abort = nullptr;
     };
-    const unsigned long long want = std::min<unsigned long long>(total, max_workers == 0 ? 1u : max_workers);
+    const bool fibers = Barriers && per_block > 1;
+    const unsigned long long units = fibers ? total / per_block : total;
+    const unsigned long long want = std::min<unsigned long long>(units, max_workers == 0 ? 1u : max_workers);
     std::vector<std::thread> pool;
     for (unsigned long long i = 1; i < want; ++i) {
         try {
-            pool.emplace_back(work);
+            if (fibers) {
+                pool.emplace_back(block_work);
+            } else {
+                pool.emplace_back(work);
+            }
         } catch (const std::system_error&) {
             break;  // fewer OS threads than asked: the grid still runs, with less concurrency
         }
     }
-    work();
+    if (fibers) {
+        block_work();
+    } else {
+        work();
+    }
     for (auto& th : pool) {
         th.join();
     }

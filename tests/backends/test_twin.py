@@ -253,9 +253,9 @@ def test_a_user_kernel_file_compiles_and_a_broken_one_reports_the_compiler_log(
     twin.synchronize()
     assert (out == 2 * np.arange(100)).all()
     bad = tmp_path / "bad.cu"
-    bad.write_text('extern "C" __global__ void k(int* p) { __syncthreads(); }\n')
+    bad.write_text('extern "C" __global__ void k(int* p) { __syncwarp(); }\n')
     from vrrl_gpu.errors import KernelCompileError
 
     with pytest.raises(KernelCompileError) as info:
         twin.load(bad, "k")
-    assert "__syncthreads is not supported" in info.value.log
+    assert "__syncwarp is not supported" in info.value.log

@@ -18,8 +18,8 @@ import pytest
 from vrrl_gpu import Recorder, SlotStatus
 from vrrl_gpu.backends import CountingBackend, TwinBackend, TwinCudaError
 from vrrl_gpu.capture import kernel_source, parse_kernels
-from vrrl_gpu.errors import InstrumentError, KernelArgumentError, KernelCompileError
-from vrrl_gpu.recorder._instrument import INSTRUMENT_PARAMS, instrument_source
+from vrrl_gpu.errors import InstrumentError, KernelArgumentError
+from vrrl_gpu.recorder._instrument import INSTRUMENT_PARAMS, instrument_source, plain_file
 
 from ..capture.test_kernels import _nvrtc_compile
 from ..helpers.recorder import log_records, with_status
@@ -43,7 +43,7 @@ extern "C" __global__ void scale_some(float* out, const float* in, unsigned int 
 }
 """
 
-# Shared memory and barriers: a GPU kernel the twin cannot run (it has neither), so it is only compiled here.
+# Shared memory and barriers (the twin runs a block's threads as fibers for them).
 BLOCK_SUM = """
 extern "C" __global__ void block_sum(const float* in, float* out, unsigned int n) {
     __shared__ float buf[256];
@@ -258,9 +258,27 @@ def test_disabled_recorder_instruments_nothing_and_still_runs_the_kernel(
     assert not (tmp_path / "off.vrrl").exists()
 
 
-def test_the_twin_cannot_run_shared_memory_kernels_and_says_so(make_rec: Callable[..., Recorder]) -> None:
-    """A limit of the twin, not of rec.instrument: the kernel compiles for a GPU (above), not for the CPU."""
-    rec = make_rec()
-    with pytest.raises(KernelCompileError) as ei:
-        rec.instrument(BLOCK_SUM, "block_sum", opcode=rec.opcode("sum"))
-    assert "not supported by the vrrl CPU twin" in ei.value.log
+@pytest.mark.parametrize("mode", MODES)
+def test_shared_memory_and_barrier_kernels_run_instrumented_on_the_twin(
+    make_rec: Callable[..., Recorder], mode: str
+) -> None:
+    """The twin runs each block's threads as fibers with a real barrier (kernels/twin_shim.h): a tree
+    reduction in __shared__ memory gives numpy's block sums, instrumented or not."""
+    rec = make_rec(breadcrumbs=mode)
+    b = rec.backend
+    plain = b.load(plain_file(BLOCK_SUM, "block_sum"), "block_sum")
+    ik = rec.instrument(BLOCK_SUM, "block_sum", opcode=rec.opcode("sum"))
+    n, blocks = 1000, 4
+    data = np.random.default_rng(1).random(n, dtype=np.float32)
+    x = b.alloc_device(4 * n)
+    x.from_host(data.view(np.uint8))
+    o1, o2 = b.alloc_device(4 * blocks), b.alloc_device(4 * blocks)
+    for _ in range(2):
+        plain(blocks, 256, (x, o1, n))
+        ik(blocks, 256, (x, o2, n))
+    want = [data[i * 256 : (i + 1) * 256].sum() for i in range(blocks)]
+    assert np.allclose(o1.to_host().view(np.float32), want, rtol=1e-5)
+    assert np.array_equal(o1.to_host(), o2.to_host())
+    rec.close()
+    assert len(_device_crumbs(rec, SlotStatus.BEGIN)) == 2
+    assert len(_device_crumbs(rec, SlotStatus.COMPLETED)) == (2 if mode == "begin+end" else 0)
