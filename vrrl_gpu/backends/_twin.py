@@ -183,14 +183,18 @@ _INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
 
 def _uses_barriers(source: Path, text: str, seen: set[Path] | None = None) -> bool:
     """Whether ``text`` (the file ``source``) or a header it includes with quotes names ``__syncthreads``:
-    such kernels run block by block, their threads as fibers (kernels/twin_shim.h)."""
+    such kernels run block by block, their threads as fibers (kernels/twin_shim.h). The package's own headers
+    use no barrier on the twin (vrrl_instrument.cuh names one for the GPU only)."""
     if "__syncthreads" in text:
         return True
     seen = set() if seen is None else seen
+    ours = kernels_dir().resolve()
     for name in _INCLUDE.findall(text):
-        for base in (source.parent, kernels_dir()):
+        for base in (source.parent, ours):
             p = (base / name).resolve()
-            if p.is_file() and p not in seen and p.name != "twin_shim.h":
+            if p.parent == ours:
+                break
+            if p.is_file() and p not in seen:
                 seen.add(p)
                 if _uses_barriers(p, p.read_text(encoding="utf-8", errors="replace"), seen):
                     return True
