@@ -5,7 +5,8 @@
 // What it supplies: the CUDA qualifiers, thread/block indices (thread-local, set by the grid runner), %globaltimer
 // (CLOCK_REALTIME ns, so the twin's ts_offset is 0), fences (seq_cst atomic fences), atomics (GCC __atomic
 // builtins), and twin spellings of trap / exit / wild store / assert that throw C++ exceptions the grid runner
-// turns into CUDA error codes (719 / none / 700 / 710). The runner executes the threads of a grid on up to
+// turns into CUDA error codes (719 / none / 700 / 710). A real wild access in a kernel (SIGSEGV / SIGBUS on a
+// grid-runner thread or fiber) becomes 700 too, as on a GPU: the runner catches the signal and ends the grid. The runner executes the threads of a grid on up to
 // `max_workers` OS threads; a grid makes forward progress like a GPU with that many resident threads.
 //
 // Blocks and barriers: kernels of a source that uses __syncthreads (the build says so: launch<true>) run block by
@@ -21,6 +22,8 @@
 #endif
 
 #include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <ucontext.h>
@@ -107,12 +110,81 @@ inline void spin_hint() {
 
 inline void store_commit(unsigned long long* p, unsigned long long v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
+// ---- real faults in kernel code -----------------------------------------------------------------------------
+// A wild store on a GPU is a sticky cudaErrorIllegalAddress (700); on the CPU it is a SIGSEGV (or SIGBUS) that
+// would kill the host process with no failure record. While a grid-runner thread runs kernel code, t_fault_jmp
+// points at a jump buffer of the runner (per OS thread, or per fiber) and the handler jumps back there, which
+// ends the grid with 700. Any other thread's fault goes to the handler installed before ours (Python's
+// faulthandler, or the default: the process dies as it would have). Every twin library compiles its own copy
+// (-fvisibility=hidden), so the handlers chain: each one passes on what is not its own thread's.
+inline thread_local sigjmp_buf* t_fault_jmp = nullptr;
+inline thread_local int t_fault_sig = 0;
+inline thread_local void* t_fault_addr = nullptr;
+
+struct PrevActions {
+    struct sigaction segv;
+    struct sigaction bus;
+};
+inline PrevActions g_prev{};
+
+inline void pass_on(int sig, siginfo_t* info, void* ctx) {
+    const struct sigaction& prev = sig == SIGBUS ? g_prev.bus : g_prev.segv;
+    if ((prev.sa_flags & SA_SIGINFO) != 0 && prev.sa_sigaction != nullptr) {
+        prev.sa_sigaction(sig, info, ctx);
+        return;
+    }
+    if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN && prev.sa_handler != nullptr) {
+        prev.sa_handler(sig);
+        return;
+    }
+    // Default action: reinstate it; returning re-executes the faulting instruction, which now kills the process.
+    signal(sig, SIG_DFL);
+}
+
+inline void on_fault(int sig, siginfo_t* info, void* ctx) {
+    sigjmp_buf* jb = t_fault_jmp;
+    if (jb == nullptr) {
+        pass_on(sig, info, ctx);
+        return;
+    }
+    t_fault_jmp = nullptr;  // a second fault before the runner is back is not ours to catch
+    t_fault_sig = sig;
+    t_fault_addr = info != nullptr ? info->si_addr : nullptr;
+    siglongjmp(*jb, 1);
+}
+
+inline bool install_fault_handler() {
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = &on_fault;
+    // SA_NODEFER: the runner's sigsetjmp does not save the mask (a syscall less per grid), so the handler must
+    // not leave SIGSEGV blocked on a thread that jumps out of it.
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &g_prev.segv);
+    sigaction(SIGBUS, &sa, &g_prev.bus);
+    return true;
+}
+
+inline void ensure_fault_handler() {
+    static const bool installed = install_fault_handler();
+    (void)installed;
+}
+
+inline std::string fault_message() {
+    char what[96];
+    std::snprintf(what, sizeof what, "illegal memory access (%s at address %p)",
+                  t_fault_sig == SIGBUS ? "SIGBUS" : "SIGSEGV", t_fault_addr);
+    return what;
+}
+
 // One block's threads as fibers (launch<true>): the scheduler context, and per fiber its context and state.
 enum FiberState : unsigned char { kRunnable, kAtBarrier, kDone };
 struct Fiber {
     ucontext_t ctx;
     uint3 tid;
     FiberState state;
+    sigjmp_buf* fault_jmp;  // on this fiber's own stack: a fault jumps back within the same stack
 };
 struct BlockRun {
     ucontext_t sched;
@@ -266,6 +338,7 @@ int launch(void (*k)(P...), const unsigned int* dims, void** args, unsigned int 
     std::atomic<int> grid_abort{0};
     std::mutex m;
     int code = 0;
+    ensure_fault_handler();
     std::string msg;
     auto record = [&](int c, const std::string& what) {
         std::lock_guard<std::mutex> lock(m);
@@ -305,9 +378,24 @@ int launch(void (*k)(P...), const unsigned int* dims, void** args, unsigned int 
             t_grid_abort = nullptr;
             return;
         }
+        // Each fiber's jump buffer lives on its own stack, so a fault jumps back within the stack it happened on.
+        auto run_fiber = [&]() {
+            sigjmp_buf jb;
+            Fiber& self = t_block->fibers[t_block->current];
+            if (sigsetjmp(jb, 0) != 0) {
+                self.fault_jmp = nullptr;
+                record(700, fault_message());
+                return;
+            }
+            self.fault_jmp = &jb;
+            t_fault_jmp = &jb;
+            run_thread();
+            t_fault_jmp = nullptr;
+            self.fault_jmp = nullptr;
+        };
         struct Ctx {
-            decltype(run_thread)* run;
-        } state{&run_thread};
+            decltype(run_fiber)* run;
+        } state{&run_fiber};
         BlockRun run{};
         run.fibers = pool.fibers.data();
         run.kernel_state = &state;
@@ -327,6 +415,7 @@ int launch(void (*k)(P...), const unsigned int* dims, void** args, unsigned int 
                 f.tid = uint3{static_cast<unsigned int>(t % b.x), static_cast<unsigned int>((t / b.x) % b.y),
                               static_cast<unsigned int>(t / (1ull * b.x * b.y))};
                 f.state = kRunnable;
+                f.fault_jmp = nullptr;
                 getcontext(&f.ctx);
                 f.ctx.uc_stack.ss_sp = pool.stacks + t * kFiberStack;
                 f.ctx.uc_stack.ss_size = kFiberStack;
@@ -346,7 +435,9 @@ int launch(void (*k)(P...), const unsigned int* dims, void** args, unsigned int 
                     }
                     run.current = static_cast<unsigned int>(t);
                     threadIdx = f.tid;
+                    t_fault_jmp = f.fault_jmp;  // a fiber resumed after the barrier: its own buffer again
                     swapcontext(&run.sched, &f.ctx);
+                    t_fault_jmp = nullptr;
                     waiting = waiting || f.state == kAtBarrier;
                 }
                 if (!waiting || grid_abort.load(std::memory_order_relaxed) != 0) {
@@ -368,6 +459,15 @@ int launch(void (*k)(P...), const unsigned int* dims, void** args, unsigned int 
         t_grid_abort = &grid_abort;
         blockDim = b;
         gridDim = g;
+        sigjmp_buf jb;
+        // One jump buffer per runner thread, not per CUDA thread: a fault ends the whole grid anyway.
+        if (sigsetjmp(jb, 0) != 0) {
+            record(700, fault_message());
+            t_host_abort = nullptr;
+            t_grid_abort = nullptr;
+            return;
+        }
+        t_fault_jmp = &jb;
         for (;;) {
             if (grid_abort.load(std::memory_order_relaxed) != 0 || __atomic_load_n(host_abort, __ATOMIC_RELAXED) != 0) {
                 break;
@@ -384,6 +484,7 @@ int launch(void (*k)(P...), const unsigned int* dims, void** args, unsigned int 
                              static_cast<unsigned int>(blk / (1ull * g.x * g.y))};
             run_thread();
         }
+        t_fault_jmp = nullptr;
         t_host_abort = nullptr;
         t_grid_abort = nullptr;
     };

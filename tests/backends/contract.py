@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,6 +37,10 @@ NO_POISON = 0xFFFFFFFF
 FAULT_ILLEGAL_ADDRESS, FAULT_TRAP, FAULT_ASSERT = 1, 2, 3
 #: What the after-report cells hold before a launch; the kernel would write 1 there if the thread went on.
 SENTINEL = 0x5A5A5A5A
+#: A user kernel with a real store through a wild pointer (no simulation macro).
+WILD_STORE_CU = Path(__file__).with_name("wild_store.cu")
+#: An address no CUDA context or CPU process maps (the zero page), for the wild store.
+WILD_ADDRESS = 0x10
 
 
 def make_ring(b: Backend, n: int) -> tuple[HostAllocation, StagingRing, RingPointers]:
@@ -117,8 +122,27 @@ def scenario_fault_poisons_every_stream(b: Backend, fault_kind: int) -> dict[str
     }
 
 
+def scenario_real_wild_store(b: Backend, fault_at: int) -> dict[str, Any]:
+    _mem, ring, ptrs = make_ring(b, 64)
+    k = b.load(WILD_STORE_CU, "wild_store")
+    out = b.alloc_device(4 * 1024)
+    b.pack(ptrs, 0, slot_idx=0, tenant_id=0, opcode=1, words=(0, 0, 0, 0), epoch=0)
+    b.launch(k, 4, 256, (out, 0, 1024, NO_POISON - 1))  # a clean run first: nothing faults
+    clean = raised_code(lambda: b.synchronize())
+    b.launch(k, 4, 256, (out, WILD_ADDRESS, 1024, fault_at))
+    b.pack(ptrs, 1, slot_idx=1, tenant_id=0, opcode=1, words=(0, 0, 0, 0), epoch=0)
+    return {
+        "clean": clean,
+        "at_sync": raised_code(lambda: b.synchronize()),
+        "commits": [int(c) for c in ring.commits[:2]],
+        "later_launch": raised_code(lambda: b.launch(k, 1, 1, (out, 0, 1, NO_POISON - 1))),
+        "later_sync": raised_code(lambda: b.synchronize()),
+    }
+
+
 SCENARIOS: dict[str, Callable[[Backend, int], dict[str, Any]]] = {
     "sticky_fault": scenario_sticky_fault,
+    "real_wild_store": scenario_real_wild_store,
     "fault_poisons_every_stream": scenario_fault_poisons_every_stream,
 }
 
@@ -443,6 +467,15 @@ class BackendContract:
         ]  # the record before the fault is there; work queued after it never ran
         assert out["magic_0"] == RECORD_MAGIC
         assert out["later"] == dict.fromkeys(out["later"], code), "every later call fails with the same code"
+
+    @pytest.mark.parametrize("fault_at", [300, NO_POISON], ids=["one-thread", "every-thread"])
+    def test_a_real_wild_store_in_a_user_kernel_is_a_sticky_illegal_address(self, fault_at: int) -> None:
+        out = self.run_scenario("real_wild_store", fault_at)
+        assert out["clean"] is None
+        assert out["at_sync"] == 700
+        assert out["commits"] == [1, 0], "the record before the fault is there; the one after never ran"
+        assert out["later_launch"] in (None, 700)  # a launch may be refused at once or surface at the sync
+        assert out["later_sync"] == 700
 
     def test_a_fault_on_one_stream_poisons_every_stream(self) -> None:
         out = self.run_scenario("fault_poisons_every_stream", FAULT_TRAP)

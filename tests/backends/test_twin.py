@@ -4,6 +4,10 @@ limits, worker exceptions, cancelling on close, the library cache, user kernel f
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,8 @@ from tests.backends.contract import (
     FAULT_ILLEGAL_ADDRESS,
     FAULT_TRAP,
     SCENARIOS,
+    WILD_ADDRESS,
+    WILD_STORE_CU,
     BackendContract,
     flag,
     launch_wait,
@@ -259,3 +265,77 @@ def test_a_user_kernel_file_compiles_and_a_broken_one_reports_the_compiler_log(
     with pytest.raises(KernelCompileError) as info:
         twin.load(bad, "k")
     assert "__syncwarp is not supported" in info.value.log
+
+
+# ---- real faults in kernel code ------------------------------------------------------------------
+
+
+def test_a_real_wild_store_names_the_kernel_the_signal_and_the_thread(fresh: TwinBackend) -> None:
+    # The contract checks the code and the stickiness; the twin's message says what the CPU saw.
+    k = fresh.load(WILD_STORE_CU, "wild_store")
+    out = np.zeros(512, np.float32)
+    fresh.launch(k, 2, 256, (out, WILD_ADDRESS, 512, 300))
+    with pytest.raises(TwinCudaError) as info:
+        fresh.synchronize()
+    assert info.value.cuda_error_code == 700
+    assert "wild_store: illegal memory access (SIGSEGV at address 0x" in info.value.detail
+    assert "block (1,0,0) thread (44,0,0)" in info.value.detail
+
+
+_OTHER_THREAD_FAULT = """
+import ctypes, sys
+import numpy as np
+from vrrl_gpu.backends import TwinBackend
+b = TwinBackend()
+k = b.load(sys.argv[1], "wild_store")
+out = np.zeros(64, np.float32)
+b.launch(k, 1, 64, (out, 0, 64, 0xFFFFFFFE))
+b.synchronize()
+print("kernel ran", flush=True)
+ctypes.string_at(8)  # a fault outside any kernel: not the twin's to catch
+print("survived", flush=True)
+"""
+
+
+def test_a_fault_outside_kernel_code_still_reaches_the_previous_handler(tmp_path: Path) -> None:
+    # The twin's handler must not swallow the host program's own crashes: Python's faulthandler (installed
+    # before the twin's library) still reports it, and the process still dies of it.
+    script = tmp_path / "crash.py"
+    script.write_text(_OTHER_THREAD_FAULT)
+    proc = subprocess.run(
+        [sys.executable, "-X", "faulthandler", str(script), str(WILD_STORE_CU)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert "kernel ran" in proc.stdout
+    assert "survived" not in proc.stdout
+    assert proc.returncode == -signal.SIGSEGV
+    assert "Fatal Python error: Segmentation fault" in proc.stderr
+
+
+def test_a_wild_store_after_a_barrier_is_caught_in_the_fiber_that_made_it(
+    tmp_path: Path, fresh: TwinBackend
+) -> None:
+    # Kernels with __syncthreads run as fibers: the fault happens on a fiber's stack, after the fiber was
+    # switched out at the barrier and back in, and must still end the grid as 700 naming that thread.
+    src = tmp_path / "barrier_wild.cu"
+    src.write_text(
+        'extern "C" __global__ void barrier_wild(float* out, unsigned long long bad, unsigned fault_at) {\n'
+        "    __shared__ float tile[64];\n"
+        "    tile[threadIdx.x] = 1.0f + threadIdx.x;\n"
+        "    __syncthreads();\n"
+        "    float* p = (threadIdx.x == fault_at) ? reinterpret_cast<float*>(bad) : out;\n"
+        "    p[blockIdx.x * 64 + threadIdx.x] = tile[63 - threadIdx.x];\n"
+        "}\n"
+    )
+    k = fresh.load(src, "barrier_wild")
+    out = np.zeros(256, np.float32)
+    fresh.launch(k, 4, 64, (out, 0, 0xFFFFFFFF))
+    fresh.synchronize()
+    assert (out.reshape(4, 64) == (64.0 - np.arange(64))).all()
+    fresh.launch(k, 4, 64, (out, WILD_ADDRESS, 17))
+    with pytest.raises(TwinCudaError) as info:
+        fresh.synchronize()
+    assert info.value.cuda_error_code == 700
+    assert "barrier_wild: illegal memory access (SIGSEGV" in info.value.detail
+    assert "thread (17,0,0)" in info.value.detail

@@ -1006,3 +1006,25 @@ def test_demo_fault_at_names_the_launch(
     names = read_sidecar(log)
     assert names is not None
     assert names.opcode_names[bad[0]["opcode"]] == ("alloc" if kind == "oom" else "axpy")
+
+
+@pytest.mark.parametrize("mode", ["begin", "begin+end"])
+def test_a_real_wild_store_in_a_user_kernel_names_that_launch(
+    make_rec: Callable[..., Recorder], mode: str
+) -> None:
+    """Not the demo's simulated fault: a user kernel stores through a wild pointer, the twin's worker catches
+    the SIGSEGV as a GPU would report a sticky 700, and the evidence names that launch."""
+    from tests.backends.contract import WILD_ADDRESS, WILD_STORE_CU
+
+    rec = make_rec(breadcrumbs=mode)
+    k = rec.backend.load(WILD_STORE_CU, "wild_store")
+    out = rec.backend.alloc_device(4 * 256)
+    op = rec.opcode("wild_store")
+    for i in range(6):
+        fault_at = 7 if i == 3 else 0xFFFFFFFE  # thread 7 of launch 3 stores through the wild pointer
+        rec.launch(k, 1, 256, (out, WILD_ADDRESS, 256, fault_at), opcode=op, words=(i, 0, 0, 0))
+    with pytest.raises(TwinCudaError) as ei:
+        rec.synchronize()
+    assert ei.value.cuda_error_code == 700
+    rec.close()
+    assert failures(log_records(rec.path)) == [(3, FAULTED, PB, 700)]
