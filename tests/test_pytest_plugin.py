@@ -27,6 +27,12 @@ def test_fails_in_body(vrrl_recorder):
 
 def test_faults_on_device(vrrl_recorder):
     _launch(vrrl_recorder, 1)
+
+def test_faults_after_the_body(vrrl_recorder):
+    k = vrrl_recorder.backend.load("vrrl_demo.cu", "vrrl_demo_axpy")
+    y = vrrl_recorder.backend.alloc_device(4 * 32)
+    vrrl_recorder.launch(k, 1, 32, (y, y, 1.0, 32, 1), opcode=vrrl_recorder.opcode("axpy"))
+    # no synchronize: the body returns before the fault surfaces
 """
 
 
@@ -36,9 +42,22 @@ def test_logs_of_failing_tests_are_kept_and_named(pytester: pytest.Pytester, tmp
     result = pytester.runpytest_subprocess(
         f"--vrrl-dir={logs}", "--vrrl-device=twin", "-p", "no:cacheprovider"
     )
-    result.assert_outcomes(passed=1, failed=2)
+    # Every failure is its test's own, in the call phase: no PASSED + ERROR at teardown.
+    result.assert_outcomes(passed=1, failed=3, errors=0)
     kept = sorted(p.name for p in logs.glob("*.vrrl"))
-    assert kept == ["test_gpu_work.py_test_fails_in_body.vrrl", "test_gpu_work.py_test_faults_on_device.vrrl"]
+    assert kept == [
+        "test_gpu_work.py_test_fails_in_body.vrrl",
+        "test_gpu_work.py_test_faults_after_the_body.vrrl",
+        "test_gpu_work.py_test_faults_on_device.vrrl",
+    ]
+    result.stdout.fnmatch_lines(
+        [
+            "*test_faults_after_the_body*",
+            "*illegal memory access*",
+            "*vrrl: the kernel fault surfaced after the test body returned; log: *after_the_body.vrrl",
+        ]
+    )
+    assert "FAILED test_gpu_work.py::test_faults_after_the_body" in result.stdout.str()
     assert (logs / "test_gpu_work.py_test_faults_on_device.vrrl.json").exists()
     result.stdout.fnmatch_lines(["*VRRL log kept: *test_faults_on_device.vrrl*"])
 

@@ -45,6 +45,10 @@ class _DisabledRecorder(Recorder):
     def poisoned(self) -> bool:
         return False
 
+    @property
+    def closed(self) -> bool:
+        return False
+
     def statistics(self) -> DrainStatistics:
         return DrainStatistics(0, 0, 0, 0, 0, (), (), running=False, failed=False)
 

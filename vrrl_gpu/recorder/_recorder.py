@@ -199,6 +199,10 @@ class Recorder:
     def poisoned(self) -> bool:
         return self._poison is not None
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def opcode(self, name: str) -> int:
         """A stable u32 for ``name``; the name is saved in the sidecar so ``vrrl dump`` shows it."""
         op = opcode_for_name(name)
