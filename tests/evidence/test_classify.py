@@ -341,6 +341,14 @@ def test_cufft_status_is_read_from_result() -> None:
         ("everything is fine", UN),
         ("abusybox", UN),
         ("xidden", UN),
+        # Other runtimes' device-loss words: CamelCase (wgpu, Dawn), Vulkan and DXGI codes, "adapter lost".
+        ("DeviceLost after queue submit", DL),
+        ("wgpu: Validation Error: Parent device is lost (DeviceLost)", DL),
+        ("the adapter lost its device", DL),
+        ("DXGI_ERROR_DEVICE_REMOVED", DL),
+        ("vkQueueSubmit failed: VK_ERROR_DEVICE_LOST", DL),
+        ("OutOfMemory while allocating", TQ),
+        ("DeviceLostness", UN),
     ],
 )
 def test_message_markers_in_priority_order(message: str, cls: FailureClass) -> None:
@@ -349,6 +357,23 @@ def test_message_markers_in_priority_order(message: str, cls: FailureClass) -> N
     assert c.code == 0x00F0_0000 + cls
     assert c.name == "RuntimeError"
     assert not c.sticky
+
+
+@pytest.mark.parametrize("info", [i for i in CUDA_ERROR_TABLE.values() if i.text], ids=lambda i: str(i.code))
+def test_the_wording_after_a_cuda_error_prefix_names_the_code(info: CudaErrorInfo) -> None:
+    # PyTorch's C10_CUDA_CHECK and Triton's launcher quote cudaGetErrorString, not the code or its name.
+    for message in (
+        f"CUDA error: {info.text}\nCUDA kernel errors might be asynchronously reported at some other API call",
+        f"Triton Error [CUDA]: {info.text}",
+        f"CUDA driver error: {info.text}",
+    ):
+        c = classify(RuntimeError(message))
+        assert (c.code, c.failure_class, c.sticky) == (info.code, info.failure_class, info.sticky), message
+
+
+def test_a_wording_without_a_cuda_prefix_is_left_to_the_markers() -> None:
+    assert classify(RuntimeError("an illegal memory access was encountered")).code == 0x00F0_0000 + PB
+    assert classify(RuntimeError("CUDA error: something nobody wrote")).code == 0x00F0_0000 + UN
 
 
 def test_cuda_error_names_in_other_bindings_messages() -> None:

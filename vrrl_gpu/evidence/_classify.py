@@ -32,6 +32,7 @@ from vrrl_gpu.evidence._codes import (
 from vrrl_gpu.evidence._cuda_table import (
     CUDA_ERROR_TABLE,
     CUDA_NAME_TO_CODE,
+    CUDA_TEXT_TO_CODE,
     DEVICE_LOSS_XIDS,
     MESSAGE_MARKERS,
     NVML_RECLASSIFIABLE_CODES,
@@ -174,6 +175,8 @@ def _classify_typed(e: BaseException, device_was_working: bool) -> Classificatio
         return _compile_classification(type(e).__name__)
     t = type(e)
     module = getattr(t, "__module__", "") or ""
+    if module == "torch" or module.startswith("torch."):
+        return _classify_torch(e, device_was_working)
     if not module.startswith(("cupy", "cupy_backends", "cupyx")):
         return None
     name = t.__name__
@@ -193,6 +196,49 @@ def _classify_typed(e: BaseException, device_was_working: bool) -> Classificatio
     if lib is not None:
         return _classify_library(lib, getattr(e, lib.status_attr, None))
     return None
+
+
+def _classify_torch(e: BaseException, device_was_working: bool) -> Classification | None:
+    """PyTorch's exception types (matched by name: torch is never imported here)."""
+    name = type(e).__name__
+    if name == "OutOfMemoryError":  # torch.OutOfMemoryError, alias torch.cuda.OutOfMemoryError
+        c = _classify_cuda(2, driver=False, device_was_working=device_was_working)
+        return replace(
+            c,
+            name="torch.OutOfMemoryError",
+            reason="PyTorch's caching allocator could not allocate device memory (cudaErrorMemoryAllocation); "
+            "retry after freeing memory (torch.cuda.empty_cache) or with smaller batches",
+        )
+    if name == "AcceleratorError":
+        # Raised from c10's CUDA checks; the code is an attribute where the build sets one, else only in
+        # the message ("CUDA error: <cudaGetErrorString>"), which the wording lookup below reads.
+        code = _as_int(getattr(e, "error_code", None))
+        if code is not None:
+            return _classify_cuda(code, driver=False, device_was_working=device_was_working, message=_safe_str(e))
+    return None
+
+
+#: ``CUDA error: <wording>`` (PyTorch's C10_CUDA_CHECK), ``CUDA driver error: <wording>`` (its driver
+#: checks) and ``Triton Error [CUDA]: <wording>`` (Triton's launcher): the wording of cudaGetErrorString.
+_CUDA_TEXT_RE = re.compile(r"(?:CUDA (?:driver )?error|Triton Error \[CUDA\])\s*:\s*([^\n]*)", re.IGNORECASE)
+
+
+def _classify_by_text(e: BaseException, device_was_working: bool) -> Classification | None:
+    """A message that quotes ``cudaGetErrorString``'s wording after a CUDA error prefix."""
+    for m in _CUDA_TEXT_RE.finditer(_safe_str(e)):
+        wording = m.group(1).strip().rstrip(".").strip()
+        code = CUDA_TEXT_TO_CODE.get(wording)
+        if code is None:
+            # "…encountered (error 700)" or a CUDA error name after the wording: the longest known prefix.
+            code = next((c for t, c in _TEXTS_LONGEST_FIRST if wording.startswith(t)), None)
+        if code is not None:
+            driver = "driver" in m.group(0).lower() or m.group(0).lower().startswith("triton")
+            c = _classify_cuda(code, driver=driver, device_was_working=device_was_working)
+            return replace(c, reason=f"{c.reason} (its wording in the message of a {type(e).__name__})")
+    return None
+
+
+_TEXTS_LONGEST_FIRST = sorted(CUDA_TEXT_TO_CODE.items(), key=lambda kv: -len(kv[0]))
 
 
 def _classify_by_name(e: BaseException, device_was_working: bool) -> Classification | None:
@@ -218,7 +264,12 @@ _MARKER_PATTERNS = tuple(
 )
 
 
+_CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
 def _normalise(text: str) -> str:
+    # CamelCase words split too: wgpu's and Dawn's "DeviceLost" reads as "device lost".
+    text = _CAMEL_RE.sub(" ", text)
     return " ".join(text.lower().replace("_", " ").replace("-", " ").split())
 
 
@@ -258,9 +309,12 @@ def classify(exc: BaseException, *, device_was_working: bool = True, nvml: bool 
 
     Order: a status the exception carries (CuPy's CUDA, NVRTC and library
     errors, CuPy's out-of-memory and compile errors, or any exception with an
-    integer ``cuda_error_code``, as the twin backend raises); then a CUDA error
-    name in the message (``cudaErrorIllegalAddress``, ``CUDA_ERROR_LAUNCH_FAILED``);
-    then message markers. The exception's ``__cause__``/``__context__`` chain is
+    integer ``cuda_error_code``, as the twin backend raises; PyTorch's
+    out-of-memory error as code 2 and ``AcceleratorError`` by its ``error_code``);
+    then a CUDA error name in the message (``cudaErrorIllegalAddress``,
+    ``CUDA_ERROR_LAUNCH_FAILED``) or ``cudaGetErrorString``'s wording after a
+    CUDA error prefix (PyTorch's ``CUDA error: an illegal memory access was
+    encountered``, Triton's ``Triton Error [CUDA]: …``); then message markers. The exception's ``__cause__``/``__context__`` chain is
     searched too. ``device_was_working=False`` turns codes 3/100/101 into
     configuration problems (Unclassified). ``nvml=True`` asks NVML (if
     installed) whether a 719/999 was really a lost GPU.
@@ -278,7 +332,7 @@ def classify(exc: BaseException, *, device_was_working: bool = True, nvml: bool 
             break
     if result is None:
         for e in chain:
-            result = _classify_by_name(e, device_was_working)
+            result = _classify_by_name(e, device_was_working) or _classify_by_text(e, device_was_working)
             if result is not None:
                 break
     if result is None:

@@ -39,6 +39,7 @@ __all__ = [
     "LibraryStatusInfo",
     "CUDA_ERROR_TABLE",
     "CUDA_NAME_TO_CODE",
+    "CUDA_TEXT_TO_CODE",
     "STARTUP_CONFIG_CODES",
     "NVML_RECLASSIFIABLE_CODES",
     "DEVICE_LOSS_XIDS",
@@ -66,7 +67,9 @@ class CudaErrorInfo:
     ``runtime_name`` is None for driver-only codes, ``driver_name`` for
     runtime-only ones. ``since`` is empty for codes in the 13.0 headers.
     ``text`` is ``cudaGetErrorString``'s wording, filled in for the codes the
-    CPU twin raises (its errors read like the real runtime's), empty elsewhere.
+    CPU twin raises (its errors read like the real runtime's) and the codes
+    whose wording PyTorch and Triton messages carry without the code
+    (``CUDA error: <text>``), empty elsewhere.
     """
 
     code: int
@@ -128,7 +131,8 @@ _CUDA_ROWS: tuple[CudaErrorInfo, ...] = (
     _r(8, "cudaErrorProfilerAlreadyStopped", "CUDA_ERROR_PROFILER_ALREADY_STOPPED", PB, _,
      "profiler already stopped (deprecated since CUDA 5.0)"),
     _r(9, "cudaErrorInvalidConfiguration", None, PB, _,
-     "launch asks for more threads, blocks or shared memory than the device allows"),
+     "launch asks for more threads, blocks or shared memory than the device allows",
+     text="invalid configuration argument"),
     _r(10, "cudaErrorVersionTranslation", None, UN, _,
      "driver newer than the runtime returned parameters the runtime cannot translate", "13.2"),
     _r(12, "cudaErrorInvalidPitchValue", None, PB, _, "a pitch argument is out of range"),
@@ -203,7 +207,8 @@ _CUDA_ROWS: tuple[CudaErrorInfo, ...] = (
      "the array is mapped and cannot be destroyed"),
     _r(208, "cudaErrorAlreadyMapped", "CUDA_ERROR_ALREADY_MAPPED", PB, _, "the resource is already mapped"),
     _r(209, "cudaErrorNoKernelImageForDevice", "CUDA_ERROR_NO_BINARY_FOR_GPU", PB, _,
-     "no kernel image for this device's architecture"),
+     "no kernel image for this device's architecture",
+     text="no kernel image is available for execution on the device"),
     _r(210, "cudaErrorAlreadyAcquired", "CUDA_ERROR_ALREADY_ACQUIRED", PB, _,
      "the resource is already acquired"),
     _r(211, "cudaErrorNotMapped", "CUDA_ERROR_NOT_MAPPED", PB, _, "the resource is not mapped"),
@@ -212,7 +217,8 @@ _CUDA_ROWS: tuple[CudaErrorInfo, ...] = (
     _r(213, "cudaErrorNotMappedAsPointer", "CUDA_ERROR_NOT_MAPPED_AS_POINTER", PB, _,
      "the mapped resource is not available as a pointer"),
     _r(214, "cudaErrorECCUncorrectable", "CUDA_ERROR_ECC_UNCORRECTABLE", DL, _,
-     "uncorrectable ECC error in device memory (Xid 48/94/95)"),
+     "uncorrectable ECC error in device memory (Xid 48/94/95)",
+     text="uncorrectable ECC error encountered"),
     _r(215, "cudaErrorUnsupportedLimit", "CUDA_ERROR_UNSUPPORTED_LIMIT", PB, _,
      "the cudaLimit is not supported by this device"),
     _r(216, "cudaErrorDeviceAlreadyInUse", "CUDA_ERROR_CONTEXT_ALREADY_IN_USE", TQ, _,
@@ -260,7 +266,8 @@ _CUDA_ROWS: tuple[CudaErrorInfo, ...] = (
      "a kernel loaded or stored through an invalid address (Xid 31); the process must restart",
      text="an illegal memory access was encountered"),
     _r(701, "cudaErrorLaunchOutOfResources", "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", PB, _,
-     "too many registers per thread times threads, or too many kernel arguments"),
+     "too many registers per thread times threads, or too many kernel arguments",
+     text="too many resources requested for launch"),
     _r(702, "cudaErrorLaunchTimeout", "CUDA_ERROR_LAUNCH_TIMEOUT", DL, S,
      "the display watchdog killed a long-running kernel; the process must restart",
      text="the launch timed out and was terminated"),
@@ -286,7 +293,8 @@ _CUDA_ROWS: tuple[CudaErrorInfo, ...] = (
      "the host pointer was never registered",
      text="pointer does not correspond to a registered memory region"),
     _r(714, "cudaErrorHardwareStackError", "CUDA_ERROR_HARDWARE_STACK_ERROR", PB, S,
-     "call-stack corruption or stack overflow in a kernel; the process must restart"),
+     "call-stack corruption or stack overflow in a kernel; the process must restart",
+     text="hardware stack error"),
     _r(715, "cudaErrorIllegalInstruction", "CUDA_ERROR_ILLEGAL_INSTRUCTION", PB, S,
      "a kernel executed an illegal instruction (or a trap on some GPUs); the process must restart",
      text="an illegal instruction was encountered"),
@@ -296,7 +304,8 @@ _CUDA_ROWS: tuple[CudaErrorInfo, ...] = (
     _r(717, "cudaErrorInvalidAddressSpace", "CUDA_ERROR_INVALID_ADDRESS_SPACE", PB, S,
      "a kernel used an address in the wrong address space; the process must restart"),
     _r(718, "cudaErrorInvalidPc", "CUDA_ERROR_INVALID_PC", PB, S,
-     "a kernel jumped to an invalid program counter; the process must restart"),
+     "a kernel jumped to an invalid program counter; the process must restart",
+     text="invalid program counter"),
     _r(719, "cudaErrorLaunchFailure", "CUDA_ERROR_LAUNCH_FAILED", PB, S,
      "a kernel faulted (trap, bad pointer, shared-memory overrun); the process must restart",
      text="unspecified launch failure"),
@@ -389,6 +398,12 @@ CUDA_ERROR_TABLE: Mapping[int, CudaErrorInfo] = _build_cuda_table()
 #: Runtime and driver names → code (``cudaErrorIllegalAddress`` and ``CUDA_ERROR_ILLEGAL_ADDRESS`` → 700).
 CUDA_NAME_TO_CODE: Mapping[str, int] = MappingProxyType(
     {n: i.code for i in CUDA_ERROR_TABLE.values() for n in (i.runtime_name, i.driver_name) if n}
+)
+
+#: ``cudaGetErrorString`` wordings → code, for messages that quote the wording without a code or name
+#: (PyTorch's ``CUDA error: an illegal memory access was encountered``, Triton's ``Triton Error [CUDA]: …``).
+CUDA_TEXT_TO_CODE: Mapping[str, int] = MappingProxyType(
+    {i.text: i.code for i in CUDA_ERROR_TABLE.values() if i.text}
 )
 
 #: Codes that mean "the device vanished" only if it had been working; at start-up
@@ -540,7 +555,7 @@ MESSAGE_MARKERS: tuple[tuple[FailureClass, tuple[str, ...]], ...] = (
     (DL, (
         "device lost", "context lost", "gpu reset", "device reset", "gpu lost", "gpu is lost",
         "lost device", "fallen off the bus", "fell off the bus", "device removed", "device hung",
-        "gpu hang", "gpu hung", "uncorrectable ecc", "ecc error", "xid",
+        "gpu hang", "gpu hung", "uncorrectable ecc", "ecc error", "xid", "adapter lost", "adapter removed",
     )),
     (TQ, (
         "queue full", "queue is full", "timed out", "timeout", "out of memory", "try again",

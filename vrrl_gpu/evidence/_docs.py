@@ -164,8 +164,13 @@ def render_classification_markdown() -> str:
         "",
         (
             "Other backends' errors and plain exceptions: first a CUDA error name in the message "
-            "(`cudaErrorIllegalAddress`, `CUDA_ERROR_LAUNCH_FAILED`: classified by the CUDA table), then "
-            "these case-insensitive markers, on word boundaries, after `_` and `-` become spaces, in this "
+            "(`cudaErrorIllegalAddress`, `CUDA_ERROR_LAUNCH_FAILED`: classified by the CUDA table), or "
+            "`cudaGetErrorString`'s wording after `CUDA error:`, `CUDA driver error:` or "
+            "`Triton Error [CUDA]:` (PyTorch's and Triton's messages; the wordings known are the table's "
+            "`text` column, so `CUDA error: an illegal memory access was encountered` is 700, sticky); "
+            "PyTorch's `OutOfMemoryError` is 2 (`cudaErrorMemoryAllocation`). Then "
+            "these case-insensitive markers, on word boundaries, after `_` and `-` become spaces and "
+            "CamelCase words are split (`DeviceLost` reads `device lost`), in this "
             "order (the exception's `__cause__`/`__context__` messages count too):"
         ),
         "",
