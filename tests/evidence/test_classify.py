@@ -363,7 +363,7 @@ def test_message_markers_in_priority_order(message: str, cls: FailureClass) -> N
 def test_the_wording_after_a_cuda_error_prefix_names_the_code(info: CudaErrorInfo) -> None:
     # PyTorch's C10_CUDA_CHECK and Triton's launcher quote cudaGetErrorString, not the code or its name.
     for message in (
-        f"CUDA error: {info.text}\nCUDA kernel errors might be asynchronously reported at some other API call",
+        f"CUDA error: {info.text}\nCUDA kernel errors might be asynchronously reported at some other call",
         f"Triton Error [CUDA]: {info.text}",
         f"CUDA driver error: {info.text}",
     ):

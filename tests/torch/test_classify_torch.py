@@ -43,7 +43,8 @@ def _accelerator_error(message: str) -> BaseException:
 def test_torch_cuda_errors_classify_by_their_wording(
     wording: str, code: int, cls: FailureClass, sticky: bool
 ) -> None:
-    for err in (_accelerator_error(f"CUDA error: {wording}{SUFFIX}"), RuntimeError(f"CUDA error: {wording}{SUFFIX}")):
+    message = f"CUDA error: {wording}{SUFFIX}"
+    for err in (_accelerator_error(message), RuntimeError(message)):
         c = classify(err)
         assert (c.code, c.failure_class, c.sticky) == (code, cls, sticky), (type(err), wording)
         assert c.fatal is (sticky or cls is FailureClass.DEVICE_LOSS)

@@ -206,15 +206,17 @@ def _classify_torch(e: BaseException, device_was_working: bool) -> Classificatio
         return replace(
             c,
             name="torch.OutOfMemoryError",
-            reason="PyTorch's caching allocator could not allocate device memory (cudaErrorMemoryAllocation); "
-            "retry after freeing memory (torch.cuda.empty_cache) or with smaller batches",
+            reason="PyTorch's caching allocator could not allocate device memory "
+            "(cudaErrorMemoryAllocation); retry after freeing memory or with smaller batches",
         )
     if name == "AcceleratorError":
         # Raised from c10's CUDA checks; the code is an attribute where the build sets one, else only in
         # the message ("CUDA error: <cudaGetErrorString>"), which the wording lookup below reads.
         code = _as_int(getattr(e, "error_code", None))
         if code is not None:
-            return _classify_cuda(code, driver=False, device_was_working=device_was_working, message=_safe_str(e))
+            return _classify_cuda(
+                code, driver=False, device_was_working=device_was_working, message=_safe_str(e)
+            )
     return None
 
 
@@ -314,9 +316,10 @@ def classify(exc: BaseException, *, device_was_working: bool = True, nvml: bool 
     then a CUDA error name in the message (``cudaErrorIllegalAddress``,
     ``CUDA_ERROR_LAUNCH_FAILED``) or ``cudaGetErrorString``'s wording after a
     CUDA error prefix (PyTorch's ``CUDA error: an illegal memory access was
-    encountered``, Triton's ``Triton Error [CUDA]: …``); then message markers. The exception's ``__cause__``/``__context__`` chain is
-    searched too. ``device_was_working=False`` turns codes 3/100/101 into
-    configuration problems (Unclassified). ``nvml=True`` asks NVML (if
+    encountered``, Triton's ``Triton Error [CUDA]: …``); then message markers.
+    The exception's ``__cause__``/``__context__`` chain is searched too.
+    ``device_was_working=False`` turns codes 3/100/101 into configuration
+    problems (Unclassified). ``nvml=True`` asks NVML (if
     installed) whether a 719/999 was really a lost GPU.
 
     >>> classify(RuntimeError("VK_ERROR_DEVICE_LOST")).failure_class.label
