@@ -41,6 +41,8 @@ REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 EXTRAS: dict[str, list[str]] = PYPROJECT["project"]["optional-dependencies"]
 README_TEST_COMMAND = "python3 -m pip install -q -e '.[test]' && python3 -m pytest"
+#: .ci/run's one other pip line: PyTorch's CPU build (pinned: another version pulls a CUDA build) and Triton.
+TORCH_CI_LINE = "python3 -m pip install -q torch==2.13.0 triton"
 
 # Per CUDA major: the CuPy package, and the wheels (with the file CuPy 14's lookup wants in them) for NVRTC
 # and for cuda_runtime.h.
@@ -271,9 +273,10 @@ def test_ci_runs_the_readme_test_command_word_for_word() -> None:
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert README_TEST_COMMAND in readme.splitlines()
     assert README_TEST_COMMAND in ci.splitlines()
-    # Whatever the tests need comes in through the test extra, not through extra pip lines in CI.
+    # Whatever the tests need comes in through the test extra, not through extra pip lines in CI; the one
+    # exception is PyTorch's CPU build and Triton for tests/torch/ (a CUDA PyTorch must not join CuPy's set).
     pip_lines = [ln for ln in ci.splitlines() if "pip install" in ln and not ln.lstrip().startswith("#")]
-    assert pip_lines == [README_TEST_COMMAND]
+    assert pip_lines == [TORCH_CI_LINE, README_TEST_COMMAND]
 
 
 def test_both_test_sets_pull_the_analysis_extra() -> None:

@@ -683,9 +683,21 @@ class Backend(abc.ABC):
             return int(got[1])
         if isinstance(ptr, (int, np.integer)) and not isinstance(ptr, bool):
             return int(ptr)
+        handle = getattr(s, "cuda_stream", None)  # torch.cuda.Stream before it had __cuda_stream__ (2.6)
+        if type(handle) is int:
+            return handle
         raise KernelArgumentError(
             f"expected a stream with an int ptr or the __cuda_stream__ protocol, got {type(s).__name__}"
         )
+
+    def native_stream(self, stream: Any) -> Any:
+        """The stream object this backend launches on for ``stream``, which may be another library's
+        (``torch.cuda.Stream``, a cuda.core ``Stream``, anything with ``__cuda_stream__``).
+
+        The backend's own streams come back as they are. The result names the same CUDA stream
+        and owns nothing: the caller keeps ``stream`` alive for as long as it launches on it.
+        """
+        return stream
 
     def check_device(self) -> None:  # noqa: B027 - a default that backends with one device keep
         """Raise :class:`~vrrl_gpu.errors.WrongDeviceError` when the caller's current device is not ours."""

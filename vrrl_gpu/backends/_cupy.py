@@ -293,8 +293,11 @@ class CupyBackend(Backend):
         """``kernel(grid, block, args, shared_mem=, stream=)``; stream None is CuPy's current stream.
 
         ``kernel`` may also be a ``cupy.RawKernel`` (or anything with its call
-        signature): it is called as it is, its arguments untouched.
+        signature): it is called as it is, its arguments untouched. Another library's stream
+        (``__cuda_stream__``) is launched on as an ``ExternalStream`` of its handle.
         """
+        if stream is not None and type(getattr(stream, "ptr", None)) is not int:
+            stream = self.native_stream(stream)
         if not isinstance(kernel, KernelHandle):
             kernel(normalize_dims(grid, "grid"), normalize_dims(block, "block"), tuple(args),
                    shared_mem=int(shared_mem), stream=stream)  # fmt: skip
@@ -345,6 +348,13 @@ class CupyBackend(Backend):
 
     # ---- streams ----------------------------------------------------------------------------------
 
+    def native_stream(self, stream: Any) -> Any:
+        """CuPy streams as they are; another library's stream as a ``cupy.cuda.ExternalStream`` of its handle
+        on this backend's device (not yet run on a GPU)."""
+        if stream is None or type(getattr(stream, "ptr", None)) is int:
+            return stream
+        return self._cp.cuda.ExternalStream(self.stream_key(stream), self._device_id)
+
     def current_stream(self) -> Any:
         """CuPy's current stream (``cupy.cuda.get_current_stream()``)."""
         return self._cp.cuda.get_current_stream()
@@ -357,12 +367,12 @@ class CupyBackend(Backend):
     def stream_query(self, stream: Any = None) -> int:
         """``runtime.streamQuery(s.ptr)``: 0 done, 600 not ready, else the error (not ``Stream.done``)."""
         s = self.current_stream() if stream is None else stream
-        return int(self._rt.streamQuery(s.ptr))
+        return int(self._rt.streamQuery(self.stream_key(s)))
 
     def synchronize(self, stream: Any = None) -> None:
         """``stream.synchronize()``, or ``deviceSynchronize()`` for None; raises CuPy's CUDA error."""
         if stream is not None:
-            stream.synchronize()
+            self.native_stream(stream).synchronize()
             return
         with self._device():
             self._rt.deviceSynchronize()
@@ -385,7 +395,7 @@ class CupyBackend(Backend):
         CuPy raises a plain RuntimeError for ``cudaStreamCaptureStatusInvalidated``
         and ``CUDARuntimeError`` (a RuntimeError too) for a failing call: only the latter propagates.
         """
-        s = self.current_stream() if stream is None else stream
+        s = self.current_stream() if stream is None else self.native_stream(stream)
         probe = getattr(s, "is_capturing", None)
         if probe is None:
             return False

@@ -473,6 +473,8 @@ class TwinBackend(Backend):
         self._per_thread = bool(per_thread_default_stream)
         self._ptds = threading.local()
         self._closed = False
+        # Live streams by handle, for other libraries' objects that name one (``__cuda_stream__``).
+        self._by_handle: weakref.WeakValueDictionary[int, TwinStream] = weakref.WeakValueDictionary()
         self._default = self._make_stream(0, "vrrl-twin-stream-default")
 
     # ---- state ----------------------------------------------------------------------------------
@@ -485,6 +487,8 @@ class TwinBackend(Backend):
             self._workers.append(s._worker)
         if ptr != 0:
             weakref.finalize(s, s._worker.retire)
+        if ptr != _PER_THREAD:
+            self._by_handle[ptr] = s
         return s
 
     def _capture_guard(self, what: str) -> None:
@@ -543,7 +547,23 @@ class TwinBackend(Backend):
             if stream.ptr == _PER_THREAD:
                 return self._per_thread_stream()  # the handle means the calling thread's own stream
             return stream
-        raise TypeError(f"expected None or a TwinStream of this backend, got {stream!r}")
+        if not isinstance(stream, TwinStream) and hasattr(stream, "__cuda_stream__"):
+            # Another library's wrapper of one of our handles, as a CuPy ExternalStream would be.
+            handle = self.stream_key(stream)
+            if handle == _PER_THREAD:
+                return self._per_thread_stream()
+            s = self._by_handle.get(handle)
+            if s is not None:
+                return s
+            raise TwinCudaError(400, f"handle {handle:#x} of a {type(stream).__name__} is no live stream")
+        raise TypeError(
+            f"expected None, a TwinStream of this backend or a __cuda_stream__ object, got {stream!r}"
+        )
+
+    def native_stream(self, stream: Any) -> Any:
+        """The twin's stream that ``stream`` names (itself, or the live stream of a ``__cuda_stream__``
+        object's handle); raises TwinCudaError 400 for a handle that is no live stream."""
+        return None if stream is None else self._stream(stream)
 
     # ---- device ----------------------------------------------------------------------------------
 

@@ -34,6 +34,25 @@ def _is_device_array(obj: object) -> bool:
     )
 
 
+def _is_torch_tensor(obj: object) -> bool:
+    # By name: evidence never imports torch (nn.Parameter and other subclasses count).
+    return any(c.__name__ == "Tensor" and c.__module__ == "torch" for c in type(obj).__mro__)
+
+
+def _torch_bytes(t: Any) -> np.ndarray[Any, Any]:
+    """A tensor's logical C-order bytes as uint8 numpy (every dtype, bfloat16 included; equal to numpy's
+    bytes where numpy has the dtype). A device tensor is copied to the host first, which waits for it:
+    this runs only when failure evidence is written, never per launch."""
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.resolve_conj().resolve_neg().contiguous().reshape(-1)
+    import torch  # the tensor's own library, already imported by whoever made it
+
+    host: Any = t.view(torch.uint8).numpy()
+    return np.asarray(host)
+
+
 def _device_to_host(obj: Any, stream: Any) -> np.ndarray[Any, Any]:
     if callable(getattr(obj, "to_host", None)):
         host: Any = obj.to_host()  # synchronises the device first
@@ -67,6 +86,12 @@ def _host_parts(obj: Any, stream: Any, out: list[_Part]) -> str:
         return ""
     if isinstance(obj, (bytes, bytearray)):
         out.append(obj)
+        return ""
+    if _is_torch_tensor(obj):
+        try:
+            out.append(_torch_bytes(obj))
+        except Exception as err:  # a dead context (a CUDA tensor after a sticky fault), a sparse layout
+            return f"tensor could not be read: {type(err).__name__}: {_safe_str(err)}"
         return ""
     if _is_device_array(obj):
         try:
@@ -152,7 +177,8 @@ def output_digest(obj: Any, *, stream: Any = None) -> int | None:
     Takes bytes, bytearray, memoryview and other buffer-protocol objects
     (pinned host buffers), numpy arrays of any dtype and layout (the C-order
     bytes of the logical array, as ``tobytes()`` gives them; a contiguous array
-    is hashed in place), CuPy arrays (copied to the host on ``stream``), a
+    is hashed in place), PyTorch tensors (their logical bytes the same way; a
+    CUDA tensor is copied to the host), CuPy arrays (copied to the host on ``stream``), a
     backend's device buffer (anything with ``to_host()``), or a list/tuple of
     these (hashed as one concatenated stream). Returns None when a
     device array can no longer be read (a dead context) — never raises for

@@ -53,6 +53,9 @@ class _StreamState:
     # Objects for the same stream that take no weakref, kept alive so that their id keys stay theirs.
     aliases: list[Any] = field(default_factory=list)
     thread: threading.Thread | None = None  # a per-thread default stream: the thread it belongs to
+    # The backend's own object for another library's stream (a CuPy ExternalStream of a torch stream's
+    # handle), held while the library's object (``stream_ref``) lives; None: that object is the backend's.
+    native: Any = None
 
     #: The slots of this stream as arithmetic runs ``[first, stride, count]`` (the sidecar's stream table).
     runs: list[list[int]] = field(default_factory=list)
@@ -71,8 +74,9 @@ class _StreamState:
 
     @property
     def stream(self) -> Any:
-        """The stream object (None once it is gone: never pass that on to a backend)."""
-        return self.stream_ref()
+        """The stream object to launch on (None once it is gone: never pass that on to a backend)."""
+        s = self.stream_ref()
+        return s if s is None or self.native is None else self.native
 
     @property
     def gone(self) -> bool:

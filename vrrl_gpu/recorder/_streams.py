@@ -98,10 +98,11 @@ class StreamTable:
     def open(self, stream: Any, key: StreamKey) -> _StreamState:
         """A new state with its ring (caller checked that ``stream`` is not capturing)."""
         self.sweep()
+        native = self._backend.native_stream(stream)
         ring, ptrs, release = self._pool.pop() if self._pool else self.new_ring()
         try:
             pack = self._backend.bind_pack(
-                ptrs, stream=stream, tenant_id=self._opts.tenant_id, ts_offset=self._ts_offset
+                ptrs, stream=native, tenant_id=self._opts.tenant_id, ts_offset=self._ts_offset
             )
         except BaseException:
             self._pool.append((ring, ptrs, release))
@@ -120,6 +121,7 @@ class StreamTable:
             produced=ring.producer_cell(),
             # Backpressure holds the host a window behind the consumer; without it nothing waits.
             limit=ring.consumer_position + len(window) - 1 if self._opts.backpressure else 1 << 62,
+            native=native if native is not stream else None,
         )
         self._next_index += 1
         self.states[key] = st
@@ -262,6 +264,7 @@ class StreamTable:
     def capture_state(self, key: StreamKey, stream: Any) -> _StreamState:
         """For a stream first seen while it captures: no ring of its own (making one would allocate)."""
         ring, ptrs, _counter = self.capture_ring()
+        native = self._backend.native_stream(stream)
         return _StreamState(
             key=key[0],
             index=-1,
@@ -271,4 +274,5 @@ class StreamTable:
             release=lambda ok: None,
             window=[None],
             capturing=1,  # its launches always take the device-sequenced path (it has no pack of its own)
+            native=native if native is not stream else None,
         )
