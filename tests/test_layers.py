@@ -25,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "backends": {"errors", "format", "evidence", "capture"},
     "recorder": {"errors", "format", "evidence", "capture", "backends"},
     "reproduce": {"errors", "format", "evidence", "capture", "backends", "recorder"},
+    "torch": {"errors", "format", "evidence", "capture", "backends", "recorder", "reproduce"},
     "analysis": {"errors", "_version", "format", "evidence"},
     "_cli": {
         "errors",

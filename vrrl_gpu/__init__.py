@@ -3,13 +3,14 @@
 Every recorded kernel launch makes the GPU write a 64-byte breadcrumb into
 page-locked host memory; a host thread drains them into a VRRL v1 ring file;
 CUDA failures become classified failure evidence. ``import vrrl_gpu`` never
-imports CuPy or touches CUDA.
+imports CuPy or PyTorch or touches CUDA.
 
 The top level holds what a user of the recorder needs; the layers are public
 subpackages, each owning its ``__all__``: :mod:`vrrl_gpu.format` (the record,
 the ring file, the sidecar), :mod:`vrrl_gpu.evidence`, :mod:`vrrl_gpu.capture`
 (kernels, staging, drain, recovery), :mod:`vrrl_gpu.backends`,
 :mod:`vrrl_gpu.recorder`, :mod:`vrrl_gpu.reproduce` and :mod:`vrrl_gpu.analysis`.
+:mod:`vrrl_gpu.torch` (PyTorch and Triton; the ``torch`` extra) is imported only by name.
 """
 
 from __future__ import annotations

@@ -17,10 +17,13 @@ except ImportError as e:  # pragma: no cover - CI installs torch
 from vrrl_gpu.torch._ops import FLAG_INPLACE, FLAG_OUT, RecordOps, record_ops
 from vrrl_gpu.torch._replay import op_registry, resolve_op
 from vrrl_gpu.torch._signatures import DTYPE_CODES, NO_TENSOR
+from vrrl_gpu.torch._triton import TritonHooks, record_triton
 
 __all__ = [
     "record_ops",
     "RecordOps",
+    "record_triton",
+    "TritonHooks",
     "op_registry",
     "resolve_op",
     "FLAG_INPLACE",
