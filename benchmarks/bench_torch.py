@@ -2,14 +2,14 @@
 
 Run: python benchmarks/bench_torch.py [--device auto|cupy|twin] [--ops 3000]
 
-Host µs per aten op of a small eager op (``x + 1`` on 16 floats) bare, under an empty TorchDispatchMode
-(what any Python dispatch mode costs), under ``record_ops`` with and without call signatures, in
-``begin`` and ``begin+end`` modes, and with every backend launch a no-op (``CountingBackend(noop=True)``:
-the Python work of record_ops and the recorder alone). The overhead is recorded minus bare. Target (issue 14): <= 25 % of a
-typical eager op's host time on a GPU. On the twin the ops are CPU ops and the breadcrumbs go through the
-twin's pack kernel on its worker threads: those figures describe this machine's CPU path, not a GPU; the
-GPU figures are measured only where ``torch.cuda.is_available()`` and the CuPy backend work, and are
-printed as "not measured" otherwise.
+Host µs per aten op of a small eager op (``x + 1`` on 16 floats): bare; under an empty TorchDispatchMode
+(what any Python dispatch mode costs); under ``record_ops`` with and without call signatures, in
+``begin`` and ``begin+end`` modes; and with every backend launch a no-op (``CountingBackend(noop=True)``:
+the Python work of record_ops and the recorder alone). The overhead is recorded minus bare. Target
+(issue 14): <= 25 % of a typical eager op's host time on a GPU. On the twin the ops are CPU ops and the
+breadcrumbs go through the twin's pack kernel on its worker threads: those figures describe this
+machine's CPU path, not a GPU. GPU figures are measured only where ``torch.cuda.is_available()`` and the
+CuPy backend work, and are printed as "not measured" otherwise.
 """
 
 from __future__ import annotations

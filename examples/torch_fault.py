@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     names = side.opcode_names if side is not None else {}
     with RingLog.open(a.log, readonly=True) as log:
         recs = log.records()
-    bad = recs[(recs["slot_status"] == SlotStatus.FAILED_AT_LAUNCH) | (recs["slot_status"] == SlotStatus.FAULTED)]
+    status = recs["slot_status"]
+    bad = recs[(status == SlotStatus.FAILED_AT_LAUNCH) | (status == SlotStatus.FAULTED)]
     print(f"raised: {type(failed).__name__}: {str(failed).splitlines()[0] if failed else '-'}")
     for r in bad:
         status = SlotStatus(int(r["slot_status"])).name
