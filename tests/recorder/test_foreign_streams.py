@@ -46,6 +46,7 @@ def test_a_cuda_stream_protocol_object_records_on_the_stream_it_names(tmp_path: 
         rec.synchronize()
     recs = log_records(path)
     begins = recs[recs["slot_status"] == SlotStatus.BEGIN]
+    begins = begins[np.argsort(begins["slot_idx"], kind="stable")]  # rings drain in any order between streams
     assert begins["args"][:, 0].tolist() == [0, 1, 2, 3, 4]
     got = streams_of(path, begins)
     assert got.tolist() == [0, 0, 0, 1, 0]

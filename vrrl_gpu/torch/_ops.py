@@ -91,9 +91,8 @@ class RecordOps(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's 
             self._table.flush()
         self._natives.clear()  # the streams' wrappers go: their rings retire once drained
 
-    def _stream_for(self, t: _Tensor | None) -> Any:
-        if self._stream is not None or t is None or not t.is_cuda:
-            return self._stream  # None: the backend's current stream
+    def _stream_for(self, t: _Tensor) -> Any:
+        """The backend's object for the current CUDA stream of ``t``'s device (made once per handle)."""
         handle = _current_raw_stream(t.device)
         native = self._natives.get(handle)
         if native is None:
@@ -110,41 +109,46 @@ class RecordOps(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's 
         if kwargs is None:
             kwargs = {}
         rec = self._rec
-        if not self._active or rec.poisoned:
+        if not self._active or rec._poison is not None:
             # A poisoned recorder: the op's own CUDA error, not ours, is what the caller must see.
             return func(*args, **kwargs)
+        # The per-op path: every Python call here costs about as much as the breadcrumb itself.
         first: _Tensor | None = None
         n = 0
-        for a in itertools.chain(args, kwargs.values()):
-            if type(a) is _Tensor or isinstance(a, _Tensor):
-                n += 1
-                if first is None:
-                    first = a
-            elif isinstance(a, (list, tuple)):
-                for x in a:
-                    if isinstance(x, _Tensor):
-                        n += 1
-                        if first is None:
-                            first = x
+        for a in (args, kwargs.values()) if kwargs else (args,):
+            for v in a:
+                if isinstance(v, _Tensor):
+                    n += 1
+                    if first is None:
+                        first = v
+                elif type(v) is list or type(v) is tuple:
+                    for x in v:
+                        if isinstance(x, _Tensor):
+                            n += 1
+                            if first is None:
+                                first = x
         if self.devices:
             dev = first.device.type if first is not None else _factory_device(kwargs)
             if dev not in self.devices:
                 return func(*args, **kwargs)
         table = self._table
         assert table is not None
-        opcode, inplace = table.opcode(func)
+        got = table.opcodes.get(func)
+        opcode, inplace = got if got is not None else table.opcode(func)
         flags = (FLAG_INPLACE if inplace else 0) | (FLAG_OUT if "out" in kwargs else 0)
+        stream = self._stream
         if first is not None:
             numel = first.numel()
             w1 = numel if numel <= _U32 else _U32
             w2 = DTYPE_CODES.get(first.dtype, 0) | min(first.dim(), 255) << 8
+            if stream is None and first.is_cuda:
+                stream = self._stream_for(first)
         else:
             w1, w2 = 0, NO_TENSOR
         w2 |= min(n, 255) << 16 | flags << 24
         sig = table.signature(func, args, kwargs) if self._signatures else 0
-        words = (next(self._counter) & _U32, w1, w2, sig)
         self.calls += 1
-        with rec.slot(opcode, words, stream=self._stream_for(first)):
+        with rec.slot(opcode, (next(self._counter) & _U32, w1, w2, sig), stream=stream):
             return func(*args, **kwargs)
 
 

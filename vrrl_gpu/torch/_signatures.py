@@ -84,9 +84,10 @@ def describe(v: Any) -> Any:
 def _key(v: Any) -> Any:
     """A hashable stand-in of :func:`describe` (the per-op look-up; describe runs once per new key)."""
     if isinstance(v, torch.Tensor):
-        if v.device.type == "cpu" and v.dtype in _INT_KINDS and v.numel() <= VALUES_UP_TO:
-            return (v.shape, v.dtype, v.device.type, tuple(v.reshape(-1).tolist()))
-        return (v.shape, v.dtype, v.device.type)
+        dtype = v.dtype
+        if v.is_cpu and dtype in _INT_KINDS and v.numel() <= VALUES_UP_TO:
+            return (v.shape, dtype, True, tuple(v.reshape(-1).tolist()))
+        return (v.shape, dtype, v.is_cpu or v.device)
     if isinstance(v, (list, tuple)):
         return tuple(_key(x) for x in v)
     if isinstance(v, float) and math.isnan(v):
@@ -120,7 +121,7 @@ class OpTable:
 
     def signature(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
         """The 1-based index of this call's signature (0: the table is full)."""
-        key: Any = (func, tuple(_key(a) for a in args), tuple((k, _key(v)) for k, v in kwargs.items()))
+        key: Any = (func, *[_key(a) for a in args], *[(k, _key(v)) for k, v in kwargs.items()])
         try:
             found = self._by_key.get(key)
         except TypeError:  # an unhashable argument nobody anticipated: describe it, never fail the op
