@@ -19,7 +19,7 @@ import vrrl_gpu
 from tests.helpers.gpu import gpu_status
 from vrrl_gpu.backends import Backend, RingPointers, TwinBackend, TwinCudaError, _host, _registry, get_backend
 from vrrl_gpu.backends import _cupy as cupy_mod
-from vrrl_gpu.backends._base import HostAllocation, normalize_dims, numpy_args, pack_args
+from vrrl_gpu.backends._base import HostAllocation, KernelHandle, normalize_dims, numpy_args, pack_args
 from vrrl_gpu.capture import StagingRing, kernel_source, parse_kernels
 from vrrl_gpu.errors import BackendUnavailableError, CudaUnavailableError, KernelArgumentError, VrrlWarning
 
@@ -450,6 +450,49 @@ def test_cupy_bound_pack_points_cupy_at_the_exact_parameter_values() -> None:
     base = (ring.records_ptr, ring.commits_ptr, 4095)
     rest = (9, 7, 0xABCDEF01, 1, 2, 3, 2**32 - 1, 11, 1, -(10**9))
     assert values == [(*base, 5, *rest), (*base, 2**40 + 3, *rest)]
+
+
+def test_cupy_bound_launch_converts_only_the_kernels_own_arguments_per_call() -> None:
+    """Without a GPU: CupyBackend.bind_launch hands CuPy the bound parameters as CNumpyArrays made once (the
+    same objects every call) and the varying u32s through one block rewritten per call, at their exact
+    widths; the kernel's own arguments are converted like launch() converts them."""
+    import contextlib
+    import ctypes
+
+    cupy = pytest.importorskip("cupy")
+    from vrrl_gpu.backends._cupy import CupyBackend
+
+    calls: list[tuple[Any, ...]] = []
+    be = object.__new__(CupyBackend)
+    be._cp = cupy
+    be._device_id = 0
+    be._device = contextlib.nullcontext  # type: ignore[method-assign]
+    sig = parse_kernels(
+        'extern "C" __global__ void k(float* out, int n, unsigned long long* ring, long long ts, '
+        "unsigned int op, unsigned int slot, unsigned int epoch) {}"
+    )["k"]
+    widths = {"<u8": ctypes.c_uint64, "<i8": ctypes.c_int64, "<u4": ctypes.c_uint32}
+    order = ("<u8", "<i8", "<u4", "<u4", "<u4")
+
+    def native(grid: Any, block: Any, args: tuple[Any, ...], **kw: Any) -> None:
+        # What cuLaunchKernel would copy: the values behind the pointers at the call.
+        values = tuple(widths[w].from_address(a.ptr).value for a, w in zip(args[2:], order, strict=True))
+        calls.append((grid, block, args, kw, values))
+
+    handle = KernelHandle(name="k", source=Path("k.cu"), signature=sig, native=native, backend=be)
+    bound = be.bind_launch(handle, 2, (0x7F00_0000_1000, -(10**9), 0xABCDEF01))
+    s = SimpleNamespace(ptr=0x1234)
+    for slot, epoch in ((3, 9), (2**32 - 1, 0)):
+        bound(4, (32,), (0x5000, 77), (slot, epoch), s, 0)
+    for grid, block, args, kw, _values in calls:
+        assert (grid, block, kw) == ((4, 1, 1), (32, 1, 1), {"shared_mem": 0, "stream": s})
+        assert args[0] == np.uint64(0x5000)
+        assert type(args[1]) is np.int32
+        assert args[1] == 77
+        assert all(isinstance(a, cupy.cuda.function.CPointer) for a in args[2:])
+    fixed = (0x7F00_0000_1000, -(10**9), 0xABCDEF01)
+    assert [c[4] for c in calls] == [(*fixed, 3, 9), (*fixed, 2**32 - 1, 0)]
+    assert [a.ptr for a in calls[0][2][2:]] == [a.ptr for a in calls[1][2][2:]]  # bound once
 
 
 # ---- stream keys -------------------------------------------------------------------------------------

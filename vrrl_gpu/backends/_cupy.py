@@ -6,6 +6,7 @@ and 6; CuPy's exceptions propagate unchanged (the recorder classifies them).
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ import numpy.typing as npt
 
 from vrrl_gpu.backends._base import (
     Backend,
+    BoundLauncher,
     DeviceBuffer,
     DeviceCounter,
     HostAllocation,
@@ -58,6 +60,9 @@ _CALIBRATION_ROUNDS = 9
 # opcode, a0..a3, epoch, slot_status (u32), 4 bytes of padding, ts_offset (i64). Only seq .. slot_status
 # change per launch.
 _PACK_BLOCK = struct.Struct("<4Q9I4xq")
+# numpy dtypes of the parameter codes (capture/_kernels.py), for parameters bound once.
+_NUMPY_CODES = {"p": "<u8", "?": "?", "b": "<i1", "B": "<u1", "h": "<i2", "H": "<u2", "i": "<i4", "I": "<u4",
+                "q": "<i8", "Q": "<u8", "f": "<f4", "d": "<f8"}  # fmt: skip
 _PACK_VARYING = struct.Struct("<Q9I")
 _PACK_VARYING_AT = 24
 _PACK_FIELDS = ((0, "<u8"), (8, "<u8"), (16, "<u8"), (24, "<u8"), *((32 + 4 * i, "<u4") for i in range(9)),
@@ -333,6 +338,35 @@ class CupyBackend(Backend):
             w0, w1, w2, w3 = words
             pack_into(block, _PACK_VARYING_AT, seq, slot_idx, tenant, opcode, w0, w1, w2, w3, epoch, status)
             fn(one, one, args, 0, sref())
+
+        return bound
+
+    def bind_launch(self, kernel: KernelHandle, own: int, fixed: Sequence[int]) -> BoundLauncher:
+        """``fixed`` as ``CNumpyArray``s made once and the varying u32s in one block rewritten per call
+        (``cuLaunchKernel`` copies the values at the call): per launch only the kernel's own ``own``
+        arguments are converted (not yet run on a GPU)."""
+        params = kernel.signature.params
+        n_var = len(params) - own - len(fixed)
+        if own < 0 or n_var < 0 or any(p.code != "I" for p in params[len(params) - n_var :]):
+            raise ValueError(f"{kernel.name}: cannot bind {len(fixed)} parameters after {own} with u32s last")
+        cpointer = self._cp.cuda.function.CNumpyArray
+        bound_params = params[own : own + len(fixed)]
+        tail = tuple(cpointer(np.array([int(v)], dtype=np.dtype(_NUMPY_CODES[p.code])))
+                     for p, v in zip(bound_params, fixed, strict=True))  # fmt: skip
+        block: Any = np.zeros(max(1, n_var), dtype=np.uint32)
+        var = tuple(cpointer(block[i : i + 1]) for i in range(n_var))
+        pack_into = struct.Struct(f"<{n_var}I").pack_into
+        sub = dataclasses.replace(kernel.signature, params=params[:own])  # numpy_args caches by this object
+        fn = kernel.native
+        hook = self._cupy_pointer
+
+        def bound(
+            grid: Any, block_dims: Any, args: Sequence[object], varying: Sequence[int], stream: Any, shm: int
+        ) -> None:
+            conv = numpy_args(sub, args, hook)
+            pack_into(block, 0, *varying)
+            fn(normalize_dims(grid, "grid"), normalize_dims(block_dims, "block"), (*conv, *tail, *var),
+               shared_mem=int(shm), stream=stream)  # fmt: skip
 
         return bound
 
