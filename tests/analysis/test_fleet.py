@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.analysis_logs import run_rows, write_log
-from tests.helpers.fleet import LAUNCHES, PER_EPOCH, Fleet
+from tests.helpers.fleet import LAUNCHES, PER_EPOCH, Fleet, subset_of
 from vrrl_gpu._cli import main
 from vrrl_gpu._cli._fleet_cmds import print_fleet
 
@@ -20,7 +20,6 @@ duckdb = pytest.importorskip("duckdb", reason="duckdb (the analysis extra) is no
 pytest.importorskip("pyarrow", reason="pyarrow (the analysis extra) is not installed")
 
 from vrrl_gpu.analysis._fleet import FleetResult, analyze_fleet, keep_rows  # noqa: E402
-from vrrl_gpu.analysis._fleet_dataset import export_fleet  # noqa: E402
 from vrrl_gpu.analysis._fleet_logs import find_logs, identify_logs  # noqa: E402
 
 FULL = (LAUNCHES - 1) // PER_EPOCH, LAUNCHES - 1  # (epoch, slot) of a rank that ran every launch
@@ -29,22 +28,6 @@ FULL = (LAUNCHES - 1) // PER_EPOCH, LAUNCHES - 1  # (epoch, slot) of a rank that
 @pytest.fixture(scope="session")
 def result(fleet: Fleet) -> FleetResult:
     return analyze_fleet([str(fleet.root)])
-
-
-def _subset(fleet: Fleet) -> list[str]:
-    """Every incident's rank and the first 150 logs: a dataset of the whole fleet takes a while to write."""
-    s = fleet.spec
-    ranks = {s.hung, s.faulted_first, s.damaged_header, s.damaged_slot, s.missing, s.no_sidecar_from,
-             *(r for r, _ in s.late_failures), *(r for r, _ in s.lagging)}  # fmt: skip
-    paths = fleet.paths()
-    return [str(p) for i, p in enumerate(paths) if i < 150 or int(p.stem.removeprefix("rank")) in ranks]
-
-
-@pytest.fixture(scope="session")
-def dataset(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dataset") / "fleet"
-    export_fleet(_subset(fleet), out)
-    return out
 
 
 def _progress(slot: int) -> tuple[int, int]:
@@ -119,7 +102,7 @@ def test_last_launch_per_rank_and_stream(fleet: Fleet, result: FleetResult) -> N
 
 
 def test_the_dataset_gives_the_same_answers(fleet: Fleet, dataset: Path) -> None:
-    subset = _subset(fleet)
+    subset = subset_of(fleet)
     manifest = json.loads((dataset / "_vrrl_fleet.json").read_text())
     # The sidecars say 1,000 ranks, so every rank without a log in the subset is listed as missing.
     assert len(manifest["ranks"]) == fleet.spec.ranks

@@ -187,3 +187,12 @@ def build_fleet(root: Path, spec: FleetSpec | None = None, *, twin: bool = True)
                 f.seek(32 + 64 * 3)
                 f.write(b"\x01\x02\x03\x04")
     return fleet
+
+
+def subset_of(fleet: Fleet) -> list[str]:
+    """Every incident's rank and the first 150 logs: a dataset of the whole fleet takes a while to write."""
+    s = fleet.spec
+    ranks = {s.hung, s.faulted_first, s.damaged_header, s.damaged_slot, s.missing, s.no_sidecar_from,
+             *(r for r, _ in s.late_failures), *(r for r, _ in s.lagging)}  # fmt: skip
+    paths = fleet.paths()
+    return [str(p) for i, p in enumerate(paths) if i < 150 or int(p.stem.removeprefix("rank")) in ranks]

@@ -13,11 +13,13 @@ import numpy as np
 import numpy.typing as npt
 
 from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds
-from vrrl_gpu._cli._fleet_cmds import cmd_export_fleet, is_fleet_input
+from vrrl_gpu._cli._fleet_cmds import cmd_export_fleet, cmd_report_fleet, is_fleet_input, time_window
 from vrrl_gpu._cli._output import format_timestamp, opcode_names_for, print_table, record_dicts, streams_for
 from vrrl_gpu._cli._progress import progress_bar
 from vrrl_gpu.analysis._diff import diff_records
 from vrrl_gpu.analysis._export import export_log, merge_to
+from vrrl_gpu.analysis._fleet import is_dataset
+from vrrl_gpu.analysis._fleet_report import DEFAULT_BINS
 from vrrl_gpu.analysis._follow import LogFollower
 from vrrl_gpu.analysis._launches import code_label
 from vrrl_gpu.analysis._report import DEFAULT_LAST, write_report
@@ -136,15 +138,36 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
-        "report", help="write one self-contained HTML page: summary, failures, timeline, opcodes"
+        "report",
+        help="write one self-contained HTML page: summary, failures, timeline, opcodes; of many logs (a "
+        "folder, a glob, several paths, or a fleet dataset): one lane per rank and stream",
     )
-    p.add_argument("log", help="path of a VRRL v1 log")
+    p.add_argument(
+        "logs",
+        nargs="+",
+        metavar="LOG",
+        help="a VRRL v1 log; or rank logs (paths, folders, glob patterns) or a dataset folder: a fleet page",
+    )
     p.add_argument(
         "-o", "--output", required=True, metavar="OUT", help="the HTML file ('-': standard output)"
     )
     p.add_argument(
         "--last", type=positive_int, default=DEFAULT_LAST, help=f"launches on the timeline ({DEFAULT_LAST})"
     )
+    p.add_argument(
+        "--window",
+        type=time_window,
+        metavar="START..END",
+        help="only this time span: each end ns since the epoch, ISO 8601, or -SECONDS before the newest "
+        "record; either may be left out (--window=-300.. is the last five minutes)",
+    )
+    p.add_argument(
+        "--bins",
+        type=positive_int,
+        default=DEFAULT_BINS,
+        help=f"fleet page: time bins per lane ({DEFAULT_BINS})",
+    )
+    p.add_argument("--world-size", type=positive_int, metavar="N", help="fleet page: the job's ranks")
     p.add_argument("--force", action="store_true", help="replace OUT when it exists")
     p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing the log")
     p.set_defaults(func=cmd_report)
@@ -408,7 +431,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    n = write_report(args.log, args.output, last=args.last, force=args.force, salvage=args.salvage)
+    if is_fleet_input(args.logs) or is_dataset(args.logs[0]):
+        return cmd_report_fleet(args)
+    (log,) = args.logs
+    n = write_report(
+        log, args.output, last=args.last, force=args.force, salvage=args.salvage, window=args.window
+    )
     print(f"{args.output}: report of {n:,} record(s)", file=_summary_to(args.output))
     return 0
 

@@ -19,7 +19,7 @@ from vrrl_gpu._cli._progress import progress_bar
 from vrrl_gpu.analysis._fleet import DEFAULT_HANG_AFTER_S, FleetResult, analyze_fleet
 from vrrl_gpu.format._layout import FailureClass
 
-__all__ = ["register", "since_time", "is_fleet_input", "cmd_export_fleet"]
+__all__ = ["register", "since_time", "time_window", "is_fleet_input", "cmd_export_fleet", "cmd_report_fleet"]
 
 #: Rows of each table before ``--all`` is needed (the JSON always has every row).
 _SHOWN = 20
@@ -40,6 +40,23 @@ def since_time(text: str) -> int:
         d = d.replace(tzinfo=_dt.timezone.utc)
     delta = d - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
     return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+
+
+def time_window(text: str) -> tuple[int | _dt.timedelta | None, int | _dt.timedelta | None]:
+    """``START..END``: each end ns, ISO 8601 or ``-SECONDS`` (before the newest record), or empty."""
+    if ".." not in text:
+        raise argparse.ArgumentTypeError(f"expected START..END (either may be empty), got {text!r}")
+    a, b = text.split("..", 1)
+
+    def end(s: str) -> int | _dt.timedelta | None:
+        s = s.strip()
+        if not s:
+            return None
+        if s.startswith("-"):
+            return _dt.timedelta(seconds=_seconds(s[1:]))
+        return since_time(s)
+
+    return end(a), end(b)
 
 
 def _seconds(text: str) -> float:
@@ -293,5 +310,25 @@ def cmd_export_fleet(args: argparse.Namespace) -> int:
     print(
         f"{s.out}: {s.records:,} record(s) of {live} rank log(s) in {s.files} file(s) "
         f"(parquet dataset, rank=N/)"
+    )
+    return 0
+
+
+def cmd_report_fleet(args: argparse.Namespace) -> int:
+    """``vrrl report`` of many logs or a dataset: the fleet page (``_fleet_report``)."""
+    from vrrl_gpu.analysis._fleet_report import write_fleet_report
+
+    res = write_fleet_report(
+        args.logs,
+        args.output,
+        window=args.window,
+        bins=args.bins,
+        force=args.force,
+        world_size=args.world_size,
+    )
+    live = sum(r.state != "missing" for r in res.ranks)
+    print(
+        f"{args.output}: fleet report of {live} rank log(s)",
+        file=sys.stderr if args.output == "-" else sys.stdout,
     )
     return 0

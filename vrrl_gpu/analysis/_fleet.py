@@ -13,6 +13,7 @@ synchronisation (NTP/PTP; typically well under a millisecond, far below the gaps
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -287,15 +288,28 @@ def _dataset_relation(con: Any, root: Path) -> list[RankLog]:
     if not ranks:
         rows = con.execute(
             f"SELECT CAST(rank AS BIGINT), any_value(host), any_value(device), any_value(device_uuid), "
-            f"any_value(pid), any_value(tenant), count(*) "
+            f"any_value(pid), any_value(tenant), count(*), min(timestamp_ns), max(timestamp_ns) "
             f"FROM read_parquet({glob}, hive_partitioning = true) "
             f"GROUP BY 1 ORDER BY 1"
         ).fetchall()
         ranks = [
             RankLog(rank=int(r), path=str(root / f"rank={r}"), rank_source="partition", host=h or "",
-                    device=d or "", device_uuid=u or "", pid=int(p or 0), tenant=int(t or 0), records=int(n))
-            for r, h, d, u, p, t, n in rows
+                    device=d or "", device_uuid=u or "", pid=int(p or 0), tenant=int(t or 0), records=int(n),
+                    first_ns=int(lo), last_ns=int(hi))
+            for r, h, d, u, p, t, n, lo, hi in rows
         ]  # fmt: skip
+    elif any(r.records and r.first_ns is None for r in ranks):  # a manifest from before first/last_ns
+        span = {
+            int(r): (int(lo), int(hi))
+            for r, lo, hi in con.execute(
+                f"SELECT CAST(rank AS BIGINT), min(timestamp_ns), max(timestamp_ns) "
+                f"FROM read_parquet({glob}, hive_partitioning = true) GROUP BY 1"
+            ).fetchall()
+        }
+        ranks = [
+            dataclasses.replace(r, first_ns=span[r.rank][0], last_ns=span[r.rank][1]) if r.rank in span else r
+            for r in ranks
+        ]
     return ranks
 
 

@@ -58,6 +58,7 @@ class RankLog:
     ``state``: ``ok``, ``damaged`` (read with salvage, or not readable at all: ``reason`` says which) or
     ``missing`` (named, or expected from the world size, but not there). ``rank_source``: which rule of
     this module's docstring gave the rank (``sidecar``, ``tenant``, ``file name``, ``order``, ``world size``).
+    ``first_ns`` / ``last_ns``: the oldest and newest timestamp of any of its records (None: no records).
     """
 
     rank: int
@@ -72,6 +73,8 @@ class RankLog:
     tenant: int = 0
     records: int = 0
     world_size: int | None = None
+    first_ns: int | None = None
+    last_ns: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -268,5 +271,13 @@ def load_log(log: RankLog, sidecar: Sidecar | None = None) -> LoadedLog:
         if table is not None:
             streams = StreamMapper(table, active=not holds_session_start(recs, table.nonce))(recs)
     state = "damaged" if reasons else "ok"
-    done = dataclasses.replace(log, state=state, reason="; ".join(reasons), records=int(recs.shape[0]))
+    ts = recs["timestamp_ns"]
+    done = dataclasses.replace(
+        log,
+        state=state,
+        reason="; ".join(reasons),
+        records=int(recs.shape[0]),
+        first_ns=int(ts.min()) if ts.size else None,
+        last_ns=int(ts.max()) if ts.size else None,
+    )
     return LoadedLog(done, recs, streams, names)

@@ -439,8 +439,13 @@ def write_report(
     last: int = DEFAULT_LAST,
     force: bool = False,
     salvage: bool = False,
+    window: tuple[Any, Any] | None = None,
 ) -> int:
-    """Render the report of the log at ``path`` into ``out``; returns the number of records."""
+    """Render the report of the log at ``path`` into ``out``; returns the number of records shown.
+
+    ``window``: only the records in this time span (``_fleet_report.resolve_window``: ns, a timedelta
+    before the newest record, or None for that end of the log).
+    """
     from vrrl_gpu.analysis.exporters._output import AtomicOutput
     from vrrl_gpu.analysis.exporters._rows import opcode_names_of
     from vrrl_gpu.format._ringlog import RingLog
@@ -458,11 +463,18 @@ def write_report(
         header["damaged slots skipped"] = len(scan.corrupt_slots) + scan.missing_slots
     from vrrl_gpu.analysis._streams import streams_of
 
-    streams = streams_of(p, scan.records)
+    records = scan.records
+    streams = streams_of(p, records)
+    if window is not None and records.shape[0]:
+        from vrrl_gpu.analysis._fleet_report import resolve_window
+
+        ts = records["timestamp_ns"]
+        lo, hi = resolve_window(int(ts.min()), int(ts.max()), window)
+        keep = (ts >= np.uint64(max(lo, 0))) & (ts <= np.uint64(max(hi, 0)))
+        records, streams = records[keep], streams[keep]
+        header["window"] = f"{_utc(lo)} + {_fmt_ns(hi - lo)}"
     names = opcode_names_of(p)
-    page = render_report(
-        scan.records, source=p, opcode_names=names, header=header, last=last, streams=streams
-    )
+    page = render_report(records, source=p, opcode_names=names, header=header, last=last, streams=streams)
     target = AtomicOutput(out, force=force)
     try:
         with open(target.tmp, "w", encoding="utf-8") as f:
@@ -471,4 +483,4 @@ def write_report(
     except BaseException:
         target.abort()
         raise
-    return int(scan.records.shape[0])
+    return int(records.shape[0])
