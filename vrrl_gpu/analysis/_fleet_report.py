@@ -53,7 +53,9 @@ _META = int(SlotStatus.META)
 _PLOT_W = 900
 _LABEL_W = 300
 _MAX_LABELS = 60
-_FAILURE_COLS = ("rank", "after", "stream", "slot", "epoch", "opcode", "status", "class", "code", "host", "time")
+_FAILURE_COLS = (
+    "rank", "after", "stream", "slot", "epoch", "opcode", "status", "class", "code", "host", "time",
+)  # fmt: skip
 
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d1d1f;background:#fff}
