@@ -100,3 +100,18 @@ def test_the_fleet_page_renders_in_headless_chromium(page: Path, tmp_path: Path)
     assert reds.sum() > 50, "no red: the first failure did not render"
     purple = (pixels[..., 0] > 90) & (pixels[..., 0] < 150) & (pixels[..., 1] < 90) & (pixels[..., 2] > 130)
     assert purple.sum() > 20, "no purple: the hang suspect's label did not render"
+
+
+def test_a_long_timeline_is_binned(tmp_path: Path) -> None:
+    from tests.helpers.analysis_logs import run_rows, write_log
+
+    log = write_log(tmp_path / "long.vrrl", run_rows(3000, tenants=2, fault_after=2990))
+    out = tmp_path / "long.html"
+    assert main(["report", str(log), "-o", str(out), "--last", "3000"]) == 0
+    text = out.read_text()
+    assert 'class="launch-bin"' in text and 'class="launch"' not in text  # noqa: PT018
+    assert "in 300 time bins per track" in text
+    assert 'class="crash-window"' in text and 'class="failure"' in text  # noqa: PT018
+    short = tmp_path / "short.html"
+    assert main(["report", str(log), "-o", str(short), "--last", "100"]) == 0
+    assert short.read_text().count('class="launch"') == 100

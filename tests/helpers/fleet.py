@@ -196,3 +196,26 @@ def subset_of(fleet: Fleet) -> list[str]:
              *(r for r, _ in s.late_failures), *(r for r, _ in s.lagging)}  # fmt: skip
     paths = fleet.paths()
     return [str(p) for i, p in enumerate(paths) if i < 150 or int(p.stem.removeprefix("rank")) in ranks]
+
+
+def million_record_log(path: Path, records: int = 1 << 20, *, tracks: int = 4) -> Path:
+    """A full log written with numpy: ``records // 2`` launches (BEGIN + COMPLETED, 250 ns apart) round-robin
+    over ``tracks`` tenant ids, epoch = slot // 1000, the last launch faulted (ProgramBug, code 700)."""
+    a = np.zeros(records, RECORD_DTYPE)
+    a["magic"] = RECORD_MAGIC
+    i = np.arange(records, dtype=np.uint64)
+    slot = i // np.uint64(2)
+    a["timestamp_ns"] = np.uint64(1_700_000_000_000_000_000) + i * np.uint64(250)
+    a["slot_idx"] = slot
+    a["tenant_id"] = slot % np.uint64(tracks)
+    a["opcode"] = np.array(OP_LIST, np.uint32)[(slot % np.uint64(3)).astype(np.int64)]
+    a["epoch"] = slot // np.uint64(1000)
+    a["slot_status"] = np.where(i % np.uint64(2) == 0, int(SlotStatus.BEGIN), int(SlotStatus.COMPLETED))
+    a["args"][:, 0] = slot
+    a[-1]["slot_status"] = int(SlotStatus.FAULTED)
+    a[-1]["failure_class"] = int(FailureClass.PROGRAM_BUG)
+    a[-1]["backend_error_code"] = 700
+    with RingLog.open(path, capacity=records) as log:
+        log.extend(a)
+    path.with_name(path.name + ".json").write_text(json.dumps(Sidecar(opcode_names=dict(OPS)).to_json()))
+    return path

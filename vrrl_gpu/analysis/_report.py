@@ -34,6 +34,10 @@ __all__ = ["DEFAULT_LAST", "render_report", "write_report"]
 #: How many of the newest launches the timeline shows by default.
 DEFAULT_LAST = 200
 _MAX_LANES = 24
+#: More launches than this on the timeline are drawn as bins (a rectangle per run of equal bins), not one by
+#: one: 100,000 rectangles would make a page of megabytes that takes seconds to lay out.
+_MAX_BARS = 2000
+_BINS = 300
 _MAX_FAILURE_ROWS = 500
 _PALETTE = (
     "#4e79a7", "#59a14f", "#9c755f", "#76b7b2", "#edc948",
@@ -211,7 +215,10 @@ def _timeline(
     # Launches.
     ops = sorted(set(ls.opcode[sel].tolist()))
     color = {op: _PALETTE[i % len(_PALETTE)] for i, op in enumerate(ops)}
-    for row in sel.tolist():
+    binned = sel.size > _MAX_BARS
+    if binned:
+        parts += _binned_launches(ls, sel, lane_of, lo, span, left, top, lane_h, plot_w)
+    for row in [] if binned else sel.tolist():
         t = int(ls.tenant[row])
         if t not in lane_of:
             continue
@@ -266,6 +273,12 @@ def _timeline(
         f"The last {sel.size} launch(es), from {_utc(lo)} over {_fmt_ns(hi - lo)}. "
         f"Bars run from a launch's BEGIN to its COMPLETED record; thin ticks have no end record."
     )
+    if binned:
+        caption = (
+            f"The last {sel.size} launch(es), from {_utc(lo)} over {_fmt_ns(hi - lo)}, in {_BINS} time bins "
+            f"per track (more than {_MAX_BARS:,} launches are not drawn one by one): darker bins hold more "
+            f"launches. Narrow it with --last or --window."
+        )
     if hidden:
         caption += f" {hidden} more track(s) not drawn."
     legend = "".join(
@@ -278,6 +291,46 @@ def _timeline(
         '<span><i class="sw" style="background:#f28e2b"></i>gap (dropped records)</span>'
     )
     return "".join(parts), f'{_e(caption)}<div class="legend">{legend}</div>'
+
+
+def _binned_launches(
+    ls: Any,
+    sel: npt.NDArray[np.intp],
+    lane_of: Mapping[int, int],
+    lo: int,
+    span: int,
+    left: float,
+    top: float,
+    lane_h: float,
+    plot_w: float,
+) -> list[str]:
+    """One rectangle per run of bins with the same shade (four, by launches per bin), per lane."""
+    start = ls.ts[sel]
+    b = np.minimum(((start - np.uint64(lo)).astype(np.float64) * (_BINS / span)).astype(np.int64), _BINS - 1)
+    tenant = ls.tenant[sel]
+    out: list[str] = []
+    w = plot_w / _BINS
+    for t, lane in lane_of.items():
+        counts = np.bincount(b[tenant == t], minlength=_BINS)[:_BINS]
+        if not counts.any():
+            continue
+        level = np.where(
+            counts > 0, 1 + np.minimum(3, (np.log1p(counts) / np.log1p(counts.max()) * 4).astype(np.int64)), 0
+        )
+        edges = np.flatnonzero(np.diff(level)) + 1
+        for a, z in zip(
+            np.concatenate([[0], edges]).tolist(), np.concatenate([edges, [_BINS]]).tolist(), strict=True
+        ):
+            lv = int(level[a])
+            if not lv:
+                continue
+            n = int(counts[a:z].sum())
+            out.append(
+                f'<rect class="launch-bin" x="{left + a * w:.1f}" y="{top + lane * lane_h + 7}" '
+                f'width="{(z - a) * w:.1f}" height="{lane_h - 14}" fill="#4e79a7" '
+                f'fill-opacity="{0.25 + 0.2 * lv:.2f}"><title>{n} launch(es)</title></rect>'
+            )
+    return out
 
 
 def render_report(
