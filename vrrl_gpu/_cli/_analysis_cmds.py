@@ -135,6 +135,12 @@ def register(sub: Any) -> None:
         metavar="N",
         help="fleet export: the job's ranks, so that ranks without a log are listed as missing",
     )
+    p.add_argument(
+        "--window",
+        type=time_window,
+        metavar="START..END",
+        help="fleet chrome trace: only this time span (as for 'vrrl report --window')",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

@@ -295,10 +295,18 @@ def cmd_export_fleet(args: argparse.Namespace) -> int:
     from vrrl_gpu.analysis._fleet_dataset import export_fleet
     from vrrl_gpu.errors import RecordValueError
 
+    if args.format == "chrome":
+        from vrrl_gpu.analysis._fleet_chrome import write_fleet_trace
+
+        t = write_fleet_trace(args.logs, args.output, force=args.force, window=args.window)
+        live = sum(r.state != "missing" for r in t.ranks)
+        print(f"{t.out}: {t.events:,} event(s) of {live} rank log(s) (chrome, a process per rank)")
+        return 0
     if args.format != "parquet":
         raise RecordValueError(
             f"a fleet export (several logs, a folder or a pattern) writes --format parquet (a dataset "
-            f"folder), not {args.format}; export one log at a time for {args.format}"
+            f"folder) or --format chrome (one trace), not {args.format}; export one log at a time for "
+            f"{args.format}"
         )
     with progress_bar(f"exporting {len(args.logs)} input(s)") as update:
         s = export_fleet(
