@@ -197,11 +197,13 @@ def test_captured_breadcrumbs_replay_with_the_graph(tmp_path: Path) -> None:
         graph = s.end_capture()
         for _ in range(3):
             graph.launch(s)
+        rec.backend.synchronize(s)  # s was first seen capturing: it has no ring, synchronize() skips it
         rec.synchronize()
     side = read_sidecar(path)
     assert side is not None
     begins = _ops(path)
-    assert [n for n, _ in begins] == ["aten::neg", "aten::exp"] * 3
+    raw = [(int(r["slot_idx"]), int(r["slot_status"]), int(r["opcode"])) for r in log_records(path)]
+    assert [n for n, _ in begins] == ["aten::neg", "aten::exp"] * 3, raw
     # The words are frozen at capture (call 0 and 1); the device sequence tells the replays apart.
     assert [w[0] for _, w in begins] == [0, 1] * 3
     recs = with_status(log_records(path), SlotStatus.BEGIN, SlotStatus.COMPLETED)
@@ -244,3 +246,27 @@ def test_many_ops_keep_their_order_and_count(tmp_path: Path) -> None:
     words = np.array([w for _, w in _ops(path)])
     assert words[:, 0].tolist() == list(range(len(words)))
     assert Counter(n for n, _ in _ops(path)) == {"aten::add.Tensor": 500}  # x was made outside the mode
+
+
+def test_modes_on_two_threads_with_one_recorder_each_record_their_own_ops(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "run.vrrl"
+    calls: dict[str, int] = {}
+    with _rec(path, breadcrumbs="begin") as rec:
+        def work(name: str, fn: Any) -> None:
+            with vt.record_ops(rec) as mode:
+                for _ in range(20):
+                    fn(torch.ones(4))
+            calls[name] = mode.calls
+
+        threads = [threading.Thread(target=work, args=("neg", torch.neg)),
+                   threading.Thread(target=work, args=("exp", torch.exp))]  # fmt: skip
+        with vt.record_ops(rec):  # this thread's mode does not silence the others
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        rec.synchronize()
+    assert calls == {"neg": 40, "exp": 40}  # each: 20 ones + 20 of its op
+    assert Counter(n for n, _ in _ops(path)) == {"aten::ones": 40, "aten::neg": 20, "aten::exp": 20}

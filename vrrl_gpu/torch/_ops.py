@@ -76,8 +76,7 @@ class RecordOps(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's 
 
     def __enter__(self) -> RecordOps:
         if self._table is not None:
-            self._table.depth += 1
-            self._active = self._table.depth == 1  # nested on the same recorder: the outer one records
+            self._active = self._table.enter()  # nested on the same recorder: the outer one records
         super().__enter__()  # type: ignore[no-untyped-call]
         return self
 
@@ -86,7 +85,7 @@ class RecordOps(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's 
     ) -> None:
         super().__exit__(exc_type, exc, tb)  # type: ignore[no-untyped-call]
         if self._table is not None:
-            self._table.depth -= 1
+            self._table.leave()
             self._active = False
             self._table.flush()
         self._natives.clear()  # the streams' wrappers go: their rings retire once drained

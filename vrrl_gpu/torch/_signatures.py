@@ -106,8 +106,18 @@ class OpTable:
         self._by_key: dict[Any, int] = {}
         self._dirty = False
         self._written = 0.0
-        #: record_ops modes open on this recorder (a nested one on the same recorder records nothing).
-        self.depth = 0
+        # record_ops modes open on this recorder, per thread (dispatch modes are per thread): a nested
+        # one on the same recorder and thread records nothing.
+        self._depth = threading.local()
+
+    def enter(self) -> bool:
+        """A mode opens on the calling thread; True when it is the outermost there (the one that records)."""
+        d = getattr(self._depth, "n", 0) + 1
+        self._depth.n = d
+        return d == 1
+
+    def leave(self) -> None:
+        self._depth.n = getattr(self._depth, "n", 1) - 1
 
     def opcode(self, func: Any) -> tuple[int, bool]:
         got = self.opcodes.get(func)
