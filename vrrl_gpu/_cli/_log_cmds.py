@@ -19,6 +19,7 @@ from vrrl_gpu._cli._output import (
     stream_label,
     streams_for,
 )
+from vrrl_gpu.analysis._clock import clock_summary
 from vrrl_gpu.analysis._verify import semantic_findings
 from vrrl_gpu.errors import CorruptRecordError, TruncatedLogError
 from vrrl_gpu.format._layout import RECORD_MAGIC, FailureClass, SlotStatus
@@ -100,6 +101,7 @@ def summarize(path: str, scan: ScanResult) -> dict[str, Any]:
         "last_timestamp_ns": int(ts.max()) if ts.size else None,
         "span_ns": int(ts.max() - ts.min()) if ts.size else 0,
     }
+    out["clock"] = clock_summary(recs)
     if scan.corrupt_slots or scan.missing_slots:
         out["corrupt_slots"] = list(scan.corrupt_slots)
         out["missing_slots"] = scan.missing_slots
@@ -127,6 +129,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         rows.append(("first", format_timestamp(s["first_timestamp_ns"])))
         rows.append(("last", format_timestamp(s["last_timestamp_ns"])))
         rows.append(("span", f"{s['span_ns'] / 1e9:.6f} s"))
+    clock = s["clock"]
+    if clock["calibrations"]:
+        text = (
+            f"{clock['calibrations']:,}: drift {clock['drift_ns']:+,} ns over {clock['span_ns'] / 1e9:.3f} s "
+            f"({clock['drift_ppm']:+.3f} ppm), largest step {clock['max_step_ns']:,} ns"
+        )
+        rows.append(("clock calibrations", text))
     if "corrupt_slots" in s:
         rows.append(("corrupt slots (skipped)", ", ".join(map(str, s["corrupt_slots"])) or "none"))
         rows.append(("missing slots (short file)", str(s["missing_slots"])))

@@ -653,7 +653,9 @@ class Backend(abc.ABC):
     def calibrate(self) -> int:
         """``ts_offset`` in ns: UNIX-epoch ns minus the device's ``%globaltimer`` (0 on the twin).
 
-        Launches a kernel and synchronizes on CuPy, so it raises like :meth:`synchronize`.
+        Launches a kernel and synchronizes on CuPy, so it raises like :meth:`synchronize`. Callable from any
+        thread (the recorder re-calibrates from its own); only the first call may allocate, so later ones
+        are safe while another thread captures a graph on a stream of its own.
         """
 
     @abc.abstractmethod

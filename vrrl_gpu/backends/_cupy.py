@@ -163,6 +163,9 @@ class CupyBackend(Backend):
         if not 0 <= self._device_id < count:
             raise BackendUnavailableError(f"expected a device id 0 ..= {count - 1}, got {self._device_id}")
         self._modules: dict[Path, Any] = {}
+        # calibrate()'s mapped cell and private stream, made at the first call (outside any capture) and kept:
+        # a re-calibration from the recorder's clock thread then allocates nothing.
+        self._cal: tuple[HostAllocation, Any] | None = None
         self._closed = False
 
     @property
@@ -446,15 +449,26 @@ class CupyBackend(Backend):
         return err
 
     def calibrate(self) -> int:
-        """UNIX ns minus %globaltimer: the tightest of several host-bracketed reads into mapped memory."""
+        """UNIX ns minus %globaltimer: the tightest of several host-bracketed reads into mapped memory.
+
+        The first call allocates a mapped cell and a private stream and keeps them, so later calls (the
+        recorder's periodic re-calibration, from its own thread) only launch and wait on that stream.
+        """
         k = self._pack_kernel("vrrl_read_globaltimer")
-        cell = self.alloc_pinned(64)
-        try:
-            stream = self.new_stream()
+        with self._device():
+            if self._cal is None:
+                cell = self.alloc_pinned(64)
+                try:
+                    stream = self.new_stream()
+                except BaseException:
+                    cell.close()
+                    raise
+                self._cal = (cell, stream)
+                self.launch(k, 1, 1, (cell.device_ptr,), stream=stream)  # warm-up: module load, first launch
+                stream.synchronize()
+            cell, stream = self._cal
             view = cell.host[:8].view(np.uint64)
             best: tuple[int, int] | None = None
-            self.launch(k, 1, 1, (cell.device_ptr,), stream=stream)  # warm-up: module load, first launch
-            stream.synchronize()
             for _ in range(_CALIBRATION_ROUNDS):
                 view[0] = 0
                 t0 = time.time_ns()
@@ -466,17 +480,22 @@ class CupyBackend(Backend):
                     best = (t1 - t0, (t0 + t1) // 2 - g)
             assert best is not None
             return best[1]
-        finally:
-            cell.close()
 
     def close(self) -> None:
         """Drop the compiled modules (CuPy unloads them when unreferenced); idempotent."""
         self._closed = True
         self._modules.clear()
+        cal, self._cal = self._cal, None
+        if cal is not None:
+            cal[0].close()
 
     def abandon(self) -> None:
-        """Leak the compiled modules: unloading them is a CUDA call on a dead context."""
+        """Leak the compiled modules (and the calibration cell): unloading them is a CUDA call on a dead
+        context."""
         for mod in self._modules.values():
             leak(mod)
+        if self._cal is not None:
+            leak(self._cal)
+            self._cal = None
         self._closed = True
         self._modules.clear()

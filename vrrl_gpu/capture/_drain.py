@@ -131,6 +131,7 @@ class Drainer:
         self._peak_backlog = 0
         self._last_seq: list[int | None] = [None] * len(self._rings)
         self._host_written = 0
+        self._ts_correction = 0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -207,6 +208,15 @@ class Drainer:
             self._rings = self._rings[:idx] + self._rings[idx + 1 :]
             with self._stats_lock:
                 del self._last_seq[idx]
+
+    def set_ts_correction(self, ns: int) -> None:
+        """Add ``ns`` to the timestamp of every record drained from the rings from now on (not host ones).
+
+        The device stamps records with ``%globaltimer`` plus the offset measured when the recorder started;
+        a later calibration that finds the clocks have drifted sets the difference here, so the log's
+        timestamps follow the host clock without touching what is already in flight on the device.
+        """
+        self._ts_correction = int(ns)
 
     def write_host(self, records: npt.NDArray[np.void], *, flush_first: bool = True) -> None:
         """Append host-written records (evidence, publish records) to the log, in one write.
@@ -326,7 +336,7 @@ class Drainer:
         for res in results:
             if not res.count and not res.dropped:
                 continue
-            arr, gap_rows = self._with_gaps(res, now)
+            arr, gap_rows = self._with_gaps(res, now, self._corrected(res.records))
             n_gaps += len(gap_rows)
             parts.append(arr)
             if len(self._rings) > 1:
@@ -352,19 +362,29 @@ class Drainer:
                     self._last_seq[i] = _last_emitted(res)
         return moved
 
-    def _with_gaps(self, res: ConsumeResult, now: int) -> tuple[npt.NDArray[np.void], list[int]]:
+    def _corrected(self, records: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
+        corr = self._ts_correction
+        if not corr or not records.shape[0]:
+            return records
+        out: npt.NDArray[np.void] = records.copy()  # may be views of staging memory: never write there
+        out["timestamp_ns"] += np.uint64(corr & 0xFFFFFFFFFFFFFFFF)  # wraps: a negative correction subtracts
+        return out
+
+    def _with_gaps(
+        self, res: ConsumeResult, now: int, records: npt.NDArray[np.void]
+    ) -> tuple[npt.NDArray[np.void], list[int]]:
         """The ring's records with a GAP meta-record (stamped with the detection time) where each gap is."""
         if not res.gaps:
-            return res.records, []
+            return records, []
         pieces: list[npt.NDArray[np.void]] = []
         rows: list[int] = []
         prev = 0
         for (first, count), pos in zip(res.gaps, res.gap_positions, strict=True):
-            pieces.append(res.records[prev:pos])
+            pieces.append(records[prev:pos])
             rows.append(pos + len(rows))
             pieces.append(gap_record(first, count, timestamp_ns=now, tenant_id=self._opts.tenant_id))
             prev = pos
-        pieces.append(res.records[prev:])
+        pieces.append(records[prev:])
         return np.concatenate(pieces).astype(RECORD_DTYPE, copy=False), rows
 
     def _describe(self, err: BaseException, where: str) -> str:

@@ -81,6 +81,8 @@ class Sidecar:
     breadcrumbs: str = "begin"
     backend: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The recorder's clock calibrations (Recorder.clock at close): offsets, drift, largest step.
+    clock: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -49,6 +49,13 @@ class _DisabledRecorder(Recorder):
     def closed(self) -> bool:
         return False
 
+    @property
+    def clock(self) -> dict[str, Any]:
+        return {"calibrations": 0}
+
+    def recalibrate(self) -> int:
+        return 0
+
     def statistics(self) -> DrainStatistics:
         return DrainStatistics(0, 0, 0, 0, 0, (), (), running=False, failed=False)
 

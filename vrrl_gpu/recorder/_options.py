@@ -51,7 +51,11 @@ class RecorderOptions:
     recorder closes it). ``capture_check``: ``"probe"`` asks the runtime at
     every launch whether its stream is capturing; ``"declared"`` asks nothing
     per launch and relies on captures being declared with
-    :meth:`Recorder.capturing`.
+    :meth:`Recorder.capturing`. ``recalibrate`` (seconds, None: never) measures
+    the host/device clock offset again that often from a thread of the
+    recorder, writes a CALIBRATION meta-record with the drift, and corrects the
+    timestamps of the records drained after it (skipped while a recorded stream
+    is capturing a graph).
     """
 
     capacity: int = 65536
@@ -70,6 +74,7 @@ class RecorderOptions:
     capture: bool = True
     close_timeout: float | None = 300.0
     capture_check: str = "probe"
+    recalibrate: float | None = 10.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, Backend) and self.device not in BACKEND_NAMES:
@@ -93,6 +98,10 @@ class RecorderOptions:
         if self.close_timeout is not None and not self.close_timeout > 0:
             raise RecordValueError(
                 f"close_timeout must be a positive number of seconds or None, got {self.close_timeout}"
+            )
+        if self.recalibrate is not None and not self.recalibrate > 0:
+            raise RecordValueError(
+                f"recalibrate must be a positive number of seconds or None, got {self.recalibrate}"
             )
         if self.watchdog is not None and not self.watchdog > 0:
             raise RecordValueError(f"watchdog must be a positive number of seconds, got {self.watchdog}")

@@ -35,6 +35,7 @@ from vrrl_gpu.capture._drain import Drainer, DrainOptions
 from vrrl_gpu.capture._records import meta_record
 from vrrl_gpu.capture._staging import StagingRing
 from vrrl_gpu.errors import (
+    CaptureError,
     KernelArgumentError,
     RecorderClosedError,
     RecorderPoisonedError,
@@ -55,6 +56,7 @@ from vrrl_gpu.format._layout import (
 )
 from vrrl_gpu.format._ringlog import RingLog
 from vrrl_gpu.format._sidecar import Sidecar, opcode_for_name, read_sidecar, write_sidecar
+from vrrl_gpu.recorder._clock import ClockHistory, clock_loop
 from vrrl_gpu.recorder._nvtx import _NVTX_DOMAIN, _load_nvtx
 from vrrl_gpu.recorder._options import (
     _U32,
@@ -70,6 +72,8 @@ from vrrl_gpu.recorder._streams import IdMap, StreamKey, StreamTable
 from vrrl_gpu.recorder._watchdog import watchdog_loop
 
 __all__ = ["Recorder"]
+
+_U64 = 0xFFFFFFFFFFFFFFFF
 
 
 class Recorder:
@@ -122,6 +126,7 @@ class Recorder:
         self._attributed: BaseException | None = None
         self._unknown: list[dict[str, int]] = []
         self._graph_launches = False
+        self._captures_seen: dict[int, Any] = {}
         self._last_arrival = time.monotonic()
         self._hang_reported: set[int] = set()
         self._watchdog_stop = threading.Event()
@@ -159,11 +164,22 @@ class Recorder:
             self._write_meta(MetaOpcode.SESSION_START, (os.getpid(), nonce & _U32, nonce >> 32, 0))
             offset = self._ts_offset & 0xFFFFFFFFFFFFFFFF  # two's complement: the offset may be negative
             self._write_meta(MetaOpcode.CALIBRATION, (offset & _U32, offset >> 32, 0, 0))
+            self._clock = ClockHistory(self._ts_offset, time.time_ns())
+            self._clock_lock = threading.Lock()
             self._sidecar = self._make_sidecar()
             self._write_stream_table()
             if opts.watchdog is not None:
                 self._start_watchdog(opts.watchdog)
                 undo.callback(self._stop_watchdog)
+            self._clock_stop = threading.Event()
+            self._clock_thread: threading.Thread | None = None
+            if opts.recalibrate is not None:
+                self._clock_thread = threading.Thread(
+                    target=clock_loop, args=(self, opts.recalibrate, self._clock_stop), name="vrrl-clock",
+                    daemon=True,
+                )  # fmt: skip
+                self._clock_thread.start()
+                undo.callback(self._stop_clock)
             undo.pop_all()
 
     # ----------------------------------------------------------------- public
@@ -202,6 +218,49 @@ class Recorder:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def clock(self) -> dict[str, Any]:
+        """What the clock calibrations found: offsets, drift (ns and ppm), largest step, rounds skipped."""
+        return self._clock.summary()
+
+    def recalibrate(self) -> int:
+        """Measure the host/device clock offset again now; returns the step (ns) since the last calibration.
+
+        Writes a CALIBRATION meta-record (args: new offset, step, each an i64 as two u32 halves) and corrects
+        the timestamps of every device-written record drained after it. The recorder does this by itself
+        every ``recalibrate`` seconds. Raises :class:`~vrrl_gpu.errors.CaptureError` while a recorded
+        stream is capturing a graph (calibrating synchronizes, which would invalidate the capture).
+        """
+        with self._clock_lock:
+            self._require_usable()
+            if self._any_capture():
+                raise CaptureError(
+                    "cannot re-calibrate the clock while a recorded stream is capturing a graph; "
+                    "call recalibrate() after the capture ends"
+                )
+            offset = int(self._backend.calibrate())
+            step = self._clock.add(time.time_ns(), offset)
+            o, d = offset & _U64, step & _U64  # two's complement: both may be negative
+            # Written (after a flush of what is staged) before the correction changes, so the records before
+            # this meta-record carry the old correction and those after it the new one.
+            self._write_meta(MetaOpcode.CALIBRATION, (o & _U32, o >> 32, d & _U32, d >> 32))
+            self._drainer.set_ts_correction(offset - self._ts_offset)
+            return step
+
+    def _any_capture(self) -> bool:
+        """A recorded stream is capturing: declared (rec.capturing), or as the runtime says (a stream query
+        that is legal during a capture). Streams first seen capturing have no ring, only _captures_seen."""
+        states = {id(st): st for st in [*self._streams.values(), *list(self._by_id.values())]}
+        if any(st.capturing for st in states.values()):
+            return True
+        for oid, stream in list(self._captures_seen.items()):
+            if self._backend.is_capturing(stream):
+                return True
+            self._captures_seen.pop(oid, None)
+        return any(
+            not st.gone and not st.foreign and self._backend.is_capturing(st.stream) for st in states.values()
+        )
 
     def opcode(self, name: str) -> int:
         """A stable u32 for ``name``; the name is saved in the sidecar so ``vrrl dump`` shows it."""
@@ -567,6 +626,10 @@ class Recorder:
                     error = exc
             self._closed = True
         self._stop_watchdog()
+        self._stop_clock()
+        with self._sidecar_lock:
+            self._sidecar.clock = self._clock.summary()
+            self._save_sidecar()
         try:
             self._write_meta(MetaOpcode.SESSION_END, (os.getpid(), 0, 0, 0))
             self._drainer.close()
@@ -703,6 +766,8 @@ class Recorder:
         st = self._table.get(s, key)
         if st is None:
             if be.is_capturing(s):
+                # Held while it captures (recalibrate() must not synchronize then), dropped once it ends.
+                self._captures_seen[id(s)] = s
                 return self._table.capture_state(key, s)
             st = self._table.open(s, key)
             now = time.monotonic()
@@ -1074,11 +1139,19 @@ class Recorder:
         )
         self._watchdog_thread.start()
 
+    def _stop_clock(self) -> None:
+        self._clock_stop.set()
+        t = self._clock_thread
+        if t is not None and t is not threading.current_thread():
+            # Bounded: a calibration stuck behind a hung kernel must not hang close() (a daemon thread).
+            t.join(timeout=5.0)
+
     def _stop_watchdog(self) -> None:
         self._watchdog_stop.set()
         t = self._watchdog_thread
         if t is not None and t is not threading.current_thread():
             t.join()
+
 
 _BEGIN = int(SlotStatus.BEGIN)
 _COMPLETED = int(SlotStatus.COMPLETED)
