@@ -153,7 +153,7 @@ def device_figures_twin(b: TwinBackend, m: int, repeat: int) -> dict[str, float]
 
 def drain_figures(b: Backend, threads: tuple[int, int], per_thread: int) -> dict[str, float]:
     _mem, ring, ptrs = make_ring(b, RING_SLOTS)
-    counter = b.alloc_counter()
+    counter = b.alloc_counter(slots=RING_SLOTS)
     after = b.alloc_pinned(4 * threads[0] * threads[1])
     k = b.load("vrrl_demo.cu", "vrrl_demo_record_many")
     total = threads[0] * threads[1] * per_thread

@@ -13,9 +13,10 @@
     do {                                                                                                      \
         if ((blockIdx.x | blockIdx.y | blockIdx.z | threadIdx.x | threadIdx.y | threadIdx.z) == 0u) {         \
             const unsigned long long vrrl_s = atomicAdd(vrrl_counter, 1ull);                                  \
-            vrrl_write_commit(vrrl_records, vrrl_commits, vrrl_mask, vrrl_s, static_cast<unsigned int>(vrrl_s), \
-                              vrrl_tenant, vrrl_opcode, vrrl_a0, vrrl_a1, vrrl_a2, vrrl_a3, vrrl_epoch,       \
-                              VRRL_STATUS_BEGIN, VRRL_CLASS_NONE, 0u, vrrl_ts_offset);                        \
+            vrrl_write_commit_claimed(vrrl_records, vrrl_commits, vrrl_mask, vrrl_counter, vrrl_s,            \
+                                      static_cast<unsigned int>(vrrl_s), vrrl_tenant, vrrl_opcode, vrrl_a0,   \
+                                      vrrl_a1, vrrl_a2, vrrl_a3, vrrl_epoch, VRRL_STATUS_BEGIN,               \
+                                      VRRL_CLASS_NONE, 0u, vrrl_ts_offset);                                   \
         }                                                                                                     \
     } while (0)
 
@@ -40,10 +41,10 @@
             if (VRRL_INSTR_LAST_ARRIVAL()) {                                                                  \
                 atomicExch(vrrl_done + vrrl_done_slot, 0u);                                                   \
                 const unsigned long long vrrl_s = atomicAdd(vrrl_counter, 1ull);                              \
-                vrrl_write_commit(vrrl_records, vrrl_commits, vrrl_mask, vrrl_s,                              \
-                                  static_cast<unsigned int>(vrrl_s), vrrl_tenant, vrrl_opcode, vrrl_a0,       \
-                                  vrrl_a1, vrrl_a2, vrrl_a3, vrrl_epoch, VRRL_STATUS_COMPLETED,               \
-                                  VRRL_CLASS_NONE, 0u, vrrl_ts_offset);                                       \
+                vrrl_write_commit_claimed(vrrl_records, vrrl_commits, vrrl_mask, vrrl_counter, vrrl_s,        \
+                                          static_cast<unsigned int>(vrrl_s), vrrl_tenant, vrrl_opcode,        \
+                                          vrrl_a0, vrrl_a1, vrrl_a2, vrrl_a3, vrrl_epoch,                     \
+                                          VRRL_STATUS_COMPLETED, VRRL_CLASS_NONE, 0u, vrrl_ts_offset);        \
             }                                                                                                 \
         }                                                                                                     \
     } while (0)

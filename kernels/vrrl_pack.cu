@@ -19,8 +19,8 @@ extern "C" __global__ void vrrl_pack_devseq(vrrl_record* records, unsigned long 
                                             unsigned int a1, unsigned int a2, unsigned int a3, unsigned int epoch,
                                             unsigned int slot_status, long long ts_offset) {
     const unsigned long long s = atomicAdd(dev_counter, 1ull);
-    vrrl_write_commit(records, commits, mask, s, static_cast<unsigned int>(s), tenant_id, opcode, a0, a1, a2, a3,
-                      epoch, slot_status, VRRL_CLASS_NONE, 0u, ts_offset);
+    vrrl_write_commit_claimed(records, commits, mask, dev_counter, s, static_cast<unsigned int>(s), tenant_id,
+                              opcode, a0, a1, a2, a3, epoch, slot_status, VRRL_CLASS_NONE, 0u, ts_offset);
 }
 
 // Clock calibration: one read of %globaltimer into (mapped) memory; the host brackets the launch with its clock.

@@ -153,6 +153,47 @@ __device__ __forceinline__ void vrrl_write_commit(vrrl_record* records, unsigned
 #endif
 }
 
+// ---- one writer per slot (device-sequenced rings) ---------------------------------------------------------
+// Writers that claim sequences from a shared counter can lap the ring while an earlier writer of the same slot
+// is still writing (a grid with more threads in flight than the ring has slots): two writers in one slot would
+// leave a record half of one and half of the other under a valid commit word. So the counter is followed, in
+// DEVICE memory, by one turn word per slot: the sequence + 1 of the last record completed there. The writer of
+// sequence s waits (rarely, and only on a lap) until the writer of s - N has finished, and every claimed
+// sequence must be written (vrrl_claim is followed by a write, as in the functions below). The host allocates
+// the counter with its turn words (Backend.alloc_counter(slots=N)); Recorder.device_ring() hands it out.
+__device__ __forceinline__ void vrrl_wait_turn(unsigned long long* counter, unsigned long long mask,
+                                               unsigned long long s) {
+    if (s <= mask) {
+        return;  // the first lap: nobody wrote this slot before
+    }
+    volatile unsigned long long* turn = reinterpret_cast<volatile unsigned long long*>(counter + 1 + (s & mask));
+    const unsigned long long previous = s - mask;  // (s - N) + 1: the previous lap's writer is done
+    while (*turn < previous) {
+        VRRL_SPIN_HINT();
+    }
+}
+
+__device__ __forceinline__ void vrrl_end_turn(unsigned long long* counter, unsigned long long mask,
+                                              unsigned long long s) {
+    __threadfence();
+    *reinterpret_cast<volatile unsigned long long*>(counter + 1 + (s & mask)) = s + 1ull;
+}
+
+// Write-fence-commit for a sequence claimed from `counter`, one writer in the slot at a time.
+__device__ __forceinline__ void vrrl_write_commit_claimed(vrrl_record* records, unsigned long long* commits,
+                                                          unsigned long long mask, unsigned long long* counter,
+                                                          unsigned long long seq, unsigned int slot_idx,
+                                                          unsigned int tenant_id, unsigned int opcode,
+                                                          unsigned int a0, unsigned int a1, unsigned int a2,
+                                                          unsigned int a3, unsigned int epoch,
+                                                          unsigned int slot_status, unsigned int failure_class,
+                                                          unsigned int error_code, long long ts_offset) {
+    vrrl_wait_turn(counter, mask, seq);
+    vrrl_write_commit(records, commits, mask, seq, slot_idx, tenant_id, opcode, a0, a1, a2, a3, epoch, slot_status,
+                      failure_class, error_code, ts_offset);
+    vrrl_end_turn(counter, mask, seq);
+}
+
 // Host-sequenced: the host chose `seq` (one ring per sequence space; see the contract).
 __device__ __forceinline__ void vrrl_record_hostseq(const vrrl_ring_view& ring, unsigned long long seq,
                                                     unsigned int slot_idx, unsigned int opcode, unsigned int a0,
@@ -173,8 +214,8 @@ __device__ __forceinline__ unsigned long long vrrl_record_devseq(const vrrl_ring
                                                                  unsigned int a1, unsigned int a2, unsigned int a3,
                                                                  unsigned int epoch, unsigned int slot_status) {
     const unsigned long long s = vrrl_claim(ring);
-    vrrl_write_commit(ring.records, ring.commits, ring.mask, s, slot_idx, ring.tenant_id, opcode, a0, a1, a2, a3,
-                      epoch, slot_status, VRRL_CLASS_NONE, 0u, ring.ts_offset);
+    vrrl_write_commit_claimed(ring.records, ring.commits, ring.mask, ring.counter, s, slot_idx, ring.tenant_id,
+                              opcode, a0, a1, a2, a3, epoch, slot_status, VRRL_CLASS_NONE, 0u, ring.ts_offset);
     return s;
 }
 
@@ -186,7 +227,8 @@ __device__ __forceinline__ void vrrl_fail_and_exit(const vrrl_ring_view& ring, u
                                                    unsigned int a2, unsigned int a3, unsigned int epoch,
                                                    unsigned int failure_class, unsigned int error_code) {
     const unsigned long long s = vrrl_claim(ring);
-    vrrl_write_commit(ring.records, ring.commits, ring.mask, s, slot_idx, ring.tenant_id, opcode, a0, a1, a2, a3,
-                      epoch, VRRL_STATUS_DEVICE_REPORTED, failure_class, error_code, ring.ts_offset);
+    vrrl_write_commit_claimed(ring.records, ring.commits, ring.mask, ring.counter, s, slot_idx, ring.tenant_id,
+                              opcode, a0, a1, a2, a3, epoch, VRRL_STATUS_DEVICE_REPORTED, failure_class,
+                              error_code, ring.ts_offset);
     VRRL_EXIT_THREAD();
 }

@@ -39,6 +39,8 @@ FAULT_ILLEGAL_ADDRESS, FAULT_TRAP, FAULT_ASSERT = 1, 2, 3
 SENTINEL = 0x5A5A5A5A
 #: A user kernel with a real store through a wild pointer (no simulation macro).
 WILD_STORE_CU = Path(__file__).with_name("wild_store.cu")
+#: A kernel whose writers lap a small device-sequenced ring while one of them holds its write.
+LAPPING_WRITERS_CU = Path(__file__).with_name("lapping_writers.cu")
 #: An address no CUDA context or CPU process maps (the zero page), for the wild store.
 WILD_ADDRESS = 0x10
 
@@ -250,7 +252,7 @@ class BackendContract:
 
     def test_pack_devseq_claims_sequences_from_the_device_counter(self, backend: Backend) -> None:
         _mem, ring, ptrs = make_ring(backend, 32)
-        counter = backend.alloc_counter()
+        counter = backend.alloc_counter(slots=32)
         assert counter.read() == 0
         for k in range(20):
             backend.pack_devseq(ptrs, counter, tenant_id=2, opcode=9, words=(k, 0, 0, 0), epoch=1)
@@ -285,9 +287,32 @@ class BackendContract:
 
     # ---- device-side recording from user kernels -----------------------------------------------------
 
+    def test_writers_lapping_a_device_sequenced_ring_wait_their_turn(self, backend: Backend) -> None:
+        # One writer per slot: the writer of slot 0's sequence N waits for the (held) writer of sequence 0,
+        # so the slot ends with its newest record, whole, and never with an older one over a newer commit.
+        n_slots, laps = 64, 4
+        _mem, ring, ptrs = make_ring(backend, n_slots)
+        counter = backend.alloc_counter(slots=n_slots)
+        k = backend.load(LAPPING_WRITERS_CU, "lapping_writers")
+        n = n_slots * laps
+        backend.launch(
+            k, n // 64, 64,
+            (ptrs.records_ptr, ptrs.commits_ptr, ptrs.mask, counter.device_ptr, n_slots + 2, n),
+        )  # fmt: skip
+        backend.synchronize()
+        assert counter.read() == n
+        newest = np.arange(n - n_slots, n, dtype=np.uint64)
+        got = ring.records[:n_slots]
+        order = np.argsort(newest & np.uint64(n_slots - 1))
+        newest = newest[order]
+        assert [int(c) for c in ring.commits[:n_slots]] == [int(x) + 1 for x in newest]
+        assert [int(a) for a in got["args"][:, 0]] == [int(x) for x in newest]
+        assert [int(a) for a in got["args"][:, 2]] == [~int(x) & 0xFFFFFFFF for x in newest]
+        assert (got["magic"] == RECORD_MAGIC).all()
+
     def _record_many(self, b: Backend, n_slots: int, grid: int, block: int, count: int, report: int) -> Any:
         _mem, ring, ptrs = make_ring(b, n_slots)
-        counter = b.alloc_counter()
+        counter = b.alloc_counter(slots=n_slots)
         after = b.alloc_pinned(4 * grid * block)
         cells = after.host.view(np.uint32)
         cells[:] = SENTINEL  # not zero: pinned memory is not zeroed on CUDA, and 0 would prove nothing
@@ -336,7 +361,7 @@ class BackendContract:
         self, backend: Backend
     ) -> None:
         _mem, ring, ptrs = make_ring(backend, 1024)
-        seq_counter = backend.alloc_counter()
+        seq_counter = backend.alloc_counter(slots=1024)
         next_item = backend.alloc_counter()
         work = backend.alloc_pinned(8192)
         work.host[:] = 0

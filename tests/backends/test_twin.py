@@ -78,7 +78,7 @@ def test_bound_pack_raises_the_sticky_error(fresh: TwinBackend) -> None:
 
 def test_megakernel_records_the_slots_published_while_it_runs(fresh: TwinBackend) -> None:
     _mem, ring, ptrs = make_ring(fresh, 256)
-    seq_counter = fresh.alloc_counter()
+    seq_counter = fresh.alloc_counter(slots=256)
     next_item = fresh.alloc_counter()
     work = fresh.alloc_pinned(4096)
     slots = work.host[:400].view(np.uint32)

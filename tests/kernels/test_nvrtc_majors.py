@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 KERNELS = REPO / "kernels"
 CHILD = Path(__file__).with_name("nvrtc_child.py")
 CU_FILES = sorted(p.name for p in KERNELS.glob("*.cu"))
+#: The contract suite's own kernels (tests/backends/*.cu): the -m gpu run compiles them with NVRTC too.
+CONTRACT_CU = sorted((REPO / "tests" / "backends").glob("*.cu"))
 ARCHS = ("sm_80", "sm_90", "sm_100")
 MAJORS = (12, 13)
 # What provides each major in the test extra (pyproject.toml), and the file it installs.
@@ -153,6 +155,10 @@ def _programs(major: int) -> list[dict[str, Any]]:
         for name in CU_FILES
         for arch in ARCHS
     ]  # fmt: skip
+    for path in CONTRACT_CU:
+        src = path.read_text(encoding="utf-8")
+        progs.append({"key": f"contract:{path.name}", "name": path.name, "src": src,
+                      "options": cupy_nvrtc_options("sm_90", major)})  # fmt: skip
     for key, src in (("broken", BROKEN), ("offsetof", OFFSETOF)):
         options = cupy_nvrtc_options("sm_80", major)
         progs.append({"key": key, "name": f"{key}.cu", "src": src, "options": options})
@@ -248,6 +254,15 @@ def test_every_cu_file_compiles_to_a_cubin(lib: Nvrtc, name: str, arch: str) -> 
     assert names, f'no extern "C" kernels found in {name}'
     for kernel in names:
         assert kernel.encode() in cubin, f"{kernel} is not in the {name} cubin"
+
+
+@pytest.mark.parametrize("path", CONTRACT_CU, ids=lambda p: p.name)
+@pytest.mark.parametrize("lib", LIBS, ids=lambda lib: lib.label)
+def test_the_contract_suites_kernels_compile_to_a_cubin(lib: Nvrtc, path: Path) -> None:
+    result = compiled(lib)["by_key"][f"contract:{path.name}"]
+    assert result["ok"], f"{lib.label} {path.name} sm_90:\n{result['log']}"
+    for kernel in _kernel_names(path.read_text(encoding="utf-8")):
+        assert kernel.encode() in base64.b64decode(result["cubin"])
 
 
 @pytest.mark.parametrize("arch", ARCHS[:2])

@@ -577,8 +577,10 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def alloc_counter(self) -> DeviceCounter:
-        """A zeroed u64 in device memory, the device-sequenced ring's counter; the caller owns it.
+    def alloc_counter(self, slots: int = 0) -> DeviceCounter:
+        """A zeroed u64 in device memory, the device-sequenced ring's counter, followed by ``slots`` zeroed
+        u64 turn words (one writer per slot: ``kernels/vrrl_record.cuh``); the caller owns it. A counter for
+        a device-sequenced ring needs ``slots`` = the ring's slot count; a plain work counter needs none.
 
         ``read()`` synchronizes, so it raises a pending fault like :meth:`synchronize`.
         """

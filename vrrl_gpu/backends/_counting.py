@@ -87,9 +87,9 @@ class CountingBackend(Backend):
         self._count("register_host")
         return self.inner.register_host(buf)
 
-    def alloc_counter(self) -> DeviceCounter:
+    def alloc_counter(self, slots: int = 0) -> DeviceCounter:
         self._count("alloc_counter")
-        return self.inner.alloc_counter()
+        return self.inner.alloc_counter(slots)
 
     def alloc_device(self, nbytes: int) -> DeviceBuffer:
         self._count("alloc_device")

@@ -224,11 +224,11 @@ class CupyBackend(Backend):
 
         return HostAllocation(buf, int(dev_ptr), release)
 
-    def alloc_counter(self) -> DeviceCounter:
-        """A zeroed u64 from CuPy's pool; zeroing is complete before this returns."""
+    def alloc_counter(self, slots: int = 0) -> DeviceCounter:
+        """A zeroed u64 (and ``slots`` turn words) from CuPy's pool, zeroed before this returns."""
         cp, rt = self._cp, self._rt
         with self._device():
-            cell = cp.zeros(1, dtype=cp.uint64)
+            cell = cp.zeros(1 + int(slots), dtype=cp.uint64)
             rt.deviceSynchronize()
 
         def read() -> int:

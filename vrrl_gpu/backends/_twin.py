@@ -624,10 +624,11 @@ class TwinBackend(Backend):
 
         return HostAllocation(buf, start, release)
 
-    def alloc_counter(self) -> DeviceCounter:
-        """A zeroed u64; ``read()`` synchronizes first, as a device-to-host copy would."""
-        self._check_alloc(8)
-        cell = np.zeros(1, dtype=np.uint64)
+    def alloc_counter(self, slots: int = 0) -> DeviceCounter:
+        """A zeroed u64 (and ``slots`` turn words); ``read()`` synchronizes first, as a device-to-host copy
+        would."""
+        self._check_alloc(8 * (1 + int(slots)))
+        cell = np.zeros(1 + int(slots), dtype=np.uint64)
 
         def read() -> int:
             self.synchronize()

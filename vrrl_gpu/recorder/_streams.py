@@ -231,7 +231,7 @@ class StreamTable:
         if self.device_ring is None:
             ring, ptrs, release = self.new_ring()
             try:
-                counter = self._backend.alloc_counter()
+                counter = self._backend.alloc_counter(slots=ring.n_slots)
             except BaseException:
                 release(True)
                 raise
