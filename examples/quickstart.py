@@ -2,6 +2,7 @@
 
     python examples/quickstart.py run.vrrl                # the GPU through CuPy (the CPU twin if none)
     python examples/quickstart.py run.vrrl --device twin  # the CUDA kernels compiled for the CPU
+    python examples/quickstart.py run.vrrl --digests      # each launch's output digest in the log too
 
 Each training "step" is one epoch: a wrapped saxpy kernel (a ``cupy.RawKernel``
 on a GPU; on the twin the same kind of kernel from ``kernels/vrrl_demo.cu``)
@@ -55,12 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("log", help="the VRRL log to write")
     p.add_argument("--device", choices=("auto", "cupy", "twin"), default="auto")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--digests", action="store_true", help="record each launch's output digest (syncs)")
     args = p.parse_args(argv)
 
-    with Recorder(args.log, device=args.device, capacity=4096, breadcrumbs="begin+end") as rec:
+    opts = {"capacity": 4096, "breadcrumbs": "begin+end", "digests": args.digests}
+    with Recorder(args.log, device=args.device, **opts) as rec:
         kernel, kargs, checksum = make_workload(rec)
-        # Same call signature as RawKernel.__call__; the record's words are computed from the arguments.
-        saxpy = rec.wrap(kernel, opcode=rec.opcode("saxpy"), words=lambda a: (int(a[3]), 0, 0, 0))
+        # Same call signature as RawKernel.__call__; the record's words are computed from the arguments, and
+        # y (a[0]) is the output: digested into failure evidence, and per launch with --digests.
+        saxpy = rec.wrap(
+            kernel, opcode=rec.opcode("saxpy"), words=lambda a: (int(a[3]), 0, 0, 0), outputs=lambda a: a[0]
+        )
         reduce_op = rec.opcode("checksum")
         for step in range(args.steps):
             rec.epoch = step

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from vrrl_gpu import get_backend
 from vrrl_gpu.reproduce import current_recorder
 
@@ -45,10 +47,13 @@ def _backend() -> Any:
 
 
 def _buffers(backend: Any, n: int) -> tuple[Any, Any]:
-    """The demo's x and y vectors (n float32 each), allocated once per trial and size."""
+    """The demo's x and y vectors (n float32 each), allocated once per trial and size; x as the demo makes
+    it (1, 2, ..., 7, 1, ...), so the outputs, and their digests, are the recorded run's."""
     key = ("xy", id(backend), n)
     if key not in _STATE:
-        _STATE[key] = (backend.alloc_device(4 * n), backend.alloc_device(4 * n))
+        x, y = backend.alloc_device(4 * n), backend.alloc_device(4 * n)
+        x.from_host((np.arange(n, dtype=np.float32) % 7 + 1).astype(np.float32).view(np.uint8))
+        _STATE[key] = (x, y)
     return _STATE[key]  # type: ignore[no-any-return]
 
 
@@ -67,7 +72,7 @@ def axpy(words: tuple[int, int, int, int], epoch: int, tenant_id: int, slot_idx:
     backend.launch(_kernel(backend), (n + BLOCK - 1) // BLOCK, BLOCK, (y, x, 1.0, n, fault_kind))
     if current_recorder() is None:
         backend.synchronize()  # no recorder to synchronise after the launch: surface a fault here
-    return None  # the demo records no output digests
+    return y  # digested after the launch (vrrl replay --compare-digests; the demo's --digests records them)
 
 
 def alloc(words: tuple[int, int, int, int], epoch: int, tenant_id: int, slot_idx: int) -> Any:

@@ -8,6 +8,9 @@ import time
 import warnings
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from vrrl_gpu._cli._argtypes import count, positive_int
 from vrrl_gpu._cli._output import print_table
 from vrrl_gpu.backends._registry import BACKEND_NAMES
@@ -56,7 +59,18 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--fault-at", type=count, default=None, metavar="K", help="launch K misbehaves")
     p.add_argument("--fault-kind", choices=tuple(FAULT_KINDS), default="illegal-address")
+    p.add_argument(
+        "--digests",
+        action="store_true",
+        help="record each launch's output digest (BLAKE3 of y, after waiting for the launch): what "
+        "vrrl diff and vrrl replay --compare-digests compare; one synchronize per launch",
+    )
     p.set_defaults(func=cmd_demo)
+
+
+def demo_x(n: int) -> npt.NDArray[np.float32]:
+    """The demo's x vector: 1, 2, ..., 7, 1, 2, ... (examples/replay_registry.py makes the same one)."""
+    return (np.arange(n, dtype=np.float32) % 7 + 1).astype(np.float32)
 
 
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -75,6 +89,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
             capacity=args.capacity,
             breadcrumbs=args.breadcrumbs,
             staging=args.staging,
+            digests=args.digests,
         )
     for w in caught:
         print(f"vrrl: warning: {w.message}", file=sys.stderr)
@@ -85,6 +100,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         n = args.elements
         x = backend.alloc_device(4 * n)
         y = backend.alloc_device(4 * n)
+        x.from_host(demo_x(n).view(np.uint8))  # y grows by x at every launch, so each output differs
         axpy = rec.opcode("axpy")
         alloc = rec.opcode("alloc")
         block = 256
@@ -95,7 +111,10 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
                 with rec.slot(alloc, words=(i, 0, 0, 0)):
                     backend.alloc_device(1 << 50)  # far beyond any device: fails at the call
             kind = FAULT_KINDS[args.fault_kind] if fault else 0
-            rec.launch(kernel, grid, block, (y, x, 1.0, n, kind), opcode=axpy, words=(i, n, kind, 0))
+            rec.launch(
+                kernel, grid, block, (y, x, 1.0, n, kind), opcode=axpy, words=(i, n, kind, 0),
+                outputs=y if args.digests else None,
+            )  # fmt: skip
             launched += 1
             if (i + 1) % args.check_every == 0:
                 rec.check()

@@ -55,7 +55,11 @@ class RecorderOptions:
     the host/device clock offset again that often from a thread of the
     recorder, writes a CALIBRATION meta-record with the drift, and corrects the
     timestamps of the records drained after it (skipped while a recorded stream
-    is capturing a graph).
+    is capturing a graph). ``digests`` (a debugging mode): after each launch
+    or slot given ``outputs=``, wait for its stream and write a host COMPLETED
+    record carrying the BLAKE3 digest of the outputs, so ``vrrl diff`` and
+    ``vrrl replay --compare-digests`` compare every launch's output; costs a
+    synchronize per such launch.
     """
 
     capacity: int = 65536
@@ -75,6 +79,7 @@ class RecorderOptions:
     close_timeout: float | None = 300.0
     capture_check: str = "probe"
     recalibrate: float | None = 10.0
+    digests: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, Backend) and self.device not in BACKEND_NAMES:

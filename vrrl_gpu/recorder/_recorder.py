@@ -44,6 +44,7 @@ from vrrl_gpu.errors import (
     VrrlWarning,
 )
 from vrrl_gpu.evidence._classify import Classification, classify
+from vrrl_gpu.evidence._digest import output_digest
 from vrrl_gpu.evidence._failure import FailureEvidence
 from vrrl_gpu.format._layout import (
     META_OPCODE_BASE,
@@ -133,6 +134,8 @@ class Recorder:
         self._watchdog_thread: threading.Thread | None = None
         self._watchdog_error: BaseException | None = None
         self._nvtx: Any = _load_nvtx() if opts.nvtx else None
+        # NVTX ranges and per-launch digests are work the inline launch path does not do.
+        self._slow_only = self._nvtx is not None or opts.digests
         with contextlib.ExitStack() as undo:
             self._backend: Backend = get_backend(opts.device)
             undo.callback(self._backend.close)
@@ -391,6 +394,29 @@ class Recorder:
         finally:
             if nvtx is not None:
                 nvtx.pop_range(domain=_NVTX_DOMAIN)
+        if outputs is not None and self._opts.digests and not info.captured:
+            self._write_digest(st, info)
+
+    def _write_digest(self, st: _StreamState, info: _Launch) -> None:
+        """``digests`` mode: wait for the launch's stream, then a host COMPLETED record with the outputs'
+        digest (caller holds the lock). A fault found by the wait is attributed like at a synchronize."""
+        try:
+            self._backend.synchronize(st.stream)
+        except BaseException as exc:
+            self._async_fault(exc)
+            raise
+        digest = output_digest(info.outputs, stream=st.stream)
+        rec = Record(
+            timestamp_ns=time.time_ns(),
+            slot_idx=info.slot_idx,
+            tenant_id=self._opts.tenant_id,
+            opcode=info.opcode,
+            args=info.words,
+            epoch=info.epoch,
+            slot_status=_COMPLETED,
+            output_digest=0 if digest is None else digest,
+        )
+        self._drainer.write_host(as_record_array([rec]))
 
     def wrap(
         self,
@@ -445,7 +471,9 @@ class Recorder:
 
         A breadcrumb is enqueued before the body (and, with ``begin+end``,
         after it). An exception from the body is written as FAILED_AT_LAUNCH
-        and propagates unchanged. Yields the slot index.
+        and propagates unchanged. Yields the slot index. ``outputs`` (digested
+        into failure evidence, and with ``digests`` into a COMPLETED record)
+        may be a callable with no arguments, called when the body ends.
         """
         return _Slot(self, opcode, words, stream, outputs)
 
@@ -504,7 +532,7 @@ class Recorder:
         finally:
             with self._lock:
                 st.capturing -= 1
-                st.fast = not st.capturing and self._nvtx is None and st.index >= 0
+                st.fast = not st.capturing and not self._slow_only and st.index >= 0
 
     def publish(
         self,
@@ -777,7 +805,7 @@ class Recorder:
                 self._stream_table_written = now
                 self._write_stream_table()
         self._table.remember(s, st)
-        st.fast = not st.capturing and self._nvtx is None
+        st.fast = not st.capturing and not self._slow_only
         return st
 
     def _capture_ring(self) -> tuple[StagingRing, RingPointers, DeviceCounter]:
@@ -903,7 +931,10 @@ class Recorder:
             return
         # No launch in flight had begun and not ended: the error is this call's own.
         ev = FailureEvidence.from_exception(
-            exc, slot_status=int(SlotStatus.FAILED_AT_LAUNCH), outputs=info.outputs, classification=cls
+            exc,
+            slot_status=int(SlotStatus.FAILED_AT_LAUNCH),
+            outputs=_outputs_now(info.outputs),
+            classification=cls,
         )
         if not cls.fatal and info.begin_seq >= 0:
             # The stream still works: let the launch's begin reach the log first, so that its failure record
@@ -952,7 +983,7 @@ class Recorder:
             culprit = self._crash_window(st, stop[1] if stop is not None and stop[0] is st else None)
             if culprit is None:
                 continue
-            outputs = None if cls.fatal else culprit.outputs
+            outputs = None if cls.fatal else _outputs_now(culprit.outputs)
             ev = FailureEvidence.from_exception(
                 exc, slot_status=int(SlotStatus.FAULTED), outputs=outputs, classification=cls
             )
@@ -1019,7 +1050,7 @@ class Recorder:
                 words=cast(Words, tuple(int(x) for x in r["args"])),
                 epoch=int(r["epoch"]),
                 begin_seq=arrived,
-                outputs=known.outputs if known is not None else None,
+                outputs=_outputs_now(known.outputs) if known is not None else None,
             )
         nxt = arrived + 1
         if nxt >= stop:
@@ -1159,6 +1190,17 @@ _COMPLETED = int(SlotStatus.COMPLETED)
 
 #: At most one stream-table write per this many seconds when streams are created.
 _STREAM_TABLE_INTERVAL_S = 0.25
+
+
+def _outputs_now(outputs: Any) -> Any:
+    """A slot's ``outputs`` may be a callable evaluated when the body ends; evidence made before that (a
+    fault attributed while the body runs) takes what it returns now, or nothing if it cannot."""
+    if not callable(outputs):
+        return outputs
+    try:
+        return outputs()
+    except Exception:
+        return None
 
 
 def _checked_opcode(opcode: Any) -> int:

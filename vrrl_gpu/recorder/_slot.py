@@ -38,6 +38,15 @@ class _Slot:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         rec = self._rec
+        if callable(self._outputs):
+            # What the body produced, known only now (e.g. a replay's return value); a failure to get it
+            # must not hide the body's own exception.
+            try:
+                self._info.outputs = self._outputs()
+            except Exception:
+                if exc is None:
+                    raise
+                self._info.outputs = None
         try:
             if exc is not None:
                 with rec._lock:
@@ -54,3 +63,7 @@ class _Slot:
                     except BaseException as e:
                         rec._enqueue_failed(e)
                         raise
+        if rec._opts.digests and self._info.outputs is not None and not self._info.captured:
+            with rec._lock:
+                if rec._poison is None:
+                    rec._write_digest(self._st, self._info)

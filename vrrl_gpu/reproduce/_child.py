@@ -114,7 +114,7 @@ def _child_run(req: Mapping[str, Any], emit: Callable[..., None]) -> None:
     backend = "none"
     if req["device"] != "none" and req["replay_log"]:
         try:
-            rec = _open_recorder(req["replay_log"], req["device"], launches, names)
+            rec = _open_recorder(req["replay_log"], req["device"], launches, names, bool(req["digests"]))
         except Exception as e:
             emit(e="error", where="recorder", message=f"cannot open a Recorder on {req['replay_log']}: {e}")
             return
@@ -157,8 +157,10 @@ def _child_run(req: Mapping[str, Any], emit: Callable[..., None]) -> None:
             try:
                 if rec is not None:
                     rec.epoch = epoch
-                    with rec.slot(op, words=words, stream=lanes[lane]):
-                        ret = table[op](words, epoch, tenant, slot)
+                    box: list[Any] = [None]
+                    # The replay log gets the digest of what the registry returned (digests mode).
+                    with rec.slot(op, words=words, stream=lanes[lane], outputs=lambda box=box: box[0]):
+                        ret = box[0] = table[op](words, epoch, tenant, slot)
                     if wait:
                         rec.synchronize()  # an asynchronous fault then surfaces at this launch
                 else:
@@ -212,7 +214,7 @@ def _unpoison(exc: BaseException) -> BaseException:
 
 
 def _open_recorder(
-    path: str, device: str, launches: Sequence[Sequence[int]], names: Mapping[int, str]
+    path: str, device: str, launches: Sequence[Sequence[int]], names: Mapping[int, str], digests: bool
 ) -> Any:
     from vrrl_gpu.recorder._recorder import Recorder
 
@@ -221,7 +223,7 @@ def _open_recorder(
             os.unlink(path + suffix)  # a replay log is ours: each replay starts a fresh one
     tenant = launches[0][6] if launches else 0
     capacity = max(64, min(1 << 20, 4 * len(launches) + 64))
-    rec = Recorder(path, capacity=capacity, device=device, tenant_id=tenant)
+    rec = Recorder(path, capacity=capacity, device=device, tenant_id=tenant, digests=digests)
     for op in sorted({w[0] for w in launches}):
         if op in names and opcode_for_name(names[op]) == op:
             rec.opcode(names[op])  # so the replay log's sidecar names the same opcodes
