@@ -10,7 +10,6 @@ not reached on its stream (or K's stream names another launch). Used by tests/re
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import sys
@@ -90,6 +89,7 @@ def run_schedule(
     )
     timer: threading.Timer | None = None
     hold: Hold | None = None
+    seen: list[str] = []  # what the run raised, for the verdict's detail
     try:
         w = Axpy.on(rec)
         hold = Hold(rec)
@@ -110,14 +110,28 @@ def run_schedule(
         except Exception as exc:
             if classify(exc).code != 700:  # the injected illegal address, seen at a launch, check or sync
                 raise
+            seen.append(f"{type(exc).__name__}: {exc}")
     finally:
         if timer is not None:
             timer.cancel()
         if hold is not None:
             hold.release()
-        with contextlib.suppress(Exception):
+        try:
             rec.close()
-    return judge(path, streams_of=streams_of, fault_at=fault_at, n_streams=n_streams, mode=mode)
+        except Exception as exc:
+            seen.append(f"at close: {type(exc).__name__}: {exc}")
+    out = judge(path, streams_of=streams_of, fault_at=fault_at, n_streams=n_streams, mode=mode)
+    if out.verdict == "wrong":
+        # Everything needed to tell a wrong attribution from a run that never faulted, in the failure message.
+        recs = log_records(path)
+        tail = [(int(r["slot_idx"]), int(r["slot_status"]), int(r["backend_error_code"])) for r in recs[-12:]]
+        stats = rec.statistics()
+        out = Outcome(
+            out.verdict,
+            f"{out.detail}; raised {seen or 'nothing'}; last records (slot, status, code) {tail}; "
+            f"drained {stats.drained}, dropped {stats.dropped}",
+        )
+    return out
 
 
 def run_case(path: str | os.PathLike[str], case: Case, *, device: str = "twin") -> Outcome:
