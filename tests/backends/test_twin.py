@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -71,6 +71,30 @@ def test_bound_pack_raises_the_sticky_error(fresh: TwinBackend) -> None:
     with pytest.raises(TwinCudaError) as ei:
         bound(0, 0, 1, (0, 0, 0, 0), 0, 1)
     assert ei.value.cuda_error_code == 700
+
+
+def test_a_bound_pack_behind_a_parked_stream_grows_its_pool_and_every_record_is_its_own(
+    fresh: TwinBackend,
+) -> None:
+    """More packs queued than the prebuilt pool holds (the stream parked): the pool grows instead of
+    rewriting a block a queued launch still has to read, so each record keeps its own values."""
+    n, k = 8192, 3000
+    _m, ring, ptrs = make_ring(fresh, n)
+    s = fresh.new_stream()
+    bound = fresh.bind_pack(ptrs, stream=s, tenant_id=4, ts_offset=0)
+    f, gate = flag(fresh)
+    launch_wait(fresh, f, stream=s)
+    for q in range(k):
+        bound(q, q + 7, 9, (q, 0, 0, 0), q % 3, 0)
+    assert s.pending == k + 1  # all still queued behind the wait kernel
+    assert cast(Any, bound)._pool >= k  # it grew (the general path, which allocates, was not taken)
+    gate[0] = 1
+    fresh.synchronize(s)
+    got = ring.records[:k]
+    assert list(ring.commits[:k]) == list(range(1, k + 1))
+    assert got["slot_idx"].tolist() == [q + 7 for q in range(k)]
+    assert got["args"][:, 0].tolist() == list(range(k))
+    assert got["epoch"].tolist() == [q % 3 for q in range(k)]
 
 
 # ---- device-side recording from user kernels (the contract has the all-published case) -------------

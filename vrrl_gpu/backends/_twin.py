@@ -835,7 +835,8 @@ class _TwinPackLauncher:
 
     Block ``i % pool`` is rewritten only when fewer than ``pool`` launches are
     pending on the stream: the launch that last used it has then run (a stream
-    runs in order). Otherwise the call takes the general path, which allocates.
+    runs in order). A full pool grows (up to the ring's size); a captured launch
+    takes the general path, which allocates.
     """
 
     def __init__(
@@ -853,24 +854,37 @@ class _TwinPackLauncher:
         self._ring = ring
         self._tenant = int(tenant_id)
         self._ts_offset = int(ts_offset)
-        self._pool = max(1, min(_PACK_POOL, ring.mask + 1))
-        size = 16 * _PACK_CELLS
-        self._buf = ctypes.create_string_buffer(size * self._pool)
-        base = ctypes.addressof(self._buf)
-        tk: _TwinKernel = kernel.native
-        dims = _dims_array((1, 1, 1), (1, 1, 1))
+        # Grows (doubling, up to the ring's size) when a deep queue fills it, instead of allocating per pack.
+        self._max_pool = max(1, ring.mask + 1)
+        self._pool = min(_PACK_POOL, self._max_pool)
+        self._kernel = kernel
         self._items: list[_Launch] = []
         self._offsets: list[int] = []
-        for j in range(self._pool):
-            off = j * size
-            tk.packer.pack_into(self._buf, off, (ring.records_ptr, ring.commits_ptr, ring.mask, 0, 0,
-                                tenant_id, 0, 0, 0, 0, 0, 0, 0, ts_offset), _numpy_pointer)  # fmt: skip
-            cells = base + off
-            tk.pointers.pack_into(self._buf, off + 8 * _PACK_CELLS, *[cells + o for o in tk.offsets])
-            self._items.append(_Launch(kernel=kernel, dims=dims, block=self._buf,
-                                       args_ptr=cells + 8 * _PACK_CELLS, workers=1))  # fmt: skip
-            self._offsets.append(off + 24)  # cell 3: seq
+        self._bufs: list[Any] = []
+        self._add_blocks(0, self._pool)
         self._next = 0
+
+    def _add_blocks(self, at: int, count: int) -> None:
+        """``count`` prebuilt blocks, inserted into the cycle before index ``at``."""
+        size = 16 * _PACK_CELLS
+        buf = ctypes.create_string_buffer(size * count)
+        base = ctypes.addressof(buf)
+        tk: _TwinKernel = self._kernel.native
+        dims = _dims_array((1, 1, 1), (1, 1, 1))
+        ring = self._ring
+        items, offsets = [], []
+        for j in range(count):
+            off = j * size
+            tk.packer.pack_into(buf, off, (ring.records_ptr, ring.commits_ptr, ring.mask, 0, 0, self._tenant,
+                                0, 0, 0, 0, 0, 0, 0, self._ts_offset), _numpy_pointer)  # fmt: skip
+            cells = base + off
+            tk.pointers.pack_into(buf, off + 8 * _PACK_CELLS, *[cells + o for o in tk.offsets])
+            items.append(_Launch(kernel=self._kernel, dims=dims, block=buf, args_ptr=cells + 8 * _PACK_CELLS,
+                                 workers=1))  # fmt: skip
+            offsets.append(off + 24)  # cell 3: seq
+        self._items[at:at] = items
+        self._offsets[at:at] = offsets
+        self._bufs[at:at] = [buf] * count
 
     def __call__(
         self, seq: int, slot_idx: int, opcode: int, words: Sequence[int], epoch: int, status: int
@@ -885,16 +899,23 @@ class _TwinPackLauncher:
             s = be._per_thread_stream()  # handle 2 names the calling thread's own stream
         w = s._worker
         if s._captured is not None or w.pending >= self._pool:
-            # A captured launch keeps its block for every replay; a full pool may still be read: a fresh one.
-            be.pack(self._ring, seq, slot_idx=slot_idx, tenant_id=self._tenant, opcode=opcode, words=words,
-                    epoch=epoch, slot_status=status, ts_offset=self._ts_offset, stream=s)  # fmt: skip
-            return
+            if s._captured is None and self._pool < self._max_pool:
+                # The new blocks go next in the cycle: the old block due now is reused only after them, as
+                # many launches back as the grown pool holds, which `pending` then bounds again.
+                grow = min(self._pool, self._max_pool - self._pool)
+                self._add_blocks(self._next, grow)
+                self._pool += grow
+            else:
+                # A captured launch keeps its block for every replay; a full pool may be read: a fresh one.
+                be.pack(self._ring, seq, slot_idx=slot_idx, tenant_id=self._tenant, opcode=opcode,
+                        words=words, epoch=epoch, slot_status=status, ts_offset=self._ts_offset,
+                        stream=s)  # fmt: skip
+                return
         j = self._next
         self._next = (j + 1) % self._pool
         w0, w1, w2, w3 = words
-        _PACK_VARYING.pack_into(
-            self._buf, self._offsets[j], seq, slot_idx, self._tenant, opcode, w0, w1, w2, w3, epoch, status
-        )
+        buf, off = self._bufs[j], self._offsets[j]
+        _PACK_VARYING.pack_into(buf, off, seq, slot_idx, self._tenant, opcode, w0, w1, w2, w3, epoch, status)
         w.enqueue(self._items[j])
 
 
