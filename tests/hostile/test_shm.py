@@ -130,3 +130,38 @@ def test_recorder_and_recover_all_survive_a_trapped_dev_shm(tmp_path: Path) -> N
         assert len(trap_warnings) == 1, out[staging]
     assert out["recover"] in (0, 1), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _dead_pid() -> int:
+    """A pid no process has now (a child that already exited and was reaped)."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("size", [0, 100, 4096 + 64], ids=["empty", "short", "no-control-block"])
+def test_a_segment_whose_creator_died_mid_creation_is_removed_quietly(tmp_path: Path, size: int) -> None:
+    # Killed between the O_EXCL create and the control block (the kill tests do this): ours by owner, mode
+    # and name, the pid in the name is gone, nothing was ever recorded. Warning about it forever (every
+    # Recorder scans for orphans) would be noise; it is removed instead.
+    seg = tmp_path / f"vrrl-{os.getuid()}-{_dead_pid()}-{'0' * 16}.stg"
+    seg.write_bytes(bytes(size))
+    os.chmod(seg, 0o600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert find_orphans(directory=tmp_path) == []
+    assert not seg.exists()
+
+
+@pytest.mark.parametrize("case", ["live-pid", "another-uid-name", "not-zero", "loose-mode"])
+def test_what_only_looks_abandoned_is_kept_and_reported(tmp_path: Path, case: str) -> None:
+    pid = os.getpid() if case == "live-pid" else _dead_pid()
+    uid = os.getuid() + 1 if case == "another-uid-name" else os.getuid()
+    seg = tmp_path / f"vrrl-{uid}-{pid}-{'0' * 16}.stg"
+    seg.write_bytes(b"garbage!" * 600 if case == "not-zero" else bytes(100))
+    os.chmod(seg, 0o666 if case == "loose-mode" else 0o600)
+    with pytest.warns(VrrlWarning, match="not yours to read"):
+        find_orphans(directory=tmp_path)
+    assert seg.exists()

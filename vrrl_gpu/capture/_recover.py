@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vrrl_gpu.capture._records import gap_record, recovered_record
-from vrrl_gpu.capture._shm import SegmentInfo, ShmSegment, SkippedSegment, list_segments
+from vrrl_gpu.capture._shm import AbandonedSegment, SegmentInfo, ShmSegment, SkippedSegment, list_segments
 from vrrl_gpu.capture._staging import DEFAULT_SHM_DIR, StagingRing
 from vrrl_gpu.errors import RecoverError, StagingError, VrrlError, VrrlIoError, VrrlWarning
 from vrrl_gpu.format._layout import RECORD_DTYPE
@@ -60,6 +60,12 @@ def find_orphans(
     out = []
     odd: list[str] = []
     for info in list_segments(directory):
+        if isinstance(info, AbandonedSegment):
+            # A creation cut short by a kill: never held a record. Removed, quietly (O_NOFOLLOW was checked
+            # by the listing; unlink removes the name, not what a symlink would point at).
+            with contextlib.suppress(OSError):
+                os.unlink(info.path)
+            continue
         if isinstance(info, StagingError):
             if not isinstance(info, SkippedSegment) or info.suspicious:
                 odd.append(str(info))

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import mmap
 import os
+import re
 import secrets
 import stat
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ __all__ = [
     "ShmSegment",
     "SegmentInfo",
     "SkippedSegment",
+    "AbandonedSegment",
     "check_segment_stat",
     "list_segments",
     "pid_alive",
@@ -64,6 +66,31 @@ class SkippedSegment(StagingError):
         self.suspicious = suspicious
 
 
+class AbandonedSegment(SkippedSegment):
+    """One of our own segments whose creator died before writing its control block (killed between the
+    ``O_EXCL`` create and the control block): nothing in it was ever recorded, so it may be removed."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: its creator died before writing the control block", suspicious=False)
+        self.path = path
+
+
+_OUR_NAME = re.compile(r"vrrl-(\d+)-(\d+)-[0-9a-f]{16}\.stg")
+
+
+def _abandoned_creation(path: str, st: os.stat_result, raw: bytes | None) -> bool:
+    """Ours by file owner, mode and name; its creator (the pid in the name) is gone; and the control block
+    was never written (shorter than one, or its magic still zero)."""
+    m = _OUR_NAME.fullmatch(os.path.basename(path))
+    if m is None or int(m.group(1)) != os.getuid() or st.st_uid != os.getuid():
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077:
+        return False
+    if st.st_size >= CONTROL_SIZE and (raw is None or any(raw[:8])):
+        return False
+    return not pid_alive(int(m.group(2)))
+
+
 def check_segment_stat(path: str, st: os.stat_result, *, require_mine: bool = True) -> None:
     """Refuse (:class:`SkippedSegment`) what cannot be one of our segments, before reading a byte of it."""
     if not stat.S_ISREG(st.st_mode):
@@ -85,6 +112,8 @@ def check_segment_stat(path: str, st: os.stat_result, *, require_mine: bool = Tr
             suspicious=True,
         )
     if st.st_size < CONTROL_SIZE:
+        if _abandoned_creation(path, st, None):
+            raise AbandonedSegment(path)
         raise SkippedSegment(
             f"{path}: expected at least {CONTROL_SIZE} bytes (a control block), found {st.st_size}",
             suspicious=True,
@@ -374,7 +403,10 @@ def list_segments(directory: str | os.PathLike[str] = DEFAULT_SHM_DIR) -> list[S
         try:
             out.append(_decode_control(path, raw, st.st_uid, st.st_size))
         except StagingError as e:
-            out.append(e)
+            if _abandoned_creation(path, st, raw):
+                out.append(AbandonedSegment(path))
+            else:
+                out.append(e)
     return out
 
 
