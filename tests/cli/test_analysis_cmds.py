@@ -20,7 +20,7 @@ from tests.helpers.analysis_logs import NAMES, T0, gap, rec, run_rows, write_log
 from vrrl_gpu import Record, RingLog, SlotStatus
 from vrrl_gpu._cli import main
 from vrrl_gpu._cli._progress import progress_bar
-from vrrl_gpu.analysis.exporters import FORMATS, ROW_FIELDS
+from vrrl_gpu.analysis.exporters import CSV_FIELDS, FORMATS, ROW_FIELDS
 from vrrl_gpu.errors import LogLockedError
 
 
@@ -74,7 +74,7 @@ def test_tail_prints_the_newest_records(crashed: Path, capsys: pytest.CaptureFix
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     with RingLog.open(crashed, readonly=True) as log:
         expected = [Record.from_row(r).to_dict() for r in log.records()[-3:]]
-    derived = ("failure_class_name", "stream")
+    derived = ("failure_class_name", "stream", "slot_status_name", "opcode_name")
     assert [{k: v for k, v in r.items() if k not in derived} for r in rows] == expected
     assert main(["tail", "-n", "2", str(crashed)]) == 0
     text = capsys.readouterr().out.splitlines()
@@ -331,9 +331,11 @@ def test_export_csv_and_jsonl(crashed: Path, tmp_path: Path) -> None:
     assert rows[-1]["opcode_name"] == "<gap>"
     assert main(["export", str(crashed), "--format", "csv", "-o", str(tmp_path / "x.csv")]) == 0
     table = list(csv.reader(io.StringIO((tmp_path / "x.csv").read_text())))
-    assert table[0] == list(ROW_FIELDS)
+    assert table[0] == list(CSV_FIELDS)
     assert len(table) == 1 + recs.shape[0]
-    assert table[1][ROW_FIELDS.index("args")] == "0 0 3 4"
+    assert [int(table[1][CSV_FIELDS.index(f"arg{i}")]) for i in range(4)] == [0, 0, 3, 4]
+    args = [[int(row[CSV_FIELDS.index(f"arg{i}")]) for i in range(4)] for row in table[1:]]
+    assert args == recs["args"].tolist()
 
 
 def test_export_parquet_round_trips(crashed: Path, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import numpy.typing as npt
 from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds
 from vrrl_gpu._cli._fleet_cmds import cmd_export_fleet, cmd_report_fleet, is_fleet_input, time_window
 from vrrl_gpu._cli._output import format_timestamp, opcode_names_for, print_table, record_dicts, streams_for
-from vrrl_gpu._cli._progress import progress_bar
+from vrrl_gpu._cli._progress import progress_bar, progress_fn
 from vrrl_gpu.analysis._diff import diff_records
 from vrrl_gpu.analysis._export import export_log, merge_to
 from vrrl_gpu.analysis._fleet import is_dataset
@@ -24,6 +24,7 @@ from vrrl_gpu.analysis._follow import LogFollower
 from vrrl_gpu.analysis._launches import code_label
 from vrrl_gpu.analysis._report import DEFAULT_LAST, write_report
 from vrrl_gpu.analysis._stats import compute_stats
+from vrrl_gpu.analysis.exporters._output import is_stdout
 from vrrl_gpu.analysis.exporters._registry import (
     DEFAULT_MERGE_FORMAT,
     FORMATS,
@@ -298,7 +299,7 @@ def _tail_line(d: dict[str, Any], names: dict[int, str]) -> str:
 
 def _emit(recs: npt.NDArray[np.void], as_json: bool, names: dict[int, str], log: str) -> None:
     out = sys.stdout
-    for d in record_dicts(recs, streams_for(log, recs)):
+    for d in record_dicts(recs, streams_for(log, recs), names):
         out.write((json.dumps(d) if as_json else _tail_line(d, names)) + "\n")
     out.flush()
 
@@ -431,7 +432,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         return cmd_export_fleet(args)
     (log,) = args.logs
     with progress_bar(f"exporting {log}") as update:
-        n = export_log(log, args.output, args.format, force=args.force, salvage=args.salvage, progress=update)
+        n = export_log(
+            log,
+            args.output,
+            args.format,
+            force=args.force,
+            salvage=args.salvage,
+            progress=progress_fn(update),
+        )
     print(f"{args.output}: {n:,} record(s) ({args.format})", file=_summary_to(args.output))
     return 0
 
@@ -451,7 +459,7 @@ def _summary_to(output: str) -> TextIO:
     """Where the summary line goes: stderr when the output is itself a stream (`-o -`, a FIFO, a tty)."""
     import stat
 
-    if output == "-":
+    if is_stdout(output):
         return sys.stderr
     try:
         mode = os.stat(output).st_mode

@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from typing import Any
 
 import numpy as np
 
-from vrrl_gpu._cli._output import (
-    JSON_FIELDS,
-    format_timestamp,
-    opcode_names_for,
-    print_table,
-    record_dicts,
-    stream_label,
-    streams_for,
-)
+from vrrl_gpu._cli._output import format_timestamp, print_table, printable
+from vrrl_gpu._cli._table import DumpRows, write_pages, write_tsv
 from vrrl_gpu.analysis._clock import clock_summary
+from vrrl_gpu.analysis._export import export_log
+from vrrl_gpu.analysis._streams import mapper_for
 from vrrl_gpu.analysis._verify import semantic_findings
+from vrrl_gpu.analysis.exporters._output import STDOUT
+from vrrl_gpu.analysis.exporters._rows import opcode_names_of
 from vrrl_gpu.errors import CorruptRecordError, TruncatedLogError
 from vrrl_gpu.format._layout import RECORD_MAGIC, FailureClass, SlotStatus
+from vrrl_gpu.format._reader import SalvageTally, iter_record_chunks
 from vrrl_gpu.format._ringlog import RingLog, ScanResult
-from vrrl_gpu.format._sidecar import opcode_label, slot_label
 
 __all__ = ["register"]
 
@@ -36,13 +32,27 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("dump", help="print the records of a log in publish order")
+    p = sub.add_parser(
+        "dump",
+        help="print the records of a log in publish order",
+        description=(
+            "A table on a terminal (printed page by page as the log is read), tab-separated values when "
+            "standard output is not a terminal (pipes, files), JSON lines or CSV when asked. Every form "
+            "streams: the log is read in bounded chunks, so memory stays bounded whatever its size."
+        ),
+    )
     p.add_argument("log", help="path of a VRRL v1 log")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument(
-        "--json", action="store_true", help="JSON lines, one record a line, the format's field names"
+        "--json",
+        action="store_true",
+        help="JSON lines, one record a line: the fields of `vrrl export --format jsonl`",
     )
-    fmt.add_argument("--csv", action="store_true", help="CSV with the same columns as --json")
+    fmt.add_argument("--csv", action="store_true", help="CSV: the columns of `vrrl export --format csv`")
+    fmt.add_argument(
+        "--table", action="store_true", help="the table even when standard output is not a terminal"
+    )
+    fmt.add_argument("--tsv", action="store_true", help="tab-separated values even on a terminal")
     p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing the log")
     p.set_defaults(func=cmd_dump)
 
@@ -143,58 +153,44 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-_DUMP_COLUMNS = (
-    "#", "time (UTC)", "slot", "tenant", "stream", "opcode", "args", "epoch", "status", "class", "code",
-    "digest",
-)  # fmt: skip
-
-
 def cmd_dump(args: argparse.Namespace) -> int:
-    scan = _scan(args.log, args.salvage)
-    if args.salvage and (scan.corrupt_slots or scan.missing_slots):
-        print(
-            f"vrrl: salvage: skipped {len(scan.corrupt_slots)} corrupt slot(s) and "
-            f"{scan.missing_slots} missing slot(s)",
-            file=sys.stderr,
-        )
-    rows = record_dicts(scan.records, streams_for(args.log, scan.records))
-    if args.json:
-        out = sys.stdout
-        for d in rows:
-            out.write(json.dumps(d) + "\n")
+    if args.salvage:
+        tally = SalvageTally()
+        for _ in iter_record_chunks(args.log, salvage=True, tally=tally):
+            pass
+        if tally.corrupt_slots or tally.missing_slots:
+            print(
+                f"vrrl: salvage: skipped {len(tally.corrupt_slots)} corrupt slot(s) and "
+                f"{tally.missing_slots} missing slot(s)",
+                file=sys.stderr,
+            )
+    if args.json or args.csv:
+        export_log(args.log, STDOUT, "jsonl" if args.json else "csv", salvage=args.salvage)
         return 0
-    if args.csv:
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(JSON_FIELDS)
-        for d in rows:
-            d["args"] = " ".join(str(a) for a in d["args"])
-            w.writerow([d[k] for k in JSON_FIELDS])
-        return 0
-    names = opcode_names_for(args.log)
-    table = [
-        (
-            i,
-            format_timestamp(d["timestamp_ns"]),
-            slot_label(d["slot_idx"]),
-            d["tenant_id"],
-            stream_label(d["stream"]),
-            opcode_label(d["opcode"], names),
-            " ".join(f"{a:#x}" for a in d["args"]),
-            d["epoch"],
-            SlotStatus.label_of(d["slot_status"]),
-            d["failure_class_name"] if d["failure_class"] else "-",
-            _code_label(d["backend_error_code"]),
-            f"{d['output_digest']:016x}" if d["output_digest"] else "-",
-        )
-        for i, d in enumerate(rows)
-    ]
-    print_table(
-        f"{args.log}: {len(table)} record(s)",
-        _DUMP_COLUMNS,
-        table,
-        justify={"#": "right", "slot": "right", "tenant": "right", "stream": "right", "epoch": "right"},
+    names = opcode_names_of(args.log)
+    mapper = mapper_for(args.log)
+    batches = (
+        (c, mapper(c) if mapper is not None else None)
+        for c in iter_record_chunks(args.log, salvage=args.salvage)
     )
+    rows = DumpRows(names)
+    tty = _is_tty(sys.stdout)
+    if args.table or (tty and not args.tsv):
+        print(f"{printable(args.log)}:")
+        write_pages(batches, rows, bold=tty)
+        print(f"{printable(args.log)}: {rows.rows:,} record(s)")
+    else:
+        sys.stdout.flush()
+        write_tsv(sys.stdout.buffer, batches, rows)
+        print(f"{printable(args.log)}: {rows.rows:,} record(s)", file=sys.stderr)
     return 0
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

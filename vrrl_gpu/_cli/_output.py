@@ -30,10 +30,12 @@ JSON_FIELDS = DUMP_FIELDS
 
 
 def record_dicts(
-    records: npt.NDArray[np.void], streams: npt.NDArray[np.int32] | None = None
+    records: npt.NDArray[np.void],
+    streams: npt.NDArray[np.int32] | None = None,
+    opcode_names: Mapping[int, str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One JSON-ready dict per record, in array order, with exactly :data:`JSON_FIELDS`."""
-    for row in record_rows(records, streams=streams):
+    for row in record_rows(records, streams=streams, opcode_names=opcode_names):
         yield {k: row[k] for k in JSON_FIELDS}
 
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-__all__ = ["progress_bar", "wants_progress"]
+__all__ = ["progress_bar", "wants_progress", "progress_fn"]
 
 
 def wants_progress(stream: TextIO | None = None) -> bool:
@@ -40,13 +40,32 @@ def progress_bar(
         yield _noop
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Items per second (records, trials): the rate the work goes at."""
+
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("" if speed is None else f"{speed:,.0f}/s", style="progress.data.speed")
 
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        RateColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=Console(file=s),
         transient=True,
     ) as bar:
@@ -63,3 +82,8 @@ def progress_bar(
 
 def _noop(done: int, total: int | None, description: str | None = None) -> None:
     return None
+
+
+def progress_fn(update: Callable[..., None]) -> Callable[[int, int | None], None] | None:
+    """``update`` for a library call's ``progress=``, or None when no bar is shown (no work for a total)."""
+    return None if update is _noop else update

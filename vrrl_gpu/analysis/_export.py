@@ -19,9 +19,12 @@ from vrrl_gpu.analysis.exporters._output import AtomicOutput, SinkContext, drive
 from vrrl_gpu.analysis.exporters._registry import DEFAULT_MERGE_FORMAT, FORMATS, get_format
 from vrrl_gpu.analysis.exporters._rows import ProgressFn, opcode_names_of
 from vrrl_gpu.errors import CapacityOverflowError, RecordValueError, VrrlIoError
-from vrrl_gpu.format._reader import iter_record_chunks
+from vrrl_gpu.format._reader import count_records, iter_record_chunks
 
-__all__ = ["MergeSummary", "export_log", "merge_to"]
+__all__ = ["MergeSummary", "export_log", "merge_to", "CHUNK_RECORDS"]
+
+#: Records read and written at a time by an export: its memory is bounded by this, not by the log.
+CHUNK_RECORDS = 1 << 16
 
 
 # ------------------------------------------------------------------- export
@@ -41,10 +44,14 @@ def export_log(
     p = os.fspath(path)
     names = opcode_names_of(p)
     f.require_extra()  # refuse before creating anything
+    # A bounded format (a VRRL log) is sized by the count, and a progress bar shows it as its total.
+    counted = f.max_records is not None or progress is not None
+    total = count_records(p, salvage=salvage) if counted else None
     target = AtomicOutput(out, force=force)
-    ctx = SinkContext(opcode_names=names, source=p, streams=mapper_for(p))
-    batches = ((c, None) for c in iter_record_chunks(p, salvage=salvage))
-    return drive(target, lambda t: f.open_sink(t, ctx), batches, progress, None)
+    ctx = SinkContext(opcode_names=names, source=p, streams=mapper_for(p), total=total)
+    chunks = iter_record_chunks(p, salvage=salvage, chunk_records=CHUNK_RECORDS)
+    batches = ((c, None) for c in chunks)
+    return drive(target, lambda t: f.open_sink(t, ctx), batches, progress, total)
 
 
 # -------------------------------------------------------------------- merge

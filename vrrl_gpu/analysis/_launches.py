@@ -266,7 +266,11 @@ class CrashWindow:
 
 
 def crash_windows(
-    records: Records, launches: Launches | None = None, streams: npt.NDArray[np.int32] | None = None
+    records: Records,
+    launches: Launches | None = None,
+    streams: npt.NDArray[np.int32] | None = None,
+    *,
+    ends_recorded: bool | None = None,
 ) -> list[CrashWindow]:
     """One window per ``FAULTED`` or ``HUNG`` record: the launch it names, not a neighbour on its track.
 
@@ -275,6 +279,8 @@ def crash_windows(
     a record that names a launch that completed (other writers) falls back to the last open launch of its
     track opened at or before it. ``streams`` (the stream of each record) fills in ``stream``; the windows
     of one fault (its tenant and error code) say which stream faulted when that is knowable.
+    ``ends_recorded``: whether the whole log holds COMPLETED records (default: whether ``records`` do; a
+    reader of one batch of a longer log says it for the log).
     """
     r = _check(records)
     ls = launches if launches is not None else find_launches(r)
@@ -319,10 +325,10 @@ def crash_windows(
                 **fields,
             )
         )
-    return _mark_faulted(out, ls, r)
+    return _mark_faulted(out, ls, r, _ends_recorded(r) if ends_recorded is None else ends_recorded)
 
 
-def _mark_faulted(windows: list[CrashWindow], ls: Launches, r: Records) -> list[CrashWindow]:
+def _mark_faulted(windows: list[CrashWindow], ls: Launches, r: Records, ends: bool) -> list[CrashWindow]:
     """Which window of each fault is the faulting launch: the one open launch, when exactly one is open."""
     status = r["slot_status"]
     events: dict[tuple[int, int], list[int]] = {}
@@ -343,7 +349,7 @@ def _mark_faulted(windows: list[CrashWindow], ls: Launches, r: Records) -> list[
             if w.slot_idx != UNKNOWN_SLOT and has_begin and not bool(ls.completed[row]):
                 began_open.append(i)
         unknown = any(windows[i].slot_idx == UNKNOWN_SLOT for i in members)
-        if len(began_open) == 1 and not unknown and _ends_recorded(r):
+        if len(began_open) == 1 and not unknown and ends:
             for i in members:
                 out[i] = dataclasses.replace(out[i], faulted_here=i == began_open[0])
     return out

@@ -22,6 +22,7 @@ from vrrl_gpu.analysis.exporters._registry import (
     unregister,
 )
 from vrrl_gpu.analysis.exporters._rows import (
+    CSV_FIELDS,
     DUMP_FIELDS,
     ROW_FIELDS,
     ProgressFn,
@@ -47,6 +48,7 @@ __all__ = [
     # rows
     "DUMP_FIELDS",
     "ROW_FIELDS",
+    "CSV_FIELDS",
     "ProgressFn",
     "opcode_names_of",
     "record_rows",

@@ -1,117 +1,138 @@
-"""The Chrome / Perfetto trace of a log."""
+"""The Chrome / Perfetto trace of a log, written batch by batch in bounded memory.
+
+One process; one thread (track) per ``tenant_id`` and stream (-1 when not known: such records share the
+tenant's track; :class:`_Tracks` is the one place that names tracks). A launch with both a BEGIN and a
+COMPLETED record is a complete ("X") slice, one without an end an instant ("i") event; failures, GAPs and
+other meta-records are instant events; each crash window (the launch the device had reached when a fault was
+seen, up to the fault) is an "X" slice of category ``crash``. Timestamps are microseconds after the first
+record (``otherData.base_timestamp_ns``).
+
+Streaming: a launch still open at the end of a batch is carried into the next (its opening record only),
+so an end pairs with its begin across batches. At most :data:`CARRY` open launches are carried; past that
+the oldest are written as instants (a log without end breadcrumbs, where no launch ever ends).
+"""
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 
 from vrrl_gpu.analysis._launches import code_label, crash_windows, failure_mask, find_launches, meta_mask
-from vrrl_gpu.analysis.exporters._output import Sink, SinkContext
+from vrrl_gpu.analysis.exporters._jsonl import TEXT_ROWS
+from vrrl_gpu.analysis.exporters._output import Sink, SinkContext, open_binary
+from vrrl_gpu.analysis.exporters._rows import LabelCache
+from vrrl_gpu.analysis.exporters._text import Lines, choice_table
 from vrrl_gpu.format._layout import RECORD_DTYPE, FailureClass, MetaOpcode, SlotStatus
-from vrrl_gpu.format._reader import Records
+from vrrl_gpu.format._reader import Records, iter_record_chunks
 from vrrl_gpu.format._sidecar import opcode_label, slot_label
 
-__all__ = ["ChromeSink", "chrome_trace"]
+__all__ = ["ChromeSink", "ChromeWriter", "chrome_trace"]
 
-
-# -------------------------------------------------------------- chrome trace
+#: The most open launches carried from one batch to the next.
+CARRY = 1 << 16
+PID = 1
 
 
 def _us(ns: int, base: int) -> float:
     return round((ns - base) / 1000.0, 3)
 
 
-def chrome_trace(
-    records: Records,
-    *,
-    opcode_names: Mapping[int, str] | None = None,
-    source: str = "",
-    streams: npt.NDArray[np.int32] | None = None,
-) -> dict[str, Any]:
-    """A Chrome Trace Event document (Perfetto, chrome://tracing) for a log's records.
+class _Tracks:
+    """Track ids of (tenant, stream), in order of first appearance, and their metadata events."""
 
-    One process; one thread (track) per ``tenant_id`` and stream (``streams``:
-    each record's, -1 when not known; such records share the tenant's track). A launch with both a
-    BEGIN and a COMPLETED record is a complete ("X") slice, one without an end
-    an instant ("i") event; failures, GAPs and other meta-records are instant
-    events; each crash window (the launch the device had reached when a fault
-    was seen, up to the fault) is an "X" slice of category ``crash``.
-    Timestamps are microseconds after the first record
-    (``otherData.base_timestamp_ns``).
-    """
-    from vrrl_gpu._version import __version__
+    def __init__(self) -> None:
+        self._keys = np.zeros(0, np.int64)  # sorted
+        self._ids = np.zeros(0, np.int64)
 
-    ls = find_launches(records)
-    strm = streams if streams is not None else np.full(int(records.shape[0]), -1, np.int32)
-    key = (records["tenant_id"].astype(np.int64) << np.int64(32)) | (strm.astype(np.int64) + 1)
-    uniq, inverse = np.unique(key, return_inverse=True)
-    tids: list[int] = inverse.reshape(-1).tolist()
-    tid_of = {(int(k) >> 32, (int(k) & 0xFFFFFFFF) - 1): i for i, k in enumerate(uniq.tolist())}
-    ts = records["timestamp_ns"]
-    base = int(ts.min()) if ts.size else 0
-    pid = 1
-    events: list[dict[str, Any]] = [
-        {
-            "ph": "M",
-            "name": "process_name",
-            "pid": pid,
-            "tid": 0,
-            "args": {"name": f"vrrl {Path(source).name}" if source else "vrrl"},
-        },
-    ]
-    for (t, s), tid in tid_of.items():
-        name = f"tenant {t}" if s < 0 else f"tenant {t} stream {s}"
-        events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": name}})
-        events.append(
-            {"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid, "args": {"sort_index": tid}}
-        )
+    def __call__(
+        self, tenant: npt.NDArray[np.uint32], stream: npt.NDArray[np.int32]
+    ) -> npt.NDArray[np.int64]:
+        key = (tenant.astype(np.int64) << np.int64(32)) | (stream.astype(np.int64) + 1)
+        pos = np.searchsorted(self._keys, key)
+        found = pos < self._keys.shape[0]
+        found[found] = self._keys[pos[found]] == key[found]
+        if not found.all():
+            new, first = np.unique(key[~found], return_index=True)
+            new = new[np.argsort(first)]
+            ids = np.arange(self._ids.shape[0], self._ids.shape[0] + new.shape[0])
+            keys = np.concatenate([self._keys, new])
+            order = np.argsort(keys, kind="stable")
+            self._keys, self._ids = keys[order], np.concatenate([self._ids, ids])[order]
+            pos = np.searchsorted(self._keys, key)
+        return np.asarray(self._ids[pos])
 
-    # Column lists, not numpy scalars, in the per-launch loop: it runs once per launch.
-    labels = {op: opcode_label(op, opcode_names) for op in np.unique(ls.opcode).tolist()}
-    statuses = {st: SlotStatus.label_of(st) for st in np.unique(ls.status).tolist()}
-    launch_tids = [tids[i] for i in ls.index.tolist()]
-    cols = zip(
-        ls.opcode.tolist(), ls.ts.tolist(), launch_tids, ls.slot.tolist(), ls.args.tolist(),
-        ls.epoch.tolist(), ls.status.tolist(), ls.completed.tolist(), ls.end_ts.tolist(),
-        strict=True,
-    )  # fmt: skip
-    for op, start, track, slot, words, epoch, status, completed, end in cols:
-        ev: dict[str, Any] = {
-            "name": labels[op],
-            "cat": "launch",
-            "pid": pid,
-            "tid": track,
-            "ts": _us(start, base),
-            "args": {
-                "slot_idx": slot,
-                "opcode": op,
-                "args": words,
-                "epoch": epoch,
-                "status": statuses[status],
-            },
-        }
-        if completed and end >= start:
-            ev["ph"] = "X"
-            ev["dur"] = max(0.001, round((end - start) / 1000.0, 3))
-        else:
-            ev["ph"] = "i"
-            ev["s"] = "t"
-        events.append(ev)
+    def metadata(self) -> list[dict[str, Any]]:
+        out = []
+        for rank, (k, tid) in enumerate(zip(self._keys.tolist(), self._ids.tolist(), strict=True)):
+            t, s = k >> 32, (k & 0xFFFFFFFF) - 1
+            name = f"tenant {t}" if s < 0 else f"tenant {t} stream {s}"
+            out.append({"ph": "M", "name": "thread_name", "pid": PID, "tid": tid, "args": {"name": name}})
+            out.append(
+                {"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": tid, "args": {"sort_index": rank}}
+            )
+        return out
 
-    meta = meta_mask(records)
+
+def _launch_events(
+    rows: Mapping[str, npt.NDArray[Any]], tids: npt.NDArray[np.int64], base: int, names: LabelCache
+) -> Iterator[npt.NDArray[np.uint8]]:
+    """The launch events as JSON text, each after a comma: an "X" slice when it completed, else an instant."""
+    if not tids.shape[0]:
+        return
+    labels = names(rows["opcode"])
+    name_tab = choice_table([json.dumps(v).encode() for v in labels.values])
+    statuses = LabelCache(SlotStatus.label_of)(rows["status"])
+    status_tab = choice_table([json.dumps(v).encode() for v in statuses.values])
+    # "X" needs the end at or after the start; an end before it is shown as an instant.
+    x = rows["completed"] & (rows["end_ts"] >= rows["ts"])
+    for sel in (np.flatnonzero(x), np.flatnonzero(~x)):
+        for lo in range(0, sel.shape[0], TEXT_ROWS):
+            i = sel[lo : lo + TEXT_ROWS]
+            ts = rows["ts"][i]
+            start = ts - np.uint64(base)
+            a = rows["args"][i]
+            t = Lines(int(i.shape[0]))
+            t.lit(',\n{"name":').pick(labels.idx[i], name_tab).lit(f',"cat":"launch","pid":{PID},"tid":')
+            t.uint(tids[i]).lit(',"ts":').uint(start // np.uint64(1000)).lit(".").fixed(
+                start % np.uint64(1000), 3
+            )
+            t.lit(',"args":{"slot_idx":').uint(rows["slot"][i]).lit(',"opcode":').uint(rows["opcode"][i])
+            t.lit(',"args":[').uint(a[:, 0]).lit(",").uint(a[:, 1]).lit(",").uint(a[:, 2]).lit(",")
+            t.uint(a[:, 3]).lit('],"epoch":').uint(rows["epoch"][i])
+            t.lit(',"status":').pick(statuses.idx[i], status_tab)
+            if x[i[0]]:
+                d = np.maximum(rows["end_ts"][i] - ts, np.uint64(1))
+                t.lit('},"ph":"X","dur":').uint(d // np.uint64(1000)).lit(".").fixed(d % np.uint64(1000), 3)
+                t.lit("}")
+            else:
+                t.lit('},"ph":"i","s":"t"}')
+            yield t.render()
+
+
+def _record_events(
+    r: Records,
+    idx: npt.NDArray[np.int64],
+    tids: npt.NDArray[np.int64],
+    base: int,
+    names: Mapping[int, str] | None,
+) -> list[dict[str, Any]]:
+    """Failure and meta-record events (few: one per such record) as dicts."""
+    meta = meta_mask(r)
+    events: list[dict[str, Any]] = []
     failure_statuses = (SlotStatus.FAILED_AT_LAUNCH, SlotStatus.FAULTED, SlotStatus.HUNG)
-    marked = np.flatnonzero(meta | failure_mask(records))  # everything else is covered by the launches
-    for j in marked.tolist():
-        r = records[j]
-        st, fc, code = int(r["slot_status"]), int(r["failure_class"]), int(r["backend_error_code"])
-        t, op = int(r["tenant_id"]), int(r["opcode"])
+    for j in idx.tolist():
+        rec = r[j]
+        st, fc, code = int(rec["slot_status"]), int(rec["failure_class"]), int(rec["backend_error_code"])
+        op = int(rec["opcode"])
+        ts = _us(int(rec["timestamp_ns"]), base)
         if meta[j]:
-            a = r["args"]
+            a = rec["args"]
             if op == MetaOpcode.GAP:
                 count = int(a[2]) | (int(a[3]) << 32)
                 name, cat, scope = f"gap: {count} record(s) dropped", "gap", "p"
@@ -125,9 +146,9 @@ def chrome_trace(
                     "cat": cat,
                     "ph": "i",
                     "s": scope,
-                    "pid": pid,
-                    "tid": tids[j],
-                    "ts": _us(int(r["timestamp_ns"]), base),
+                    "pid": PID,
+                    "tid": int(tids[j]),
+                    "ts": ts,
                     "args": args,
                 }
             )
@@ -139,63 +160,206 @@ def chrome_trace(
                     "cat": "failure",
                     "ph": "i",
                     "s": "t",
-                    "pid": pid,
-                    "tid": tids[j],
+                    "pid": PID,
+                    "tid": int(tids[j]),
                     "cname": "terrible",
-                    "ts": _us(int(r["timestamp_ns"]), base),
+                    "ts": ts,
                     "args": {
-                        "slot_idx": int(r["slot_idx"]),
-                        "opcode": opcode_label(op, opcode_names),
+                        "slot_idx": int(rec["slot_idx"]),
+                        "opcode": opcode_label(op, names),
                         "failure_class": label,
                         "backend_error_code": code,
-                        "output_digest": f"{int(r['output_digest']):016x}",
+                        "output_digest": f"{int(rec['output_digest']):016x}",
                     },
                 }
             )
-    for w in crash_windows(records, ls, strm):
-        events.append(
-            {
-                "name": (
-                    f"crash window: {opcode_label(w.opcode, opcode_names)} (slot {slot_label(w.slot_idx)})"
-                ),
-                "cat": "crash",
-                "ph": "X",
-                "pid": pid,
-                "tid": tids[w.fault_record],
-                "cname": "terrible",
-                "ts": _us(w.start_ns, base),
-                "dur": max(0.001, round((w.end_ns - w.start_ns) / 1000.0, 3)),
-                "args": {
-                    **w.to_dict(),
-                    "failure_class": FailureClass(w.failure_class).label,
-                    "code": code_label(w.backend_error_code),
-                },
-            }
-        )
-    return {
-        "traceEvents": events,
-        "displayTimeUnit": "ns",
-        "otherData": {"source": source, "base_timestamp_ns": base, "generator": f"vrrl_gpu {__version__}"},
-    }
+    return events
+
+
+class ChromeWriter:
+    """Writes the trace of batches of records (in publish order) to a binary file, in bounded memory.
+
+    ``base``: the smallest timestamp of all the records to come (the trace's zero);
+    ``ends_recorded``: whether any of them is a COMPLETED record (crash windows use it).
+    """
+
+    def __init__(
+        self,
+        f: BinaryIO,
+        *,
+        base: int,
+        ends_recorded: bool,
+        opcode_names: Mapping[int, str] | None = None,
+        source: str = "",
+    ) -> None:
+        self._f, self._base, self._ends = f, base, ends_recorded
+        self._names = opcode_names
+        self._labels = LabelCache(lambda op: opcode_label(op, opcode_names))
+        self._tracks = _Tracks()
+        self._source = source
+        self._carry = np.zeros(0, RECORD_DTYPE)
+        self._carry_streams = np.zeros(0, np.int32)
+        self._carry_at = np.zeros(0, np.int64)  # the carried records' positions in the log
+        self._seen = 0
+        head = {"ph": "M", "name": "process_name", "pid": PID, "tid": 0}
+        head["args"] = {"name": f"vrrl {Path(source).name}" if source else "vrrl"}
+        f.write(b'{"traceEvents":[' + json.dumps(head, separators=(",", ":")).encode())
+
+    def _dicts(self, events: Iterable[dict[str, Any]]) -> None:
+        buf = io.StringIO()
+        for e in events:
+            buf.write(",\n")
+            buf.write(json.dumps(e, separators=(",", ":")))
+        self._f.write(buf.getvalue().encode())
+
+    def write(self, records: Records, streams: npt.NDArray[np.int32] | None = None) -> None:
+        n = int(records.shape[0])
+        if not n:
+            return
+        k = int(self._carry.shape[0])
+        strm = streams if streams is not None else np.full(n, -1, np.int32)
+        work = np.concatenate([self._carry, records])
+        wstreams = np.concatenate([self._carry_streams, strm])
+        at = np.concatenate([self._carry_at, self._seen + np.arange(n, dtype=np.int64)])
+        self._seen += n
+        ls = find_launches(work)
+        tids = self._tracks(work["tenant_id"], wstreams)
+        # A launch is done when it completed or when a later launch took its key (its end can never come).
+        opener_keys = (ls.tenant.astype(np.int64) << np.int64(32)) | ls.slot.astype(np.int64)
+        order = np.lexsort((ls.index, opener_keys))
+        superseded = np.zeros(len(ls), bool)
+        superseded[order[:-1]] = opener_keys[order[:-1]] == opener_keys[order[1:]]
+        open_rows = np.flatnonzero(~ls.completed & ~superseded)
+        if open_rows.shape[0] > CARRY:
+            open_rows = open_rows[-CARRY:]
+        done = np.ones(len(ls), bool)
+        done[open_rows] = False
+        self._write_launches(ls, done, tids)
+        marked = np.flatnonzero(meta_mask(work) | failure_mask(work))
+        self._dicts(_record_events(work, marked[marked >= k], tids, self._base, self._names))
+        windows = [
+            w for w in crash_windows(work, ls, wstreams, ends_recorded=self._ends) if w.fault_record >= k
+        ]
+        self._dicts(self._window_event(w, tids, at) for w in windows)
+        keep = ls.index[open_rows]
+        self._carry, self._carry_streams, self._carry_at = work[keep], wstreams[keep], at[keep]
+
+    def _write_launches(self, ls: Any, rows: npt.NDArray[np.bool_], tids: npt.NDArray[np.int64]) -> None:
+        sel = np.flatnonzero(rows)
+        cols = {
+            "opcode": ls.opcode[sel], "status": ls.status[sel], "completed": ls.completed[sel],
+            "end_ts": ls.end_ts[sel], "ts": ls.ts[sel], "args": ls.args[sel], "slot": ls.slot[sel],
+            "epoch": ls.epoch[sel],
+        }  # fmt: skip
+        for text in _launch_events(cols, tids[ls.index[sel]], self._base, self._labels):
+            self._f.write(text.data)
+
+    def _window_event(self, w: Any, tids: npt.NDArray[np.int64], at: npt.NDArray[np.int64]) -> dict[str, Any]:
+        d = w.to_dict()
+        d["fault_record"] = int(at[w.fault_record])
+        d["launch_record"] = int(at[w.launch_record]) if w.launch_record >= 0 else -1
+        return {
+            "name": f"crash window: {opcode_label(w.opcode, self._names)} (slot {slot_label(w.slot_idx)})",
+            "cat": "crash",
+            "ph": "X",
+            "pid": PID,
+            "tid": int(tids[w.fault_record]),
+            "cname": "terrible",
+            "ts": _us(w.start_ns, self._base),
+            "dur": max(0.001, round((w.end_ns - w.start_ns) / 1000.0, 3)),
+            "args": {
+                **d,
+                "failure_class": FailureClass(w.failure_class).label,
+                "code": code_label(w.backend_error_code),
+            },
+        }
+
+    def finish(self) -> None:
+        """The launches still open (instants), the track names, the document's end."""
+        if self._carry.shape[0]:
+            ls = find_launches(self._carry)
+            tids = self._tracks(self._carry["tenant_id"], self._carry_streams)
+            self._write_launches(ls, np.ones(len(ls), bool), tids)
+        self._dicts(self._tracks.metadata())
+        from vrrl_gpu._version import __version__
+
+        other = {
+            "source": self._source,
+            "base_timestamp_ns": self._base,
+            "generator": f"vrrl_gpu {__version__}",
+        }
+        tail = {"displayTimeUnit": "ns", "otherData": other}
+        self._f.write(b"]," + json.dumps(tail, separators=(",", ":")).encode()[1:])
+
+
+def _bounds(records: Iterable[Records]) -> tuple[int, bool]:
+    """(smallest timestamp, any COMPLETED record) over batches."""
+    base: int | None = None
+    ends = False
+    for r in records:
+        if r.shape[0]:
+            m = int(r["timestamp_ns"].min())
+            base = m if base is None else min(base, m)
+            ends = ends or bool((r["slot_status"] == SlotStatus.COMPLETED).any())
+    return (base or 0), ends
+
+
+def chrome_trace(
+    records: Records,
+    *,
+    opcode_names: Mapping[int, str] | None = None,
+    source: str = "",
+    streams: npt.NDArray[np.int32] | None = None,
+) -> dict[str, Any]:
+    """The Chrome Trace Event document (Perfetto, chrome://tracing) of ``records``, as a dict.
+
+    The same trace ``vrrl export --format chrome`` streams (see the module docstring); ``streams`` is each
+    record's stream (-1 when not known).
+    """
+    base, ends = _bounds([records])
+    buf = io.BytesIO()
+    w = ChromeWriter(buf, base=base, ends_recorded=ends, opcode_names=opcode_names, source=source)
+    w.write(records, streams)
+    w.finish()
+    doc: dict[str, Any] = json.loads(buf.getvalue())
+    return doc
 
 
 class ChromeSink(Sink):
-    """The trace needs the whole log (launch pairs, crash windows), so batches are kept until the end."""
+    """Streams the trace; a first pass over the log (``ctx.source``) finds its zero time.
+
+    Without a source (a sink fed batches by hand) the batches are kept until :meth:`finish`.
+    """
 
     def __init__(self, path: Path, ctx: SinkContext) -> None:
-        self._path, self._ctx = path, ctx
-        self._chunks: list[Records] = []
+        self._ctx = ctx
+        self._pending: list[tuple[Records, npt.NDArray[np.int32] | None]] = []
+        self._w: ChromeWriter | None = None
+        bounds = _bounds(iter_record_chunks(ctx.source, salvage=True)) if ctx.source else None
+        self._f = open_binary(path)  # after the first pass, which may refuse the log
+        if bounds is not None:
+            self._w = self._writer(*bounds)
+
+    def _writer(self, base: int, ends: bool) -> ChromeWriter:
+        c = self._ctx
+        return ChromeWriter(
+            self._f, base=base, ends_recorded=ends, opcode_names=c.opcode_names, source=c.source
+        )
 
     def write(self, records: Records, origin: npt.NDArray[np.int32] | None) -> None:
-        self._chunks.append(records)
+        streams = self._ctx.streams(records) if self._ctx.streams is not None else None
+        if self._w is None:
+            self._pending.append((records, streams))
+        else:
+            self._w.write(records, streams)
 
     def finish(self) -> None:
-        recs = np.concatenate(self._chunks) if self._chunks else np.empty(0, RECORD_DTYPE)
-        self._chunks = []
-        mapper = self._ctx.streams
-        streams = mapper(recs) if mapper is not None else None
-        trace = chrome_trace(
-            recs, opcode_names=self._ctx.opcode_names, source=self._ctx.source, streams=streams
-        )
-        with open(self._path, "w", encoding="utf-8") as f:
-            json.dump(trace, f, separators=(",", ":"))
+        if self._w is None:
+            self._w = self._writer(*_bounds(r for r, _ in self._pending))
+            for r, s in self._pending:
+                self._w.write(r, s)
+            self._pending = []
+        self._w.finish()
+
+    def close(self) -> None:
+        self._f.close()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import fcntl
 import importlib
+import io
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -20,11 +23,66 @@ from vrrl_gpu.analysis.exporters._rows import ProgressFn
 from vrrl_gpu.errors import MissingExtraError, VrrlIoError
 from vrrl_gpu.format._reader import Records
 
-__all__ = ["AtomicOutput", "STDOUT", "Extra", "Sink", "SinkContext", "drive"]
+__all__ = [
+    "AtomicOutput",
+    "STDOUT",
+    "STDOUT_PATH",
+    "Extra",
+    "Sink",
+    "SinkContext",
+    "drive",
+    "is_stdout",
+    "open_binary",
+]
 
 
 #: The output name that means standard output.
 STDOUT = "-"
+#: What :class:`AtomicOutput` hands the sink for ``-``: :func:`open_binary` gives it ``sys.stdout`` itself.
+STDOUT_PATH = Path("/dev/stdout")
+# Names of standard output itself, whatever it is (a pipe, a terminal, or a file the shell opened).
+_STDOUT_NAMES = (STDOUT, "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
+
+
+def is_stdout(out: str | os.PathLike[str]) -> bool:
+    """Whether ``out`` names standard output itself (``-``, ``/dev/stdout``, ``/dev/fd/1``)."""
+    return os.fspath(out) in _STDOUT_NAMES
+
+
+class _Borrowed(io.BufferedIOBase):
+    """Standard output lent to a sink: writes go through, ``close`` only flushes (the stream is not ours)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self._raw.write(b)
+        return memoryview(b).nbytes
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.flush()
+        super().close()
+
+
+def open_binary(path: Path) -> BinaryIO:
+    """The sink's output file for writing bytes; for ``-``, the process's standard output as it is.
+
+    Standard output is written through ``sys.stdout`` (never reopened: reopening ``/dev/stdout`` would
+    truncate a file the shell opened for appending); a FIFO or device is opened without truncating.
+    """
+    if path == STDOUT_PATH:
+        sys.stdout.flush()
+        return _Borrowed(sys.stdout.buffer)  # type: ignore[return-value]
+    if _is_stream(path):
+        return open(path, "ab")
+    return open(path, "wb")
 
 
 class AtomicOutput:
@@ -39,9 +97,10 @@ class AtomicOutput:
 
     def __init__(self, out: str | os.PathLike[str], *, force: bool) -> None:
         self.out = Path(out)
-        self.stream = os.fspath(out) == STDOUT or _is_stream(self.out)
+        to_stdout = is_stdout(out)
+        self.stream = to_stdout or _is_stream(self.out)
         if self.stream:
-            self.tmp = Path("/dev/stdout") if os.fspath(out) == STDOUT else self.out
+            self.tmp = STDOUT_PATH if to_stdout else self.out
             return
         if self.out.is_dir():
             raise VrrlIoError(f"{self.out}: is a directory; give a file name for the output")

@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vrrl_gpu.analysis.exporters._output import Extra, Sink, SinkContext
-from vrrl_gpu.format._layout import FailureClass, SlotStatus
+from vrrl_gpu.analysis.exporters._output import Extra, Sink, SinkContext, open_binary
+from vrrl_gpu.analysis.exporters._rows import Labels, RowBuilder
 from vrrl_gpu.format._reader import Records
-from vrrl_gpu.format._sidecar import opcode_label
 
 __all__ = ["PARQUET_EXTRA", "ParquetSink", "parquet_schema", "record_table"]
 
@@ -48,6 +47,10 @@ def parquet_schema(*, with_origin: bool) -> Any:
     return pa.schema(fields)
 
 
+def _labels(pa: Any, labels: Labels) -> Any:
+    return pa.array(labels.values, pa.string()).take(pa.array(labels.idx.astype(np.int32)))
+
+
 def record_table(
     records: Records,
     *,
@@ -57,49 +60,47 @@ def record_table(
     origin_paths: Sequence[str] = (),
     origin_names: Sequence[Mapping[int, str]] = (),
     streams: npt.NDArray[np.int32] | None = None,
+    rows: RowBuilder | None = None,
 ) -> Any:
     """The records as an Arrow table of :func:`parquet_schema` (with the origin column when ``origin``).
 
     The Parquet export writes these; the fleet dataset (``_fleet_dataset``) appends its rank columns.
+    Built with numpy and Arrow (names looked up once per distinct value, :class:`RowBuilder`); a writer of
+    many batches passes its ``rows`` so that the lookups are kept between batches.
     """
     pa, _ = _pyarrow()
     if schema is None:
         schema = parquet_schema(with_origin=origin is not None)
-    n = records.shape[0]
-    ops = records["opcode"]
-    org = origin.tolist() if origin is not None else [0] * n
-    names: list[str | None] = []
-    for op, o in zip(ops.tolist(), org, strict=True):
-        table = origin_names[o] if origin_names else opcode_names
-        nm = table.get(op) if table else None
-        names.append(nm if nm is not None else (opcode_label(op) if op >= 0xFFFFFF00 else None))
-    if streams is None:
-        streams = np.full(n, -1, np.int32)
-    fcs = records["failure_class"].tolist()
-    sts = records["slot_status"].tolist()
+    if rows is None:
+        rows = RowBuilder(opcode_names=opcode_names, origin_names=origin_names)
+    c = rows(records, streams=streams, origin=origin)
+    ts = records["timestamp_ns"]
     cols = [
-        pa.array(records["timestamp_ns"], pa.uint64()),
-        pa.array(records["timestamp_ns"].astype(np.int64), pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
+        pa.array(ts, pa.uint64()),
+        # Past int64 (year 2262) a time cannot be held: null there, the ns column keeps the value.
+        pa.array(ts.astype(np.int64), pa.int64(), mask=ts >= np.uint64(1 << 63)).cast(
+            pa.timestamp("ns", tz="UTC")
+        ),
         pa.array(records["slot_idx"], pa.uint32()),
         pa.array(records["tenant_id"], pa.uint32()),
-        pa.array(ops, pa.uint32()),
-        pa.array(names, pa.string()),
-        pa.FixedSizeListArray.from_arrays(pa.array(records["args"].reshape(-1), pa.uint32()), 4).cast(
-            pa.list_(pa.uint32())
-        ),
+        pa.array(records["opcode"], pa.uint32()),
+        _labels(pa, c.opcode_name),
+        pa.FixedSizeListArray.from_arrays(
+            pa.array(np.ascontiguousarray(records["args"]).reshape(-1), pa.uint32()), 4
+        ).cast(pa.list_(pa.uint32())),
         pa.array(records["epoch"], pa.uint32()),
         pa.array(records["slot_status"], pa.uint32()),
-        pa.array([SlotStatus.label_of(s) for s in sts], pa.string()),
+        _labels(pa, c.slot_status_name),
         pa.array(records["failure_class"], pa.uint32()),
-        pa.array([FailureClass(f).label for f in fcs], pa.string()),
+        _labels(pa, c.failure_class_name),
         pa.array(records["backend_error_code"], pa.uint32()),
         pa.array(records["output_digest"], pa.uint64()),
-        pa.array(streams, pa.int32(), mask=streams < 0),
+        pa.array(c.stream, pa.int32(), mask=c.stream < 0),
     ]
     if origin is not None:
-        idx = pa.array(np.asarray(org, np.int32), pa.int32())
-        paths = pa.array([origin_paths[o] for o in org], pa.string())
-        cols.append(pa.StructArray.from_arrays([idx, paths], names=["index", "path"]))
+        org = np.asarray(origin, np.int32)
+        paths = pa.array(list(origin_paths), pa.string()).take(pa.array(org))
+        cols.append(pa.StructArray.from_arrays([pa.array(org, pa.int32()), paths], names=["index", "path"]))
     return pa.Table.from_arrays(cols, schema=schema)
 
 
@@ -108,26 +109,32 @@ class ParquetSink(Sink):
         self._pa, pq = _pyarrow()
         self._with_origin = ctx.origin_paths is not None
         self._schema = parquet_schema(with_origin=self._with_origin)
-        self._writer = pq.ParquetWriter(str(path), self._schema, compression="zstd")
-        self._names, self._paths, self._per_origin = (
-            ctx.opcode_names,
-            list(ctx.origin_paths or ()),
-            ctx.origin_names,
-        )
+        self._f = open_binary(path)
+        try:
+            self._writer = pq.ParquetWriter(self._f, self._schema, compression="zstd")
+        except BaseException:
+            self._f.close()
+            raise
+        self._paths = list(ctx.origin_paths or ())
+        self._rows = RowBuilder(opcode_names=ctx.opcode_names, origin_names=ctx.origin_names)
         self._streams = ctx.streams
 
     def write(self, records: Records, origin: npt.NDArray[np.int32] | None) -> None:
         streams = self._streams(records) if self._streams is not None else None
+        if self._with_origin and origin is None:
+            origin = np.zeros(int(records.shape[0]), np.int32)
         table = record_table(
             records,
             schema=self._schema,
-            opcode_names=self._names,
             origin=origin if self._with_origin else None,
             origin_paths=self._paths,
-            origin_names=self._per_origin,
             streams=streams,
+            rows=self._rows,
         )
         self._writer.write_table(table)
 
     def close(self) -> None:
-        self._writer.close()
+        try:
+            self._writer.close()
+        finally:
+            self._f.close()

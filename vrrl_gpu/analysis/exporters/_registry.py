@@ -117,7 +117,6 @@ register(
         "vrrl",
         "VRRL v1 log",
         VrrlSink,
-        export=False,
         merge=True,
         origin_column=False,
         max_records=MAX_CAPACITY,
