@@ -15,7 +15,7 @@ from vrrl_gpu.analysis._clock import clock_summary
 from vrrl_gpu.analysis._export import export_log
 from vrrl_gpu.analysis._streams import mapper_for
 from vrrl_gpu.analysis._verify import semantic_findings
-from vrrl_gpu.analysis.exporters._output import STDOUT
+from vrrl_gpu.analysis.exporters._output import STDOUT, stdout_binary
 from vrrl_gpu.analysis.exporters._rows import opcode_names_of
 from vrrl_gpu.errors import CorruptRecordError, TruncatedLogError
 from vrrl_gpu.format._layout import RECORD_MAGIC, FailureClass, SlotStatus
@@ -180,8 +180,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
         write_pages(batches, rows, bold=tty)
         print(f"{printable(args.log)}: {rows.rows:,} record(s)")
     else:
-        sys.stdout.flush()
-        write_tsv(sys.stdout.buffer, batches, rows)
+        with stdout_binary() as out:
+            write_tsv(out, batches, rows)
         print(f"{printable(args.log)}: {rows.rows:,} record(s)", file=sys.stderr)
     return 0
 

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds
-from vrrl_gpu._cli._output import print_table
+from vrrl_gpu._cli._output import printable
 from vrrl_gpu._cli._progress import progress_bar
+from vrrl_gpu._cli._table import PAGE_ROWS, write_aligned
 from vrrl_gpu.format._layout import SlotStatus
 from vrrl_gpu.format._sidecar import opcode_label
 from vrrl_gpu.reproduce._plan import REPLAY_DEVICES
@@ -411,26 +412,46 @@ def _launch_json(launch: Any, names: Any) -> dict[str, Any]:
     }
 
 
-def _print_launches(title: str, launches: Sequence[Any], plan: Any) -> None:
+_LAUNCH_COLUMNS = ("pos", "slot", "opcode", "args", "epoch", "tenant", "")
+_LAUNCH_JUSTIFY = {"pos": "right", "slot": "right", "epoch": "right", "tenant": "right"}
+
+
+def _print_launches(title: str | None, launches: Sequence[Any], plan: Any) -> None:
+    """The launches as an aligned table, printed a page at a time (a million launches stream)."""
     fail_pos = plan.failure.position if plan.failure is not None and not plan.failure.unknown else -1
-    rows = [
-        (
-            x.position,
-            x.slot_idx,
-            opcode_label(x.opcode, plan.names),
-            " ".join(f"{a:#x}" for a in x.args),
-            x.epoch,
-            x.tenant_id,
-            "<- failure" if x.position == fail_pos else "",
-        )
-        for x in launches
-    ]
-    print_table(
-        title,
-        ("pos", "slot", "opcode", "args", "epoch", "tenant", ""),
-        rows,
-        justify={"pos": "right", "slot": "right", "epoch": "right", "tenant": "right"},
-    )
+    labels: dict[int, str] = {}
+
+    def label(op: int) -> str:
+        text = labels.get(op)
+        if text is None:
+            text = labels[op] = opcode_label(op, plan.names)
+        return text
+
+    def pages() -> Any:
+        for lo in range(0, len(launches), PAGE_ROWS):
+            yield [
+                (
+                    str(x.position),
+                    str(x.slot_idx),
+                    label(x.opcode),
+                    " ".join(f"{a:#x}" for a in x.args),
+                    str(x.epoch),
+                    str(x.tenant_id),
+                    "<- failure" if x.position == fail_pos else "",
+                )
+                for x in launches[lo : lo + PAGE_ROWS]
+            ]
+
+    if title is not None:
+        print(printable(title))
+    write_aligned(pages(), _LAUNCH_COLUMNS, _LAUNCH_JUSTIFY, bold=_tty(sys.stdout))
+
+
+def _tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _minimize(plan: Any, args: argparse.Namespace) -> int:
@@ -535,7 +556,7 @@ def _minimize(plan: Any, args: argparse.Namespace) -> int:
         print(
             "budget:     exhausted; this is the shortest sequence seen to reproduce, not necessarily minimal"
         )
-    _print_launches(None, result.kept, plan)  # type: ignore[arg-type]
+    _print_launches(None, result.kept, plan)
     print(
         f"wrote {out_path}: {_n(written, 'record')} ({_n(len(result.kept), 'launch')} + the failure record)"
     )

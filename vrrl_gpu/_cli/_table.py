@@ -17,10 +17,18 @@ from vrrl_gpu.format._layout import UNKNOWN_SLOT, FailureClass, SlotStatus
 from vrrl_gpu.format._reader import Records
 from vrrl_gpu.format._sidecar import opcode_label
 
-__all__ = ["DUMP_COLUMNS", "DUMP_JUSTIFY", "DumpRows", "write_tsv", "write_pages"]
+__all__ = [
+    "DUMP_COLUMNS",
+    "DUMP_JUSTIFY",
+    "PAGE_ROWS",
+    "DumpRows",
+    "write_tsv",
+    "write_pages",
+    "write_aligned",
+]
 
 #: Records a TSV block is built from at a time (its text matrix stays a few MiB).
-TEXT_ROWS = 1 << 13
+TEXT_ROWS = 1 << 12
 
 DUMP_COLUMNS = (
     "#", "time (UTC)", "slot", "tenant", "stream", "opcode", "args", "epoch", "status", "class", "code",
@@ -109,31 +117,46 @@ def write_pages(
     rows: DumpRows,
     out: TextIO | None = None,
     *,
-    columns: Sequence[str] = DUMP_COLUMNS,
     bold: bool = False,
 ) -> None:
-    """An aligned table printed page by page as the log is read: the header once, then rows.
+    """The ``dump`` table, page by page as the log is read (:func:`write_aligned`)."""
+    write_aligned(_pages(batches, rows), DUMP_COLUMNS, DUMP_JUSTIFY, out, bold=bold)
+
+
+def write_aligned(
+    pages: Iterable[Sequence[Sequence[str]]],
+    columns: Sequence[str],
+    justify: Mapping[str, str],
+    out: TextIO | None = None,
+    *,
+    bold: bool = False,
+) -> int:
+    """An aligned table printed page by page: the header once, then each page as it comes; returns the rows.
 
     Plain text, not a rich table: rich measures and renders every cell through Python objects (about a
     millisecond a row), which made the table of 65,536 records take minutes. Column widths come from
-    the first page and only grow; the cells are already stripped of control characters.
+    the first page and only grow. Cells are shown through :func:`printable` (no control characters).
     """
     out = out if out is not None else sys.stdout
     widths: list[int] | None = None
-    right = [DUMP_JUSTIFY.get(c) == "right" for c in columns]
+    right = [justify.get(c) == "right" for c in columns]
+    n = 0
 
     def line(cells: Sequence[str], w: Sequence[int]) -> str:
         return "  ".join(
-            c.rjust(n) if r else c.ljust(n) for c, n, r in zip(cells, w, right, strict=True)
+            c.rjust(k) if r else c.ljust(k) for c, k, r in zip(cells, w, right, strict=True)
         ).rstrip()
 
-    for page in _pages(batches, rows):
+    for raw in pages:
+        page = [[printable(c) for c in r] for r in raw]
         if widths is None:
             widths = [max([len(c), *(len(r[i]) for r in page)]) for i, c in enumerate(columns)]
             head = line(columns, widths)
             out.write((f"\x1b[1m{head}\x1b[0m" if bold else head) + "\n")
-            out.write("  ".join("\u2500" * n for n in widths) + "\n")
+            out.write("  ".join("\u2500" * k for k in widths) + "\n")
         else:
-            widths = [max(w, *(len(r[i]) for r in page)) for i, w in enumerate(widths)]
+            widths = [max([w, *(len(r[i]) for r in page)]) for i, w in enumerate(widths)]
         out.write("".join(line(r, widths) + "\n" for r in page))
         out.flush()
+        n += len(page)
+    return n

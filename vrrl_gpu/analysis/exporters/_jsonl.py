@@ -17,7 +17,7 @@ from vrrl_gpu.format._reader import Records
 __all__ = ["JsonlSink", "jsonl_text"]
 
 #: Rows rendered at a time: the text matrix of a batch stays a few MiB.
-TEXT_ROWS = 1 << 13
+TEXT_ROWS = 1 << 12
 
 _Table = tuple[npt.NDArray[np.uint8], npt.NDArray[np.intp]]
 

@@ -33,6 +33,7 @@ __all__ = [
     "drive",
     "is_stdout",
     "open_binary",
+    "stdout_binary",
 ]
 
 
@@ -50,25 +51,39 @@ def is_stdout(out: str | os.PathLike[str]) -> bool:
 
 
 class _Borrowed(io.BufferedIOBase):
-    """Standard output lent to a sink: writes go through, ``close`` only flushes (the stream is not ours)."""
+    """Standard output lent to a sink: writes go through, ``close`` only flushes (the stream is not ours).
 
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
+    Its byte buffer when it has one; a text stream without one (a test's or an embedding program's
+    ``sys.stdout``) gets the bytes decoded.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._raw = getattr(stream, "buffer", None)
 
     def writable(self) -> bool:
         return True
 
     def write(self, b: Any) -> int:
-        self._raw.write(b)
+        if self._raw is not None:
+            self._raw.write(b)
+        else:
+            self._stream.write(bytes(b).decode("utf-8", "replace"))
         return memoryview(b).nbytes
 
     def flush(self) -> None:
-        self._raw.flush()
+        (self._raw if self._raw is not None else self._stream).flush()
 
     def close(self) -> None:
         if not self.closed:
-            self._raw.flush()
+            self.flush()
         super().close()
+
+
+def stdout_binary() -> BinaryIO:
+    """Standard output for bytes, borrowed (closing it only flushes); text written before is flushed first."""
+    sys.stdout.flush()
+    return _Borrowed(sys.stdout)  # type: ignore[return-value]
 
 
 def open_binary(path: Path) -> BinaryIO:
@@ -78,8 +93,7 @@ def open_binary(path: Path) -> BinaryIO:
     truncate a file the shell opened for appending); a FIFO or device is opened without truncating.
     """
     if path == STDOUT_PATH:
-        sys.stdout.flush()
-        return _Borrowed(sys.stdout.buffer)  # type: ignore[return-value]
+        return stdout_binary()
     if _is_stream(path):
         return open(path, "ab")
     return open(path, "wb")

@@ -201,4 +201,5 @@ class Lines:
             else:
                 np.greater_equal(np.arange(w), (w - lens)[:, None], out=keep[:, c : c + w])
             c += w
-        return np.compress(keep.reshape(-1), out.reshape(-1))
+        # A 1-D boolean mask, not np.compress: compress goes through an index array 8x the text's size.
+        return np.asarray(out.reshape(-1)[keep.reshape(-1)])
