@@ -21,7 +21,7 @@ from vrrl_gpu.analysis._launches import find_launches
 from vrrl_gpu.analysis._streams import streams_of
 from vrrl_gpu.analysis.exporters import CSV_FIELDS, ROW_FIELDS, chrome_trace, opcode_names_of, record_rows
 from vrrl_gpu.analysis.exporters._text import Lines, datetime_text
-from vrrl_gpu.format import RingLog
+from vrrl_gpu.format import RingLog, SlotStatus
 
 N = 3001  # not a multiple of the small chunk sizes below
 
@@ -194,3 +194,45 @@ def test_datetime_text_covers_the_u64_range() -> None:
     ts = np.array([0, 1_700_000_000_123_456_789, (1 << 63) - 1, 1 << 63, (1 << 64) - 1], np.uint64)
     got = Lines(len(ts)).part(*datetime_text(ts)).lit("\n").render().tobytes().decode().splitlines()
     assert got == [format_timestamp(int(t)) for t in ts.tolist()]
+
+
+# ------------------------------------------------------- info and verify, streamed
+
+
+def test_semantic_findings_chunk_by_chunk_are_the_whole_log_s(tmp_path: Path) -> None:
+    from vrrl_gpu.analysis._verify import semantic_findings
+    from vrrl_gpu.format import HEADER_SIZE, RECORD_DTYPE
+
+    n = 400
+    p = recorder_like_log(tmp_path / "v.vrrl", n)
+    raw = np.memmap(p, RECORD_DTYPE, mode="r+", offset=HEADER_SIZE, shape=(n,))
+    rng = np.random.default_rng(5)
+    hit = rng.choice(np.arange(5, n - 5), size=40, replace=False)
+    raw["magic"][hit[:10]] = 0  # empty slots between live records
+    raw["slot_status"][hit[10:20]] = 99
+    raw["failure_class"][hit[20:25]] = 77
+    raw["timestamp_ns"][hit[25:35]] = raw["timestamp_ns"][hit[25:35]] - np.uint64(60 * 10**9)
+    raw["timestamp_ns"][hit[35:]] = 0
+    raw["slot_status"][n - 5] = SlotStatus.META  # META with a user opcode
+    raw.flush()
+    del raw
+    whole = semantic_findings(p, chunk_slots=1 << 16)
+    assert {f.what.split(" ")[0] for f in whole} >= {"record", "slot_status", "failure_class", "timestamp"}
+    for k in (1, 7, 64):
+        assert semantic_findings(p, chunk_slots=k) == whole
+    empty = next(f for f in whole if f.what.startswith("record magic is 0"))
+    assert empty.count == 10
+    assert list(empty.slots) == sorted(hit[:10].tolist())
+
+
+def test_info_streamed_counts_what_a_whole_read_counts(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--json", str(log)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    with RingLog.open(log, readonly=True) as lg:
+        scan = lg.scan()
+    recs = scan.records
+    assert info["records"] == recs.shape[0] == N
+    assert info["wrapped"] is scan.wrapped
+    assert info["first_timestamp_ns"] == int(recs["timestamp_ns"].min())
+    assert info["failures"] == int((recs["failure_class"] != 0).sum())
+    assert info["meta_records"] == int((recs["slot_status"] == SlotStatus.META).sum()) > 0

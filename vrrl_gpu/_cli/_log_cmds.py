@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from vrrl_gpu._cli._output import format_timestamp, print_table, printable
 from vrrl_gpu._cli._table import DumpRows, write_pages, write_tsv
@@ -18,9 +19,9 @@ from vrrl_gpu.analysis._verify import semantic_findings
 from vrrl_gpu.analysis.exporters._output import STDOUT, stdout_binary
 from vrrl_gpu.analysis.exporters._rows import opcode_names_of
 from vrrl_gpu.errors import CorruptRecordError, TruncatedLogError
-from vrrl_gpu.format._layout import RECORD_MAGIC, FailureClass, SlotStatus
+from vrrl_gpu.format._layout import RECORD_DTYPE, RECORD_MAGIC, FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu.format._reader import SalvageTally, iter_record_chunks
-from vrrl_gpu.format._ringlog import RingLog, ScanResult
+from vrrl_gpu.format._ringlog import read_header
 
 __all__ = ["register"]
 
@@ -71,56 +72,57 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_verify)
 
 
-def _scan(path: str, salvage: bool) -> ScanResult:
-    with RingLog.open(path, readonly=True) as log:
-        return log.scan(salvage=salvage)
-
-
-def _code_label(code: int) -> str:
-    from vrrl_gpu.evidence._classify import code_name
-
-    return code_name(code) if code else "-"
-
-
-def summarize(path: str, scan: ScanResult) -> dict[str, Any]:
-    """The facts ``vrrl info`` prints, as a JSON-ready dict."""
-    recs = scan.records
-    h = scan.header
-    evidence_mask = (
-        (recs["slot_status"] != 0)
-        | (recs["failure_class"] != 0)
-        | (recs["backend_error_code"] != 0)
-        | (recs["output_digest"] != 0)
-    )
-    # Unknown class values decode as Unclassified, as in the format.
-    classes = np.minimum(recs["failure_class"], int(FailureClass.UNCLASSIFIED))
-    counts = np.bincount(classes, minlength=len(FailureClass))
-    by_class = {fc.label: int(counts[fc]) for fc in FailureClass if fc and counts[fc]}
-    ts = recs["timestamp_ns"]
+def summarize(path: str, *, salvage: bool = False) -> dict[str, Any]:
+    """The facts ``vrrl info`` prints, as a JSON-ready dict (one streaming pass over the log)."""
+    h = read_header(path)
+    tally = SalvageTally()
+    records = evidence = meta = 0
+    counts = np.zeros(len(FailureClass), np.int64)
+    lo: int | None = None
+    hi: int | None = None
+    calibrations: list[npt.NDArray[np.void]] = []  # few: clock_summary reads only these
+    for recs in iter_record_chunks(path, salvage=salvage, tally=tally):
+        records += int(recs.shape[0])
+        evidence += int(
+            (
+                (recs["slot_status"] != 0)
+                | (recs["failure_class"] != 0)
+                | (recs["backend_error_code"] != 0)
+                | (recs["output_digest"] != 0)
+            ).sum()
+        )
+        # Unknown class values decode as Unclassified, as in the format.
+        classes = np.minimum(recs["failure_class"], int(FailureClass.UNCLASSIFIED))
+        counts += np.bincount(classes, minlength=len(FailureClass))
+        is_meta = recs["slot_status"] == int(SlotStatus.META)
+        meta += int(is_meta.sum())
+        calibrations.append(recs[is_meta & (recs["opcode"] == int(MetaOpcode.CALIBRATION))])
+        ts = recs["timestamp_ns"]
+        lo = int(ts.min()) if lo is None else min(lo, int(ts.min()))
+        hi = int(ts.max()) if hi is None else max(hi, int(ts.max()))
     out: dict[str, Any] = {
         "path": path,
         "capacity": h.capacity,
         "cursor": h.cursor,
-        "records": int(recs.shape[0]),
-        "wrapped": scan.wrapped,
-        "with_evidence": int(evidence_mask.sum()),
+        "records": records,
+        "wrapped": tally.wrapped,
+        "with_evidence": evidence,
         "failures": int(counts[1:].sum()),
-        "failures_by_class": by_class,
-        "meta_records": int((recs["slot_status"] == int(SlotStatus.META)).sum()),
-        "first_timestamp_ns": int(ts.min()) if ts.size else None,
-        "last_timestamp_ns": int(ts.max()) if ts.size else None,
-        "span_ns": int(ts.max() - ts.min()) if ts.size else 0,
+        "failures_by_class": {fc.label: int(counts[fc]) for fc in FailureClass if fc and counts[fc]},
+        "meta_records": meta,
+        "first_timestamp_ns": lo,
+        "last_timestamp_ns": hi,
+        "span_ns": hi - lo if lo is not None and hi is not None else 0,
     }
-    out["clock"] = clock_summary(recs)
-    if scan.corrupt_slots or scan.missing_slots:
-        out["corrupt_slots"] = list(scan.corrupt_slots)
-        out["missing_slots"] = scan.missing_slots
+    out["clock"] = clock_summary(np.concatenate(calibrations) if calibrations else np.zeros(0, RECORD_DTYPE))
+    if tally.corrupt_slots or tally.missing_slots:
+        out["corrupt_slots"] = sorted(tally.corrupt_slots)
+        out["missing_slots"] = tally.missing_slots
     return out
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    scan = _scan(args.log, args.salvage)
-    s = summarize(args.log, scan)
+    s = summarize(args.log, salvage=args.salvage)
     if args.json:
         print(json.dumps(s, sort_keys=True))
         return 0
@@ -194,29 +196,31 @@ def _is_tty(stream: Any) -> bool:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    h = read_header(args.log)
+    n = 0
     try:
-        scan = _scan(args.log, salvage=False)
+        for c in iter_record_chunks(args.log):
+            n += int(c.shape[0])
     except (CorruptRecordError, TruncatedLogError) as e:
         if isinstance(e, TruncatedLogError) and e.expected == 32:
             raise  # not even a header: cannot be read at all
-        damaged = _scan(args.log, salvage=True)
-        print(f"{args.log}: DAMAGED")
-        for slot in damaged.corrupt_slots:
+        tally = SalvageTally()
+        kept = sum(int(c.shape[0]) for c in iter_record_chunks(args.log, salvage=True, tally=tally))
+        print(f"{printable(args.log)}: DAMAGED")
+        for slot in sorted(tally.corrupt_slots):
             print(f"  slot {slot}: record magic is neither 0 nor {RECORD_MAGIC:#010x}")
-        if damaged.missing_slots:
-            h = damaged.header
+        if tally.missing_slots:
             print(
                 f"  file holds {h.file_size} bytes, header says {h.expected_size}: "
-                f"{damaged.missing_slots} slot(s) missing at the end"
+                f"{tally.missing_slots} slot(s) missing at the end"
             )
-        print(f"  {damaged.records.shape[0]} record(s) still readable with --salvage")
+        print(f"  {kept} record(s) still readable with --salvage")
         return 1
-    h = scan.header
     findings = semantic_findings(args.log)
     if findings:
-        print(f"{args.log}: DAMAGED (the bytes read, the contents do not hold together)")
+        print(f"{printable(args.log)}: DAMAGED (the bytes read, the contents do not hold together)")
         for f in findings:
             print(f"  {f}")
         return 1
-    print(f"{args.log}: OK ({scan.records.shape[0]} record(s), capacity {h.capacity}, cursor {h.cursor})")
+    print(f"{printable(args.log)}: OK ({n} record(s), capacity {h.capacity}, cursor {h.cursor})")
     return 0

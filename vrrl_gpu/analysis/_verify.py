@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from vrrl_gpu.analysis._streams import session_nonce
 from vrrl_gpu.errors import SidecarError
@@ -55,64 +56,125 @@ class Finding:
         return f"slot {where}{more}: {self.what}"
 
 
-def semantic_findings(path: str | os.PathLike[str], *, now_ns: int | None = None) -> list[Finding]:
-    """The semantic damage in the log at ``path`` (which a strict read accepted); [] when none."""
-    h = read_header(path)
-    cap = int(h.capacity)
-    raw = np.fromfile(os.fspath(path), dtype=RECORD_DTYPE, count=cap, offset=HEADER_SIZE)
-    n = int(raw.shape[0])
-    magic = raw["magic"]
-    live = magic == RECORD_MAGIC
-    cur = int(h.cursor) % cap
-    wrapped = bool(live[cur:].any())
-    slots = np.arange(n)
-    out: list[Finding] = []
+class _Found:
+    """One kind of damage as it is found, chunk by chunk: the first slots and the count."""
 
-    def add(what: str, where: np.ndarray) -> None:
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.slots: list[int] = []
+        self.count = 0
+
+    def add(self, where: npt.NDArray[np.integer]) -> None:
         if where.size:
-            out.append(Finding(what, tuple(int(s) for s in where[:_MAX_LISTED]), int(where.size)))
+            room = _MAX_LISTED - len(self.slots)
+            if room > 0:
+                self.slots += [int(x) for x in where[:room]]
+            self.count += int(where.size)
 
-    # Publish order; empty slots before the oldest record are records a failed batch rolled back, not damage.
-    order = np.concatenate((slots[cur:], slots[:cur])) if wrapped else slots[:cur]
-    held = np.flatnonzero(live[order])
-    if held.size:
-        inside = order[held[0] : held[-1] + 1]
-        add("record magic is 0 where a record must be (between live records)", inside[magic[inside] == 0])
-    order = order[live[order]]
-    r = raw[order]
-    status, opcode, fc = r["slot_status"], r["opcode"], r["failure_class"]
-    add("slot_status outside SlotStatus", order[status > max(SlotStatus)])
-    add("failure_class outside FailureClass", order[fc > max(FailureClass)])
-    is_meta_status = status == SlotStatus.META
-    add(
-        "reserved meta-opcode on a record that is not META",
-        order[(opcode >= META_OPCODE_BASE) & ~is_meta_status],
-    )
-    add("META status with a user opcode", order[is_meta_status & (opcode < META_OPCODE_BASE)])
-    evidence = np.isin(status, [SlotStatus.FAULTED, SlotStatus.HUNG, SlotStatus.FAILED_AT_LAUNCH])
-    add(
-        "the unknown slot on a record that is not failure evidence",
-        order[(r["slot_idx"] == UNKNOWN_SLOT) & ~evidence],
-    )
+    def finding(self) -> Finding | None:
+        return Finding(self.what, tuple(self.slots), self.count) if self.count else None
 
-    ts = r["timestamp_ns"].astype(np.uint64)
-    add("timestamp 0", order[ts == 0])
-    if ts.size > 1:
-        newest = np.maximum.accumulate(ts)[:-1]
-        back = np.flatnonzero(ts[1:] + np.uint64(TIME_TOLERANCE_NS) < newest) + 1
-        add(f"timestamp more than {TIME_TOLERANCE_NS / 1e9:g} s before an earlier record's", order[back])
+
+def semantic_findings(
+    path: str | os.PathLike[str], *, now_ns: int | None = None, chunk_slots: int = 1 << 16
+) -> list[Finding]:
+    """The semantic damage in the log at ``path`` (which a strict read accepted); [] when none.
+
+    One pass over the file slots in publish order, ``chunk_slots`` at a time: memory stays bounded.
+    """
+    p = os.fspath(path)
+    h = read_header(p)
+    cap = int(h.capacity)
+    present = max(0, min(cap, (h.file_size - HEADER_SIZE) // RECORD_DTYPE.itemsize))
+    cur = int(h.cursor) % cap
     now = time.time_ns() if now_ns is None else now_ns
-    add("timestamp in the future", order[ts > np.uint64(now + TIME_TOLERANCE_NS)])
     try:
-        side = read_sidecar(path)
+        side = read_sidecar(p)
     except SidecarError:
         side = None  # a broken sidecar does not make the log unreadable: skip the session-span check
     nonce = side.extra.get("session", {}).get("nonce") if side is not None else None
-    if side is not None and side.start_time_ns and nonce is not None:
-        starts = np.flatnonzero(is_meta_status & (opcode == MetaOpcode.SESSION_START))
-        ours = starts[session_nonce(r["args"][starts]) == np.uint64(nonce)]
-        if ours.size:
-            after = np.arange(ts.size) > int(ours[-1])
-            early = after & (ts + np.uint64(TIME_TOLERANCE_NS) < np.uint64(side.start_time_ns))
-            add("timestamp before the session began (the sidecar's start time)", order[early])
-    return out
+    session_start = side.start_time_ns if side is not None and nonce is not None else 0
+
+    empty = _Found("record magic is 0 where a record must be (between live records)")
+    kinds = [
+        empty,
+        _Found("slot_status outside SlotStatus"),
+        _Found("failure_class outside FailureClass"),
+        _Found("reserved meta-opcode on a record that is not META"),
+        _Found("META status with a user opcode"),
+        _Found("the unknown slot on a record that is not failure evidence"),
+        _Found("timestamp 0"),
+        _Found(f"timestamp more than {TIME_TOLERANCE_NS / 1e9:g} s before an earlier record's"),
+        _Found("timestamp in the future"),
+    ]
+    early_what = "timestamp before the session began (the sidecar's start time)"
+    early = _Found(early_what)
+    ours_seen = False
+    seen_live = False
+    pending: list[npt.NDArray[np.int64]] = []  # empty slots after the newest live one: damage if more follow
+    newest: int | None = None
+    evidence_statuses = [SlotStatus.FAULTED, SlotStatus.HUNG, SlotStatus.FAILED_AT_LAUNCH]
+    # Publish order: cursor..end, then 0..cursor. Before the oldest record, empty slots are records a
+    # failed batch rolled back (or a ring that never wrapped), not damage.
+    for lo, hi in ((cur, present), (0, min(cur, present))):
+        for a in range(lo, hi, chunk_slots):
+            b = min(hi, a + chunk_slots)
+            raw = np.fromfile(
+                p, dtype=RECORD_DTYPE, count=b - a, offset=HEADER_SIZE + a * RECORD_DTYPE.itemsize
+            )
+            slots = np.arange(a, a + raw.shape[0], dtype=np.int64)
+            live = raw["magic"] == RECORD_MAGIC
+            at = np.flatnonzero(live)
+            zero = raw["magic"] == 0
+            if at.size:
+                if seen_live:
+                    for q in pending:
+                        empty.add(q)
+                    empty.add(slots[: at[0]][zero[: at[0]]])
+                inside = slots[at[0] : at[-1] + 1]
+                empty.add(inside[zero[at[0] : at[-1] + 1]])
+                pending = [slots[at[-1] + 1 :][zero[at[-1] + 1 :]]]
+                seen_live = True
+            elif seen_live:
+                pending.append(slots[zero])
+            order = slots[live]
+            r = raw[live]
+            status, opcode, fc = r["slot_status"], r["opcode"], r["failure_class"]
+            is_meta_status = status == SlotStatus.META
+            ts = r["timestamp_ns"].astype(np.uint64)
+            checks = [
+                status > max(SlotStatus),
+                fc > max(FailureClass),
+                (opcode >= META_OPCODE_BASE) & ~is_meta_status,
+                is_meta_status & (opcode < META_OPCODE_BASE),
+                (r["slot_idx"] == UNKNOWN_SLOT) & ~np.isin(status, evidence_statuses),
+                ts == 0,
+            ]
+            for kind, m in zip(kinds[1:], checks, strict=False):
+                kind.add(order[m])
+            if ts.size:
+                prior = np.maximum.accumulate(ts)
+                before = np.concatenate(([newest if newest is not None else ts[0]], prior[:-1])).astype(
+                    np.uint64
+                )
+                if newest is not None:
+                    before = np.maximum(before, np.uint64(newest))
+                back = ts + np.uint64(TIME_TOLERANCE_NS) < before
+                if newest is None:
+                    back[0] = False
+                kinds[7].add(order[back])
+                newest = int(prior[-1]) if newest is None else max(newest, int(prior[-1]))
+            kinds[8].add(order[ts > np.uint64(now + TIME_TOLERANCE_NS)])
+            if session_start:
+                starts = np.flatnonzero(is_meta_status & (opcode == MetaOpcode.SESSION_START))
+                ours = starts[session_nonce(r["args"][starts]) == np.uint64(int(nonce or 0))]
+                first = 0
+                if ours.size:
+                    early = _Found(early_what)  # only the records after the last such start count
+                    ours_seen = True
+                    first = int(ours[-1]) + 1
+                if ours_seen:
+                    m = ts[first:] + np.uint64(TIME_TOLERANCE_NS) < np.uint64(session_start)
+                    early.add(order[first:][m])
+    found = [k.finding() for k in [*kinds, early]]
+    return [f for f in found if f is not None]
