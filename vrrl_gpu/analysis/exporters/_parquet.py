@@ -15,6 +15,10 @@ from vrrl_gpu.format._reader import Records
 
 __all__ = ["PARQUET_EXTRA", "ParquetSink", "parquet_schema", "record_table"]
 
+#: Rows per row group: each is built and encoded whole, so its size bounds the writer's memory (with 65,536
+#: rows pyarrow's buffers came to ~100 MiB beside its own import; 4,096 keep them to ~25 MiB).
+PARQUET_ROWS = 1 << 12
+
 PARQUET_EXTRA = Extra(name="parquet", package="pyarrow", modules=("pyarrow", "pyarrow.parquet"))
 
 
@@ -123,15 +127,17 @@ class ParquetSink(Sink):
         streams = self._streams(records) if self._streams is not None else None
         if self._with_origin and origin is None:
             origin = np.zeros(int(records.shape[0]), np.int32)
-        table = record_table(
-            records,
-            schema=self._schema,
-            origin=origin if self._with_origin else None,
-            origin_paths=self._paths,
-            streams=streams,
-            rows=self._rows,
-        )
-        self._writer.write_table(table)
+        for lo in range(0, int(records.shape[0]), PARQUET_ROWS):
+            sl = slice(lo, lo + PARQUET_ROWS)
+            table = record_table(
+                records[sl],
+                schema=self._schema,
+                origin=origin[sl] if self._with_origin and origin is not None else None,
+                origin_paths=self._paths,
+                streams=streams[sl] if streams is not None else None,
+                rows=self._rows,
+            )
+            self._writer.write_table(table)
 
     def close(self) -> None:
         try:

@@ -22,13 +22,15 @@ _POW10 = np.array([10**i for i in range(1, 20)], np.uint64)
 _POW10_32 = _POW10[:9].astype(np.uint32)
 _POW16 = np.array([16**i for i in range(1, 16)], np.uint64)
 
-_Part = tuple[npt.NDArray[np.uint8], npt.NDArray[np.intp] | None]
+# A part: u32 words (n or 1, q) holding each row's text right-aligned, and the rows' lengths (None: a
+# literal, whose length is the int).
+_Part = tuple[npt.NDArray[np.uint32], npt.NDArray[np.intp] | int]
 
 
 def choice_table(texts: Sequence[bytes]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.intp]]:
     """The matrix (right-aligned) and lengths of ``texts``, for :meth:`Lines.pick`."""
     w = max((len(t) for t in texts), default=0)
-    table = np.zeros((len(texts), max(w, 1)), np.uint8)
+    table = np.zeros((len(texts), max(4, -(-w // 4) * 4)), np.uint8)  # whole words (see render)
     lens = np.array([len(t) for t in texts], np.intp)
     for i, t in enumerate(texts):
         if t:
@@ -46,17 +48,17 @@ def datetime_text(ns: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.uint8], np
     The whole u64 range: past the year 9999 a timestamp is written ``<n>ns``.
     """
     n = int(ns.shape[0])
-    w = 30
+    w = 32  # the 30 characters right-aligned in whole words
     secs = ns // np.uint64(1_000_000_000)
     ok = secs < np.uint64(_YEAR_10000)
     mat = np.zeros((n, w), np.uint8)
     if n:
         day = np.datetime_as_string(np.where(ok, secs, 0).astype(np.int64).astype("datetime64[s]"), unit="s")
-        mat[:, :19] = np.frombuffer(day.astype("S19").tobytes(), np.uint8).reshape(n, 19)
-        mat[:, 19] = ord(".")
-        mat[:, 20:29] = _decimal(ns % np.uint64(1_000_000_000), 9, 3)[:, -9:]
-        mat[:, 29] = ord("Z")
-    lens = np.full(n, w, np.intp)
+        mat[:, 2:21] = np.frombuffer(day.astype("S19").tobytes(), np.uint8).reshape(n, 19)
+        mat[:, 21] = ord(".")
+        mat[:, 22:31] = _decimal(ns % np.uint64(1_000_000_000), 9, 3)[:, -9:]
+        mat[:, 31] = ord("Z")
+    lens = np.full(n, 30, np.intp)
     for i in np.flatnonzero(~ok).tolist():  # past the year 9999: never in a recorder's log
         t = f"{int(ns[i])}ns".encode()
         mat[i] = 0
@@ -89,6 +91,29 @@ def _decimal(v: npt.NDArray[np.unsignedinteger], digits: int, min_quads: int) ->
     return mat.view(np.uint8)
 
 
+_MASKS: dict[int, npt.NDArray[np.uint32]] = {}
+
+
+def _right_mask(q: int) -> npt.NDArray[np.uint32]:
+    """Row ``k``: a keep-mask of ``4q`` bytes keeping the last ``k``, as ``q`` u32 words (a row gather of
+    words is faster than a per-byte compare)."""
+    m = _MASKS.get(q)
+    if m is None:
+        w = 4 * q
+        rows = np.arange(w)[None, :] >= (w - np.arange(w + 1))[:, None]
+        m = _MASKS[q] = np.ascontiguousarray(rows).view(np.uint32)
+    return m
+
+
+def _quads(mat: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
+    """``mat`` (rows right-aligned) as u32 words: padded on the left to a multiple of 4 bytes."""
+    w = mat.shape[1]
+    pad = -w % 4
+    if pad:
+        mat = np.concatenate([np.zeros((mat.shape[0], pad), np.uint8), mat], axis=1)
+    return np.ascontiguousarray(mat).view(np.uint32)
+
+
 class Lines:
     """``n`` rows of text, part by part (see the module docstring)."""
 
@@ -106,13 +131,13 @@ class Lines:
 
     def _flush(self) -> None:
         if self._lit:
-            self._parts.append((np.frombuffer(self._lit, np.uint8).reshape(1, -1), None))
+            self._parts.append((_quads(np.frombuffer(self._lit, np.uint8).reshape(1, -1)), len(self._lit)))
             self._lit = b""
 
     def part(self, mat: npt.NDArray[np.uint8], lens: npt.NDArray[np.intp]) -> Lines:
         """A ready part: ``mat`` (n, w) with each row's text right-aligned, ``lens`` its lengths."""
         self._flush()
-        self._parts.append((mat, lens))
+        self._parts.append((_quads(mat), lens))
         return self
 
     def pick(
@@ -166,9 +191,10 @@ class Lines:
         top = int(v.max()) if v.size else 0
         digits = width if width is not None else max(1, len(f"{top:x}"))
         digits = max(digits, len(null_text))
-        mat = np.empty((self.n, digits), np.uint8)
-        for k in range(digits):
-            mat[:, digits - 1 - k] = _HEX[(v & np.uint64(15)).astype(np.intp)]
+        w = -(-digits // 4) * 4  # whole words: the leading digits past ``digits`` are never kept
+        mat = np.empty((self.n, w), np.uint8)
+        for k in range(w):
+            mat[:, w - 1 - k] = _HEX[(v & np.uint64(15)).astype(np.intp)]
             v >>= np.uint64(4)
         if width is not None:
             lens = np.full(self.n, width, np.intp)
@@ -178,7 +204,7 @@ class Lines:
                 + 1
             )
         if null is not None and null.any():
-            mat[null, digits - len(null_text) :] = np.frombuffer(null_text, np.uint8)
+            mat[null, w - len(null_text) :] = np.frombuffer(null_text, np.uint8)
             lens[null] = len(null_text)
         return self.part(mat, lens)
 
@@ -189,17 +215,15 @@ class Lines:
         self._flush()
         if self.n == 0 or not self._parts:
             return np.zeros(0, np.uint8)
-        width = sum(m.shape[1] for m, _ in self._parts)
-        out = np.empty((self.n, width), np.uint8)
-        keep = np.empty((self.n, width), bool)
+        # Every part is whole u32 words wide, so the layout and the mask are copied a word at a time.
+        words = sum(m.shape[1] for m, _ in self._parts)
+        out = np.empty((self.n, words), np.uint32)
+        keep = np.empty((self.n, words), np.uint32)
         c = 0
         for mat, lens in self._parts:
-            w = mat.shape[1]
-            out[:, c : c + w] = mat
-            if lens is None:
-                keep[:, c : c + w] = True
-            else:
-                np.greater_equal(np.arange(w), (w - lens)[:, None], out=keep[:, c : c + w])
-            c += w
+            q = mat.shape[1]
+            out[:, c : c + q] = mat
+            keep[:, c : c + q] = _right_mask(q)[lens]
+            c += q
         # A 1-D boolean mask, not np.compress: compress goes through an index array 8x the text's size.
-        return np.asarray(out.reshape(-1)[keep.reshape(-1)])
+        return np.asarray(out.view(np.uint8).reshape(-1)[keep.view(np.bool_).reshape(-1)])
