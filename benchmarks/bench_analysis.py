@@ -140,15 +140,18 @@ def run_child(argv: Sequence[str], stdout: Path | None, *, tty: bool = False) ->
                 drained[0] += len(b)
 
         t = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=slave, stderr=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(
+            argv, stdout=slave, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+        )
         os.close(slave)
         th = threading.Thread(target=drain, daemon=True)
         th.start()
     else:
         out = open(stdout, "wb") if stdout is not None else subprocess.DEVNULL  # noqa: SIM115
         t = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, env=env)
-    timer = threading.Timer(TIMEOUT, proc.kill)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    # The whole session: killing /usr/bin/time alone would leave the command running (and holding stderr).
+    timer = threading.Timer(TIMEOUT, lambda: os.killpg(proc.pid, 9))
     timer.start()
     _, status, ru = os.wait4(proc.pid, 0)
     timer.cancel()
