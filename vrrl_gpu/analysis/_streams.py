@@ -28,6 +28,7 @@ __all__ = ["StreamTable", "StreamMapper", "NO_STREAM", "session_nonce", "streams
 
 #: The stream column's value when the stream is not known.
 NO_STREAM = -1
+_MAX_SLOT = 0xFFFFFFFF
 
 # Evidence first: a session with graph launches maps only those (its breadcrumbs' slots may be sequences).
 _S = SlotStatus
@@ -79,20 +80,41 @@ class StreamTable:
         )
 
     def lookup(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
-        """The stream of each slot (-1 when no run holds it), through a dense map over the slots' range."""
+        """The stream of each slot (-1 when no run holds it).
+
+        Memory is proportional to the slots and the runs, never to the span of
+        slot indices (a record of slot 2^32 - 1 beside slot 0 must not cost a
+        16 GiB map): per distinct stride ``d``, a run is an interval of the
+        lattice ``first mod d + d Z``, found by one ``searchsorted`` over the
+        runs sorted by (residue, start). No two runs of a table share a slot,
+        so at most one interval of a lattice holds a slot.
+        """
+        slots = np.asarray(slots, np.int64)
         out = np.full(slots.shape, NO_STREAM, np.int32)
-        if not slots.size or not self.first.size:
+        # Slots are u32; a run starting outside that range (a damaged sidecar) holds none of them.
+        usable = (self.first >= 0) & (self.first <= _MAX_SLOT) & (self.count > 0)
+        if not slots.size or not usable.any():
             return out
-        lo, hi = int(slots.min()), int(slots.max())
-        dense = np.full(hi - lo + 1, NO_STREAM, np.int32)
-        last = self.first + self.stride * (self.count - 1)
-        for i in np.flatnonzero((last >= lo) & (self.first <= hi)).tolist():
-            f, d = int(self.first[i]), int(self.stride[i])
-            k0 = max(0, -((f - lo) // d) if f < lo else 0)
-            k1 = min(int(self.count[i]) - 1, (hi - f) // d)
-            if k0 <= k1:
-                dense[f + d * k0 - lo : f + d * k1 - lo + 1 : d] = int(self.stream[i])
-        return np.asarray(dense[slots - lo])
+        flat = slots.reshape(-1)
+        res = out.reshape(-1)
+        in_range = (flat >= 0) & (flat <= _MAX_SLOT)
+        stride = np.minimum(self.stride, _MAX_SLOT + 1)
+        for d in np.unique(stride[usable]).tolist():
+            runs = np.flatnonzero(usable & (stride == d))
+            first = self.first[runs]
+            # Key: residue above the lattice index, which needs `bits` bits for any u32 slot.
+            bits = (_MAX_SLOT // d + 1).bit_length()
+            lattice_end = (first % d << bits) | ((1 << bits) - 1)
+            key = (first % d << bits) | (first // d)
+            order = np.argsort(key, kind="stable")
+            key, runs = key[order], runs[order]
+            end = np.minimum(key + np.minimum(self.count[runs], 1 << bits) - 1, lattice_end[order])
+            probe = (flat % d << bits) | (flat // d)
+            at = np.searchsorted(key, probe, side="right") - 1
+            hit = (at >= 0) & in_range
+            hit[hit] = probe[hit] <= end[at[hit]]
+            res[hit] = self.stream[runs[at[hit]]].astype(np.int32)
+        return out
 
 
 class StreamMapper:
