@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -26,7 +28,7 @@ import numpy.typing as npt
 
 from vrrl_gpu.capture._records import gap_record
 from vrrl_gpu.capture._staging import ConsumeResult, StagingRing
-from vrrl_gpu.errors import DrainError, StagingError
+from vrrl_gpu.errors import DrainError, StagingError, VrrlIoError, VrrlWarning
 from vrrl_gpu.format._layout import RECORD_DTYPE
 from vrrl_gpu.format._ringlog import RingLog
 
@@ -45,6 +47,12 @@ class DrainOptions:
     that drain also skips sequences that were claimed but never committed (the
     producers are done by then), recording them as gaps. ``tenant_id``: the
     tenant written into gap meta-records. ``thread_name``: for debuggers.
+    ``on_write_error``: what a batch that cannot be written because the disk
+    is full (ENOSPC, EDQUOT, EFBIG) does: ``"raise"`` stops the thread (the
+    records stay in staging; :meth:`Drainer.check` raises); ``"drop"`` drops
+    and counts the batch (``unwritten``), keeps draining, warns once at the
+    next :meth:`Drainer.check`, and puts a GAP record of the loss before the
+    first batch that is written again. Other write errors always raise.
     """
 
     batch_size: int = 1 << 16
@@ -56,8 +64,13 @@ class DrainOptions:
     final_on_close: bool = True
     tenant_id: int = 0
     thread_name: str = "vrrl-drain"
+    on_write_error: str = "raise"
 
     def __post_init__(self) -> None:
+        if self.on_write_error not in ("raise", "drop"):
+            raise StagingError(
+                f"DrainOptions.on_write_error must be 'raise' or 'drop', got {self.on_write_error!r}"
+            )
         if self.batch_size < 1:
             raise StagingError(f"DrainOptions.batch_size must be at least 1, got {self.batch_size}")
         if self.spin_polls < 0:
@@ -80,7 +93,8 @@ class DrainStatistics:
     in one ring at one poll; ``last_sequence``: per ring, the last sequence
     written to the log (None before the first); ``positions``: per ring, the
     next sequence expected; ``running``: the thread is alive; ``failed``: it died;
-    ``host_written``: records written through :meth:`Drainer.write_host`.
+    ``host_written``: records written through :meth:`Drainer.write_host`;
+    ``unwritten``: records dropped because the disk was full (``on_write_error="drop"``).
     """
 
     drained: int
@@ -93,6 +107,15 @@ class DrainStatistics:
     running: bool
     failed: bool
     host_written: int = 0
+    unwritten: int = 0
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _disk_full(err: BaseException) -> bool:
+    cause = err.__cause__
+    return isinstance(err, VrrlIoError) and isinstance(cause, OSError) and cause.errno in _DISK_FULL
 
 
 class Drainer:
@@ -132,6 +155,11 @@ class Drainer:
         self._last_seq: list[int | None] = [None] * len(self._rings)
         self._host_written = 0
         self._ts_correction = 0
+        self._unwritten = 0
+        # Dropped for a full disk and not yet marked by a GAP record in the log: (first sequence, count).
+        self._unmarked: tuple[int, int] | None = None
+        self._full_message: str | None = None
+        self._full_warned = False
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -168,6 +196,7 @@ class Drainer:
                     _add_note(err, f"the final drain on close failed too: {type(e).__name__}: {e}")
         if err is not None:
             raise DrainError(self._describe(err, "close")) from err
+        self._warn_full()
 
     def __enter__(self) -> Drainer:
         if self._thread is None:
@@ -249,10 +278,21 @@ class Drainer:
     # ---------------------------------------------------------------- control
 
     def check(self) -> None:
-        """Raise :class:`DrainError` (the thread's exception as ``__cause__``) if the thread died."""
+        """Raise :class:`DrainError` (the thread's exception as ``__cause__``) if the thread died.
+
+        With ``on_write_error="drop"``, the first check after records were
+        dropped for a full disk warns (:class:`VrrlWarning`), once.
+        """
         err = self._error
         if err is not None:
             raise DrainError(self._describe(err, "check")) from err
+        self._warn_full()
+
+    def _warn_full(self) -> None:
+        msg = self._full_message
+        if msg is not None and not self._full_warned:
+            self._full_warned = True
+            warnings.warn(VrrlWarning(msg), stacklevel=3)
 
     def flush(self, *, final: bool = False) -> int:
         """Drain everything committed now, in the calling thread, while the drain thread is paused.
@@ -283,6 +323,7 @@ class Drainer:
                 running=self._thread is not None and self._thread.is_alive(),
                 failed=self._error is not None,
                 host_written=self._host_written,
+                unwritten=self._unwritten,
             )
 
     # ------------------------------------------------------------------ work
@@ -348,7 +389,8 @@ class Drainer:
         batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if len(parts) > 1:
             batch = batch[np.argsort(np.concatenate(keys), kind="stable")]
-        self._log.extend(batch)
+        if not self._write(batch, results, now):
+            return moved
         for ring in self._rings:
             ring.persist_position()
         with self._stats_lock:
@@ -361,6 +403,38 @@ class Drainer:
                 if res.count:
                     self._last_seq[i] = _last_emitted(res)
         return moved
+
+    def _write(self, batch: npt.NDArray[np.void], results: list[ConsumeResult], now: int) -> bool:
+        """Write one batch; False when it was dropped for a full disk (``on_write_error="drop"``)."""
+        unmarked = self._unmarked
+        out = batch
+        if unmarked is not None:
+            gap = gap_record(*unmarked, timestamp_ns=now, tenant_id=self._opts.tenant_id)
+            out = np.concatenate([gap, batch])
+        try:
+            self._log.extend(out)
+        except VrrlIoError as e:
+            if self._opts.on_write_error != "drop" or not _disk_full(e):
+                raise
+            why = e.__cause__
+        else:
+            self._unmarked = None
+            return True
+        for ring in self._rings:
+            ring.persist_position()  # the batch is given up: staging must not hand it out again
+        n = int(batch.shape[0])
+        first = min((r.start_seq for r in results if r.count or r.dropped), default=0)
+        self._unmarked = (first, n) if unmarked is None else (unmarked[0], unmarked[1] + n)
+        with self._stats_lock:
+            self._unwritten += n
+            self._batches += 1
+        if self._full_message is None:
+            self._full_message = (
+                f"{self._log.path}: the disk is full ({why}); records that cannot be written are "
+                f"dropped and counted (on_disk_full='drop'), recording goes on, and a GAP record marks the "
+                f"loss in the log once writes succeed again"
+            )
+        return False
 
     def _corrected(self, records: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
         corr = self._ts_correction

@@ -60,6 +60,14 @@ class RecorderOptions:
     record carrying the BLAKE3 digest of the outputs, so ``vrrl diff`` and
     ``vrrl replay --compare-digests`` compare every launch's output; costs a
     synchronize per such launch.
+    ``on_disk_full``: when the log's disk is full,
+    ``"raise"`` stops draining (the records wait in staging) and the next
+    :meth:`Recorder.check`, :meth:`~Recorder.synchronize` or launch that waits
+    on the drain raises :class:`~vrrl_gpu.errors.DrainError` naming the log;
+    ``"drop"`` keeps the workload and the recording going, drops and counts
+    what cannot be written, warns once, and
+    marks the loss with a GAP record when writes succeed again
+    (``statistics().unwritten``).
     """
 
     capacity: int = 65536
@@ -80,6 +88,7 @@ class RecorderOptions:
     capture_check: str = "probe"
     recalibrate: float | None = 10.0
     digests: bool = False
+    on_disk_full: str = "raise"
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, Backend) and self.device not in BACKEND_NAMES:
@@ -89,6 +98,8 @@ class RecorderOptions:
             )
         if self.capture_check not in ("probe", "declared"):
             raise RecordValueError(f"capture_check must be 'probe' or 'declared', got {self.capture_check!r}")
+        if self.on_disk_full not in ("raise", "drop"):
+            raise RecordValueError(f"on_disk_full must be 'raise' or 'drop', got {self.on_disk_full!r}")
         if self.staging not in ("pinned", "shm"):
             raise RecordValueError(f"staging must be 'pinned' or 'shm', got {self.staging!r}")
         if self.breadcrumbs not in ("begin", "begin+end"):

@@ -150,7 +150,9 @@ class Recorder:
             undo.callback(self._log.close)
             self._ts_offset = int(self._backend.calibrate())
             # GAP meta-records carry this recorder's tenant, so merged multi-rank logs have no phantom 0.
-            drain = dataclasses.replace(opts.drain or DrainOptions(), tenant_id=opts.tenant_id)
+            drain = dataclasses.replace(
+                opts.drain or DrainOptions(), tenant_id=opts.tenant_id, on_write_error=opts.on_disk_full
+            )
             self._drainer = Drainer([], self._log, options=drain)
             self._drainer.start()
             undo.callback(self._drainer.close)
