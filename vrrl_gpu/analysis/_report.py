@@ -533,6 +533,9 @@ def write_report(
         with open(target.tmp, "w", encoding="utf-8") as f:
             f.write(page)
         target.commit()
+    except OSError as e:
+        target.abort()
+        raise target.named(e) from e
     except BaseException:
         target.abort()
         raise

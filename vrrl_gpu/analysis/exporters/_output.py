@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import importlib
 import io
@@ -143,6 +144,17 @@ class AtomicOutput:
         except OSError as e:
             raise VrrlIoError(f"{self.out}: cannot write the output: {e.strerror or e}") from e
 
+    def named(self, err: OSError) -> VrrlIoError:
+        """``err`` as one error that names the output (not its temporary name) and says what failed."""
+        msg = str(err)
+        if isinstance(err, VrrlIoError):
+            if str(self.tmp) not in msg:
+                return err
+            return VrrlIoError(msg.replace(str(self.tmp), str(self.out)))
+        why = err.strerror or str(err)
+        hint = f"; free space in {self.out.parent}" if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        return VrrlIoError(f"{self.out}: cannot write the output ({why}){hint}")
+
     def abort(self) -> None:
         if not self.stream:
             self.tmp.unlink(missing_ok=True)
@@ -254,6 +266,9 @@ def drive(
         finally:
             sink.close()
         out.commit()
+    except OSError as e:
+        out.abort()
+        raise out.named(e) from e
     except BaseException:
         out.abort()
         raise
