@@ -15,6 +15,8 @@ import errno
 import fcntl
 import os
 import secrets
+import stat
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -203,6 +205,7 @@ class RingLog:
         # either no log or a whole one, never a file of zeros that no reader accepts.
         p = check_writable_target(p, "the log")
         d = os.path.dirname(p) or "."
+        _remove_stale_temps(d, os.path.basename(p))
         tmp = os.path.join(d, f".{os.path.basename(p)}.{secrets.token_hex(6)}.tmp")
         try:
             fd = open_regular(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, what="the log")
@@ -476,6 +479,41 @@ class RingLog:
                 f"{self._path}: the log was opened read-only; open it without readonly=True to write"
             )
         return fd
+
+
+# A creator killed before it linked its temporary file into place leaves it behind; one this old, whose
+# lock nobody holds, is an abandoned one (a live creator holds the lock from the moment it made it).
+_STALE_TEMP_S = 60.0
+
+
+def _remove_stale_temps(d: str, name: str) -> None:
+    """Remove our own abandoned ``.NAME.<12 hex>.tmp`` files in ``d`` (best effort)."""
+    prefix = f".{name}."
+    try:
+        entries = os.listdir(d)
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        if not (entry.startswith(prefix) and entry.endswith(".tmp") and len(entry) == len(prefix) + 16):
+            continue
+        full = os.path.join(d, entry)
+        try:
+            fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or now - st.st_mtime < _STALE_TEMP_S:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its creator is still at work
+            with contextlib.suppress(OSError):
+                os.unlink(full)
+        finally:
+            os.close(fd)
 
 
 def _lock(fd: int, path: str) -> None:
