@@ -88,20 +88,42 @@ def test_extend_writes_each_span_hidden_then_whole_then_publishes_the_cursor(
         monkeypatch.setattr(os, "pwrite", spy)
         log.extend(make_records(5, start=6))  # wraps: slots 6,7 then 0,1,2, in spans of 2 (capacity // 4)
         monkeypatch.undo()
-        magic = (0xDEADBEEF).to_bytes(4, "little")
         spans = ((6, 2, 8), (0, 2, 10), (2, 1, 11))  # first slot, slots, cursor published after
         expected: list[tuple[int, int]] = []
         for first_slot, slots, _ in spans:
-            expected += [(32 + 64 * first_slot, 64 * slots)] * 2 + [(24, 8)]
+            expected += [(32 + 64 * first_slot, 64 * slots), (24, 8)]  # inside one page: written once
         assert [(o, n) for o, n, _ in calls] == expected
-        # Per span: the records with magic 0 first (a cut-short write leaves nothing live), then whole.
-        assert [head[:4] for o, _, head in calls if o != 24] == [bytes(4), magic] * 3
         # While the writer holds the log its cursor counts records; the slot is that modulo the capacity.
         assert [int.from_bytes(head, "little") for o, _, head in calls if o == 24] == [c for *_, c in spans]
         assert log.cursor == 3
         assert log.records()["slot_idx"].tolist() == [3, 4, 5, 6, 7, 8, 9, 10]
     with RingLog.open(tmp_path / "a.vrrl", readonly=True) as r:
         assert r.cursor == 3, "closing stores the cursor as the format writes it"
+
+
+def test_a_span_across_a_page_is_written_hidden_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with RingLog.open(tmp_path / "a.vrrl", capacity=256) as log:
+        log.extend(make_records(60))
+        calls: list[tuple[int, int, bytes]] = []
+        real = os.pwrite
+
+        def spy(fd: int, data: object, offset: int) -> int:
+            n = real(fd, data, offset)  # type: ignore[arg-type]
+            calls.append((offset, n, bytes(memoryview(data).cast("B")[:4])))  # type: ignore[arg-type]
+            return n
+
+        monkeypatch.setattr(os, "pwrite", spy)
+        log.extend(make_records(10, start=60))  # slots 60..69: slot 63 straddles byte 4096
+        log.extend(make_records(2, start=70))  # slots 70, 71: inside the second page
+        monkeypatch.undo()
+        magic = (0xDEADBEEF).to_bytes(4, "little")
+        at = 32 + 64 * 60
+        want = [(at, 640, bytes(4)), (at, 640, magic), (24, 8, (70).to_bytes(4, "little"))]
+        want += [(at + 640, 128, magic), (24, 8, (72).to_bytes(4, "little"))]
+        assert calls == want  # first the magic words 0: a write cut at the page leaves nothing live
+        assert log.records()["slot_idx"].tolist() == list(range(72))
 
 
 def test_extend_larger_than_capacity_keeps_the_newest(tmp_path: Path) -> None:

@@ -59,6 +59,8 @@ __all__ = ["Header", "RingLog", "ScanResult", "SlotRead", "read_header", "read_l
 _CHUNK_RECORDS = 1 << 16
 _CURSOR_OFFSET = 24
 _WORDS_PER_RECORD = RECORD_SIZE // 4
+# Pages are this size or a multiple, aligned: a write inside one 4 KiB block is copied whole or not at all.
+_PAGE = 4096
 # A live cursor counts every record (see _live.py); stored reduced again well before u64 could overflow.
 _CURSOR_LIMIT = 1 << 62
 
@@ -297,11 +299,12 @@ class RingLog:
 
         Slots are written in spans of at most :func:`span_slots` with the cursor
         published after each (see ``_live.py``: what lets readers of a live log
-        drop the slots being rewritten). Each span is written twice, first with
-        its magic words 0 and then whole, so that a write cut short (a kill, a
-        full disk) leaves no half-written record that a reader takes as live.
+        drop the slots being rewritten). A span that crosses a page is written
+        twice, first with its magic words 0 and then whole, so that a write cut
+        short (a kill, a full disk) leaves no half-written record that a reader
+        takes as live.
         The ``magic`` word of every record written is 0xDEADBEEF whatever the
-        input held. A failed span is unpublished and raises; spans before it stay.
+        input held. A batch that fails is unpublished whole, the cursor put back, and raises.
         """
         fd = self._require_writable()
         arr = as_record_array(records)
@@ -328,6 +331,15 @@ class RingLog:
                 self._write_span(fd, pos % cap, piece)
                 self._cursor = pos + piece.shape[0]
                 self._write_cursor(fd, self._cursor)
+        except VrrlIoError:
+            if self._cursor != cur:
+                # Spans of this batch were published before one failed: take them back, so that a batch
+                # lands whole or not at all (the drain counts what it could not write by batches).
+                self._unpublish(fd, cur % cap, min(self._cursor - cur, cap))
+                self._cursor = cur
+                with contextlib.suppress(VrrlIoError):
+                    self._write_cursor(fd, cur)
+            raise
         finally:
             if locked:
                 unlock_spans(fd)
@@ -335,14 +347,19 @@ class RingLog:
 
     def _write_span(self, fd: int, start: int, piece: npt.NDArray[np.void]) -> None:
         cap = self._capacity
-        hidden = piece.view(np.uint8).reshape(-1).copy()
-        hidden.view("<u4")[::_WORDS_PER_RECORD] = 0
         first = min(piece.shape[0], cap - start)
+        parts = [(piece[:first], HEADER_SIZE + RECORD_SIZE * start)]
+        if first < piece.shape[0]:
+            parts.append((piece[first:], HEADER_SIZE))
         try:
-            for data in (hidden.view(RECORD_DTYPE), piece):
-                _pwrite_all(fd, data[:first], HEADER_SIZE + RECORD_SIZE * start, self._path)
-                if first < piece.shape[0]:
-                    _pwrite_all(fd, data[first:], HEADER_SIZE, self._path)
+            for data, offset in parts:
+                if offset // _PAGE != (offset + data.nbytes - 1) // _PAGE:
+                    # The kernel copies a write page by page and may stop between pages (a kill, a full
+                    # disk): hidden first, a record cut in two is never live. Within one page it cannot.
+                    hidden = data.view(np.uint8).reshape(-1).copy()
+                    hidden.view("<u4")[::_WORDS_PER_RECORD] = 0
+                    _pwrite_all(fd, hidden, offset, self._path)
+                _pwrite_all(fd, data, offset, self._path)
         except VrrlIoError:
             # A short write (disk full, quota) may have left part of a record in slots past the cursor,
             # where readers would take it for the oldest record: unpublish every slot of the span.
