@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["count", "positive_int", "positive_seconds"]
+__all__ = ["count", "positive_int", "positive_seconds", "seconds"]
 
 
 def count(text: str) -> int:
@@ -23,6 +23,17 @@ def positive_int(text: str) -> int:
     v = count(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {v}")
+    return v
+
+
+def seconds(text: str) -> float:
+    """A number of seconds >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text}")
     return v
 
 

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from vrrl_gpu._cli._argtypes import positive_int
+from vrrl_gpu._cli._argtypes import positive_int, seconds
 from vrrl_gpu._cli._output import format_timestamp, print_table, stream_label
 from vrrl_gpu._cli._progress import progress_bar
 from vrrl_gpu.analysis._fleet import DEFAULT_HANG_AFTER_S, FleetResult, analyze_fleet
@@ -53,20 +53,10 @@ def time_window(text: str) -> tuple[int | _dt.timedelta | None, int | _dt.timede
         if not s:
             return None
         if s.startswith("-"):
-            return _dt.timedelta(seconds=_seconds(s[1:]))
+            return _dt.timedelta(seconds=seconds(s[1:]))
         return since_time(s)
 
     return end(a), end(b)
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text}")
-    return v
 
 
 def is_fleet_input(logs: list[str]) -> bool:
@@ -97,7 +87,7 @@ def register(sub: Any) -> None:
     )
     when.add_argument(
         "--hang-after",
-        type=_seconds,
+        type=seconds,
         metavar="SECONDS",
         help=f"hang suspects: no breadcrumb in the SECONDS before the fleet's newest "
         f"({DEFAULT_HANG_AFTER_S:g})",

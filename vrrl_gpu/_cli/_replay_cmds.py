@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds
+from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds, seconds
 from vrrl_gpu._cli._output import printable
 from vrrl_gpu._cli._progress import progress_bar
 from vrrl_gpu._cli._table import PAGE_ROWS, write_aligned
@@ -127,7 +127,7 @@ def register(sub: Any) -> None:
     g.add_argument("--seed", type=count, default=0, help="seed of the per-trial seeds (default: 0)")
     g.add_argument(
         "--jitter",
-        type=_seconds0,
+        type=seconds,
         default=0.0,
         metavar="SECONDS",
         help="sleep a random 0..SECONDS (drawn from the trial's seed) before each launch, to shake schedules",
@@ -200,16 +200,6 @@ def _confidence(text: str) -> float:
     v = _rate(text)
     if not 0.5 <= v < 1.0:
         raise argparse.ArgumentTypeError(f"expected a confidence in [0.5, 1), e.g. 0.95, got {text}")
-    return v
-
-
-def _seconds0(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text}")
     return v
 
 
