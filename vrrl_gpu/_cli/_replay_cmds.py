@@ -371,11 +371,13 @@ def _list(args: argparse.Namespace) -> int:
 
     side = load_sidecar(args.log)
     names = dict(side.opcode_names) if side else {}
-    with progress_bar(f"reading {args.log}", enabled=None if not args.json else False) as update:
+    name = printable(os.path.basename(args.log))
+    bar = None if not args.json else False
+    with progress_bar(f"reading {name}", enabled=bar) as update:
         ix = scan_launches(args.log, salvage=args.salvage, progress=progress_fn(update))
         lo, hi = ix.check_range(args.start, args.stop) if ix.launches else (0, 0)
     fl = ix.failure
-    with progress_bar(f"listing {args.log}", enabled=None if not args.json else False) as update:
+    with progress_bar(f"listing {name}", enabled=bar) as update:
         batches = ix.columns(lo, hi, progress=progress_fn(update))
         if args.json:
             _write_launches_json(ix, batches, names)

@@ -26,6 +26,7 @@ import numpy.typing as npt
 from vrrl_gpu.errors import RecordValueError
 from vrrl_gpu.format._layout import META_OPCODE_BASE, UNKNOWN_SLOT, FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu.format._reader import Records, iter_record_chunks
+from vrrl_gpu.format._ringlog import read_header
 from vrrl_gpu.reproduce._plan import RecordedFailure
 
 __all__ = ["LaunchColumns", "LaunchIndex", "scan_launches"]
@@ -184,6 +185,8 @@ def scan_launches(
     p = os.fspath(path)
     # Pass 1: where the session lies (the failure records and the session starts are few).
     total = 0
+    h = read_header(p)
+    expected = min(h.cursor, h.capacity)  # the first pass's total, until it has counted
     fail_at: list[npt.NDArray[np.int64]] = []
     fail_slots: list[npt.NDArray[np.uint32]] = []
     starts: list[npt.NDArray[np.int64]] = []
@@ -195,7 +198,7 @@ def scan_launches(
         starts.append(np.flatnonzero((op == MetaOpcode.SESSION_START) & (st == SlotStatus.META)) + g)
         total = g + int(r.shape[0])
         if progress is not None:
-            progress(total, None)
+            progress(total, max(total, expected))
     fails = np.concatenate([np.zeros(0, np.int64), *fail_at])
     slots = np.concatenate([np.zeros(0, np.uint32), *fail_slots])
     begins = np.concatenate([np.zeros(0, np.int64), *starts])
