@@ -180,8 +180,10 @@ def test_replay_list_prints_what_the_plan_listing_printed(
     argv += ["--to", str(stop)] if stop is not None else []
     capsys.readouterr()
     assert main(argv) == 0
-    got = capsys.readouterr().out
+    captured = capsys.readouterr()
+    got = captured.out
     assert got == want
+    assert captured.err == ""  # no progress bar when stderr is not a terminal
     if as_json:
         assert json.loads(got)["recorded_failure"]["position"] >= 0
 
