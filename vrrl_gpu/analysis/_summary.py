@@ -65,13 +65,13 @@ class LaunchTable:
     """One row per launch, the columns of :class:`Launches` that ``stats`` and ``report`` read (same
     meaning: ``index`` is the opening record's index in the whole read)."""
 
-    index: npt.NDArray[np.int64]
+    index: npt.NDArray[np.signedinteger[Any]]
     tenant: npt.NDArray[np.uint32]
     slot: npt.NDArray[np.uint32]
     opcode: npt.NDArray[np.uint32]
     epoch: npt.NDArray[np.uint32]
     ts: npt.NDArray[np.uint64]
-    status: npt.NDArray[np.uint32]
+    status: npt.NDArray[np.unsignedinteger[Any]]
     completed: npt.NDArray[np.bool_]
     end_ts: npt.NDArray[np.uint64]
     claimed: npt.NDArray[np.bool_]
@@ -109,10 +109,13 @@ class LogSummary:
 class _Rows:
     """The launch table, grown as openers come (its size is known from pass 1 but for stray openers)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(
+        self, capacity: int, *, index: type[np.signedinteger[Any]], status: type[np.unsignedinteger[Any]]
+    ) -> None:
         self.n = 0
         self.cols: dict[str, npt.NDArray[Any]] = {
-            k: np.zeros(max(capacity, 16), t) for k, t in _FIELDS.items()
+            k: np.zeros(max(capacity, 16), {"index": index, "status": status}.get(k, t))
+            for k, t in _FIELDS.items()
         }
 
     def add(self, r: Records, idx: npt.NDArray[np.int64], g: int) -> npt.NDArray[np.int64]:
@@ -155,9 +158,11 @@ class _Rows:
 class _KeyRows:
     """The newest launch row of each key: a sorted key array and its rows (grows only by new keys)."""
 
-    def __init__(self, keys: npt.NDArray[np.uint64] | None = None) -> None:
+    def __init__(
+        self, keys: npt.NDArray[np.uint64] | None = None, *, rows: type[np.signedinteger[Any]] = np.int64
+    ) -> None:
         self.keys = keys if keys is not None else np.zeros(0, np.uint64)
-        self.rows = np.full(self.keys.shape[0], -1, np.int64)
+        self.rows = np.full(self.keys.shape[0], -1, rows)
 
     def find(self, k: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
         pos = np.searchsorted(self.keys, k)
@@ -252,7 +257,7 @@ def read_log(
 def summarize(read: Read) -> LogSummary:
     """Summarise the records ``read`` yields (read twice: once per pass)."""
     # Pass 1: the keys with an opener, the counts, the failure and GAP records.
-    total = meta_n = openers = 0
+    total = meta_n = openers = top_status = 0
     lo = hi = None
     okeys = np.zeros(0, np.uint64)
     tenants = np.zeros(0, np.uint32)
@@ -271,6 +276,7 @@ def summarize(read: Read) -> LogSummary:
         status = r["slot_status"]
         ts = r["timestamp_ns"]
         meta_n += int(meta.sum())
+        top_status = max(top_status, int(status.max()))
         cmin, cmax = int(ts.min()), int(ts.max())
         lo = cmin if lo is None else min(lo, cmin)
         hi = cmax if hi is None else max(hi, cmax)
@@ -295,9 +301,11 @@ def summarize(read: Read) -> LogSummary:
     failure_at = _indices(fail_at)
 
     # Pass 2: group each chunk against the newest opener of each key so far.
-    rows = _Rows(openers)
-    known = _KeyRows(okeys)
-    strays = _KeyRows()
+    # The narrowest exact types: a million launches cost ~11 MiB less with 32-bit rows and 8-bit statuses.
+    small: type[np.signedinteger[Any]] = np.int32 if total < 1 << 31 else np.int64
+    rows = _Rows(openers, index=small, status=np.uint8 if top_status < 256 else np.uint32)
+    known = _KeyRows(okeys, rows=small)
+    strays = _KeyRows(rows=small)
     group_of_failures = np.full(failure_at.shape[0], -1, np.int64)
     stream_of_failures = np.full(failure_at.shape[0], -1, np.int32)
     g = 0
