@@ -9,10 +9,13 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds, seconds
 from vrrl_gpu._cli._output import printable
 from vrrl_gpu._cli._progress import progress_bar, progress_fn
 from vrrl_gpu._cli._table import PAGE_ROWS, write_aligned
+from vrrl_gpu.analysis.exporters._text import choice_table
 from vrrl_gpu.format._layout import SlotStatus
 from vrrl_gpu.format._sidecar import opcode_label
 from vrrl_gpu.reproduce._plan import REPLAY_DEVICES
@@ -385,7 +388,11 @@ def _list(args: argparse.Namespace) -> int:
         print(printable(f"{ix.path}: {ix.launches} launches"))
         fail_pos = ix.failed_launch[0] if ix.failed_launch is not None else -1
         write_aligned(
-            _launch_pages(batches, names, fail_pos), _LAUNCH_COLUMNS, _LAUNCH_JUSTIFY, bold=_tty(sys.stdout)
+            _launch_pages(batches, names, fail_pos),
+            _LAUNCH_COLUMNS,
+            _LAUNCH_JUSTIFY,
+            bold=_tty(sys.stdout),
+            printable_cells=True,
         )
     if fl is not None:
         if fl.unknown or ix.failed_launch is None:
@@ -404,12 +411,16 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+_MARKS = choice_table([b"", b"<- failure"])
 #: Launches rendered as text at a time (the renderer's word matrices take ~200 bytes a launch).
 _TEXT_LAUNCHES = 1 << 13
 
 
-def _launch_text(batches: Iterable[Any], names: Mapping[int, str], *, json_rows: bool) -> Iterator[bytes]:
-    """The launches as text built with numpy: JSON objects (each after ``, ``) or TSV lines."""
+def _launch_text(
+    batches: Iterable[Any], names: Mapping[int, str], *, json_rows: bool, fail_pos: int = -1
+) -> Iterator[bytes]:
+    """The launches as text built with numpy: JSON objects (each after ``, ``) or TSV lines (the last
+    column marks the launch at ``fail_pos``)."""
     from vrrl_gpu.analysis.exporters._rows import LabelCache
     from vrrl_gpu.analysis.exporters._text import Lines, choice_table
 
@@ -433,7 +444,8 @@ def _launch_text(batches: Iterable[Any], names: Mapping[int, str], *, json_rows:
             else:
                 x.uint(c.position).lit("\t").uint(c.slot_idx).lit("\t").pick(lab.idx, t)
                 x.lit("\t0x").hex(a[:, 0]).lit(" 0x").hex(a[:, 1]).lit(" 0x").hex(a[:, 2])
-                x.lit(" 0x").hex(a[:, 3]).lit("\t").uint(c.epoch).lit("\t").uint(c.tenant_id).lit("\n")
+                x.lit(" 0x").hex(a[:, 3]).lit("\t").uint(c.epoch).lit("\t").uint(c.tenant_id).lit("\t")
+                x.pick((c.position == fail_pos).astype(np.intp), _MARKS).lit("\n")
             yield bytes(x.render().tobytes())
 
 
@@ -462,14 +474,11 @@ def _launch_pages(
 ) -> Iterator[list[list[str]]]:
     """Pages of :data:`PAGE_ROWS` launches (the page size decides the column widths, so it is kept)."""
     rows: list[list[str]] = []
-    for text in _launch_text(batches, names, json_rows=False):
-        for line in text.decode("utf-8", "replace").splitlines():
-            cells = line.split("\t")
-            cells.append("<- failure" if cells[0] == str(fail_pos) else "")
-            rows.append(cells)
-            if len(rows) == PAGE_ROWS:
-                yield rows
-                rows = []
+    for text in _launch_text(batches, names, json_rows=False, fail_pos=fail_pos):
+        rows.extend(line.split("\t") for line in text.decode("utf-8", "replace").splitlines())
+        while len(rows) >= PAGE_ROWS:
+            yield rows[:PAGE_ROWS]
+            del rows[:PAGE_ROWS]
     if rows:
         yield rows
 
