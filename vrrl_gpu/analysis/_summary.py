@@ -5,7 +5,7 @@ whole log). :func:`summarize` gives the same launches from chunks: pass 1 collec
 opener anywhere in the log (a key without one is opened by its first record, so this must be known
 before any record is grouped), the few records that are failures or GAPs, and the counts; pass 2 groups
 each chunk against the newest opener of every key seen so far (one row per key, not per record) and fills
-one row per launch. Memory: about 50 bytes per launch, 16 per distinct key and the failure and GAP
+one row per launch. Memory: about 40 bytes per launch, 12 per distinct key and the failure and GAP
 records; the chunks themselves are read and dropped. ``tests/analysis/test_summary.py`` holds it equal to
 :func:`find_launches` and the whole-array statistics at every chunk size.
 """
