@@ -182,3 +182,13 @@ def test_replay_list_progress_bar_counts_the_records(tmp_path: Path, monkeypatch
     shown = tty.getvalue()
     assert "4096/4096" in shown
     assert "/s" in shown
+
+
+def test_report_and_replay_list_draw_no_bar_off_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = _wrapped_log(tmp_path)
+    assert main(["report", "-o", str(tmp_path / "r.html"), str(p)]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["replay", "--list", str(p)]) == 0
+    assert capsys.readouterr().err == ""
