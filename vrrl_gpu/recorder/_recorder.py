@@ -345,18 +345,19 @@ class Recorder:
             st.outstanding = True
             try:
                 self._backend.launch(kernel, grid, block, args, stream=stream, shared_mem=shared_mem)
-                if end:
-                    s2 = seq + 1
-                    st.pack(s2, slot, opcode, w, epoch, _COMPLETED)  # type: ignore[misc]
-                    window[s2 & st.wmask] = (s2, slot, opcode, w, epoch, outputs, seq)
-                    st.next_seq = s2 + 1
-                    st.produced[0] = s2 + 1
             except BaseException as exc:
-                info = _Launch(slot, opcode, w, epoch, seq, outputs)
-                if st.next_seq == seq + 2:
-                    info.end_seq = seq + 1  # the end breadcrumb was enqueued: the failure came after it
-                self._launch_failed(st, info, exc)
+                self._launch_failed(st, _Launch(slot, opcode, w, epoch, seq, outputs), exc)
                 raise
+            if end:
+                s2 = seq + 1
+                try:
+                    st.pack(s2, slot, opcode, w, epoch, _COMPLETED)  # type: ignore[misc]
+                except BaseException as exc:
+                    self._launch_failed(st, _Launch(slot, opcode, w, epoch, seq, outputs), exc, launched=True)
+                    raise
+                window[s2 & st.wmask] = (s2, slot, opcode, w, epoch, outputs, seq)
+                st.next_seq = s2 + 1
+                st.produced[0] = s2 + 1
         return None
 
     def _room(self, st: _StreamState, seq: int) -> bool:
@@ -386,12 +387,14 @@ class Recorder:
         nvtx = self._nvtx
         if nvtx is not None:
             self._nvtx_push(info)
+        launched = False
         try:
             self._backend.launch(kernel, grid, block, args, stream=st.stream, shared_mem=shared_mem)
+            launched = True
             if self._end_crumbs:
                 self._end(st, info)
         except BaseException as exc:
-            self._launch_failed(st, info, exc)
+            self._launch_failed(st, info, exc, launched=launched)
             raise
         finally:
             if nvtx is not None:
@@ -918,13 +921,20 @@ class Recorder:
         if cls.fatal:
             self._async_fault(exc, classification=cls)
 
-    def _launch_failed(self, st: _StreamState, info: _Launch, exc: BaseException) -> None:
-        """The launch call (or a slot body) raised: record it, attribute earlier faults, maybe poison."""
+    def _launch_failed(
+        self, st: _StreamState, info: _Launch, exc: BaseException, *, launched: bool = False
+    ) -> None:
+        """The launch call (or a slot body) raised: record it, attribute earlier faults, maybe poison.
+
+        ``launched``: the kernel itself was enqueued and what raised came after it (its end breadcrumb's
+        enqueue), so the device may have run it and faulted in it: it is a candidate like any earlier one.
+        """
         if isinstance(exc, (RecorderPoisonedError, RecorderClosedError)) or exc is self._attributed:
             return
         cls = self._classify(exc)
-        # This call's own begin (and anything after it) cannot be the culprit of an earlier fault.
-        stop = info.begin_seq if info.begin_seq >= 0 else st.next_seq
+        # This call's own begin (and anything after it) cannot be the culprit of an earlier fault, unless
+        # the kernel was enqueued: then its begin can be the newest breadcrumb of a launch that faulted.
+        stop = st.next_seq if info.begin_seq < 0 else info.begin_seq + int(launched)
         earlier = self._instr_outstanding or any(
             s.outstanding and (s.next_seq if s is not st else stop) > 0 for s in self._streams.values()
         )
