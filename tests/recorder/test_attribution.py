@@ -261,3 +261,24 @@ def test_device_faulting_before_the_end_breadcrumb_is_enqueued_still_blames_k(
     recs = log_records(rec.path)
     assert with_status(recs, SlotStatus.FAULTED)["slot_idx"].tolist() == [2]
     assert with_status(recs, SlotStatus.FAILED_AT_LAUNCH)["slot_idx"].tolist() == []
+
+
+def test_a_slot_whose_body_work_faulted_is_the_faulted_launch(tmp_path: Path) -> None:
+    """A slot body enqueues a kernel that faults on the device, then a call in the body meets the sticky
+    error: the device had reached the slot (its begin arrived), so the slot is FAULTED, not
+    FAILED_AT_LAUNCH."""
+    rec = Recorder(tmp_path / "run.vrrl", device="twin", staging_slots=64, capacity=4096)
+    w = Axpy.on(rec)
+    w.launch(0)
+
+    def body() -> None:
+        with rec.slot(rec.opcode("body"), words=(1, 0, 0, 0)):
+            rec.backend.launch(w.kernel, 1, 64, (w.y, w.x, 1.0, 64, 1))  # unrecorded, faults
+            rec.backend.synchronize(None)
+
+    with pytest.raises(TwinCudaError):
+        body()
+    rec.close()
+    recs = log_records(rec.path)
+    assert with_status(recs, SlotStatus.FAULTED)["slot_idx"].tolist() == [1]
+    assert with_status(recs, SlotStatus.FAILED_AT_LAUNCH)["slot_idx"].tolist() == []
