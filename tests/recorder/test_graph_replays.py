@@ -20,8 +20,10 @@ from tests.helpers.child import parse_result, print_result
 from tests.helpers.gpu import requires_gpu
 from tests.helpers.recorder import log_records, with_status
 from vrrl_gpu import Recorder, SlotStatus, classify
+from vrrl_gpu._cli import main
+from vrrl_gpu.analysis._graphs import graph_faults
 from vrrl_gpu.backends import TwinCudaError
-from vrrl_gpu.format import read_sidecar
+from vrrl_gpu.format import Sidecar, read_sidecar
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the twin backend needs g++")
 
@@ -144,6 +146,31 @@ def test_a_fault_in_replay_k_on_a_gpu(tmp_path: Path, mode: str) -> None:
 
 def test_the_gpu_child_runs_on_the_twin(tmp_path: Path) -> None:
     check_replay_fault(_child("twin", tmp_path / "run.vrrl", "begin+end"), "begin+end")
+
+
+def test_info_names_the_node_and_the_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "run.vrrl"
+    replay_fault_scenario("twin", path, "begin+end")
+    assert main(["info", "--json", str(path)]) == 0
+    (note,) = json.loads(capsys.readouterr().out)["graph_faults"]
+    assert (note["node_name"], [r["replay"] for r in note["replays"]]) == ("node_b", [3])
+    assert main(["info", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "node_b (device sequence 20) in replay 3 of graph 0 (stream 0)" in out
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not a list",
+        [{"node_slot": "7", "node_opcode": 1, "replays": []}],
+        [{"node_slot": 7, "node_opcode": 1, "replays": [{"stream": 0, "slot": 1, "graph": 0}]}],
+        [{"node_slot": 7, "node_opcode": 1, "replays": [{"stream": -1, "slot": 1, "graph": 0, "replay": 0}]}],
+    ],
+)
+def test_a_malformed_graph_fault_note_is_left_out(tmp_path: Path, bad: Any) -> None:
+    side = Sidecar(extra={"graph_faults": bad})
+    assert graph_faults(side) == []
 
 
 def test_a_fault_in_an_unrecorded_node_blames_the_replay(tmp_path: Path) -> None:
