@@ -321,7 +321,7 @@ def _killed_before_publishing(p: Path, capacity: int, published: int, unpublishe
         os.close(fd)
 
 
-def test_records_a_killed_writer_left_past_the_cursor_are_published_by_the_next_writer(tmp_path: Path) -> None:
+def test_records_a_killed_writer_left_past_the_cursor_are_published_by_the_next(tmp_path: Path) -> None:
     from vrrl_gpu._cli import main
 
     p = tmp_path / "a.vrrl"
