@@ -50,7 +50,9 @@ def export_log(
     counted = f.max_records is not None or progress is not None
     total = count_records(p, salvage=salvage) if counted else None
     target = AtomicOutput(out, force=force)
-    ctx = SinkContext(opcode_names=names, source=p, streams=mapper_for(p, sidecar=side), total=total)
+    ctx = SinkContext(
+        opcode_names=names, source=p, streams=mapper_for(p, sidecar=side), total=total, sidecar=side
+    )
     chunks = iter_record_chunks(p, salvage=salvage, chunk_records=CHUNK_RECORDS)
     batches = ((c, None) for c in chunks)
     return drive(target, lambda t: f.open_sink(t, ctx), batches, progress, total)
