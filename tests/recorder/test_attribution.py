@@ -244,20 +244,30 @@ def test_device_faulting_before_the_end_breadcrumb_is_enqueued_still_blames_k(
         nvtx=path_kind == "general",  # NVTX sends every launch down the general path
     )  # fmt: skip
     w = Axpy.on(rec)
+    s = rec.backend.new_stream()  # a stream object the recorder knows: the inline path takes it
     real_launch = rec.backend.launch
 
     def launch_then_wait_for_the_device(kernel: Any, *a: Any, **kw: Any) -> None:
         real_launch(kernel, *a, **kw)
         if kernel is w.kernel and a[2][4] == 1:  # the faulting launch: let the device get there first
-            while int(rec.backend.stream_query(None)) == 600:
+            while int(rec.backend.stream_query(s)) == 600:
                 pass
 
+    general = []
+    real_general = rec._launch
+
+    def general_path(*a: Any, **kw: Any) -> None:
+        general.append(a)
+        real_general(*a, **kw)
+
     rec.backend.launch = launch_then_wait_for_the_device  # type: ignore[method-assign]
-    for i in range(2):
-        w.launch(i)
+    w.launch(0, stream=s)  # first sight of the stream: the general path
+    rec._launch = general_path  # type: ignore[method-assign]
+    w.launch(1, stream=s)
     with pytest.raises(TwinCudaError):
-        w.launch(2, fault=1)  # its end breadcrumb's enqueue meets the fault
+        w.launch(2, fault=1, stream=s)  # its end breadcrumb's enqueue meets the fault
     rec.close()  # the error was raised and recorded once, at the launch
+    assert len(general) == (2 if path_kind == "general" else 0)
     recs = log_records(rec.path)
     assert with_status(recs, SlotStatus.FAULTED)["slot_idx"].tolist() == [2]
     assert with_status(recs, SlotStatus.FAILED_AT_LAUNCH)["slot_idx"].tolist() == []

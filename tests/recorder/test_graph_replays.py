@@ -275,6 +275,26 @@ def test_disabled_recorder_still_launches_the_graph(tmp_path: Path, monkeypatch:
     assert not (tmp_path / "run.vrrl").exists()
 
 
+class _NoWeakref:
+    """Like CuPy's Graph: no weak references, CUDA handles as ints."""
+
+    __slots__ = ("graph", "graphExec")
+
+    def __init__(self, handle: int) -> None:
+        self.graph = handle
+        self.graphExec = handle + 1
+
+
+def test_graphs_without_weak_references_are_numbered_by_identity_and_not_kept_alive() -> None:
+    from vrrl_gpu.recorder._graphs import GraphReplays
+
+    reps = GraphReplays()
+    a, b = _NoWeakref(10), _NoWeakref(20)
+    before = sys.getrefcount(a)
+    assert [reps.next_replay(g) for g in (a, b, a, a, b)] == [(0, 0), (1, 0), (0, 1), (0, 2), (1, 1)]
+    assert sys.getrefcount(a) == before  # a graph's device memory is not kept alive by its count
+    assert reps.next_replay(_NoWeakref(30)) == (2, 0)  # other handles: another graph
+
 if __name__ == "__main__":
     # python tests/recorder/test_graph_replays.py DEVICE LOG MODE: the replay fault in its own process.
     print_result(replay_fault_scenario(sys.argv[1], Path(sys.argv[2]), sys.argv[3]))

@@ -33,9 +33,10 @@ class GraphReplays:
     def __init__(self) -> None:
         self.opcodes: set[int] = set()
         self._weak: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
-        # CuPy's Graph is a Cython class without __weakref__: kept by id, holding the object so that its
-        # id stays its own while counted (bounded; the oldest are forgotten first).
-        self._by_id: dict[int, tuple[Any, list[int]]] = {}
+        # CuPy's Graph is a Cython class without __weakref__. Holding it would keep its device memory alive,
+        # so it is known by its id and its CUDA handles (graphExec, graph): a new graph is taken for an old
+        # one only when all three were reused (bounded; the oldest are forgotten first).
+        self._by_id: dict[tuple[int, Any, Any], list[int]] = {}
         self._next_graph = 0
 
     def next_replay(self, graph: Any) -> tuple[int, int]:
@@ -45,12 +46,12 @@ class GraphReplays:
             if entry is None:
                 entry = self._weak[graph] = [self._new_number(), 0]
         except TypeError:
-            held = self._by_id.get(id(graph))
-            if held is None or held[0] is not graph:
+            key = (id(graph), _handle(graph, "graphExec"), _handle(graph, "graph"))
+            entry = self._by_id.get(key)
+            if entry is None:
                 if len(self._by_id) >= _MAX_BY_ID:
                     del self._by_id[next(iter(self._by_id))]
-                held = self._by_id[id(graph)] = (graph, [self._new_number(), 0])
-            entry = held[1]
+                entry = self._by_id[key] = [self._new_number(), 0]
         replay = entry[1]
         entry[1] = replay + 1
         return entry[0], replay
@@ -59,6 +60,11 @@ class GraphReplays:
         n = self._next_graph
         self._next_graph = n + 1
         return n
+
+
+def _handle(graph: Any, name: str) -> Any:
+    v = getattr(graph, name, None)
+    return v if isinstance(v, (int, str, bytes)) or v is None else id(v)
 
 
 @dataclass(frozen=True)
