@@ -148,7 +148,9 @@ def test_the_gpu_child_runs_on_the_twin(tmp_path: Path) -> None:
     check_replay_fault(_child("twin", tmp_path / "run.vrrl", "begin+end"), "begin+end")
 
 
-def test_info_names_the_node_and_the_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_info_and_stats_name_the_node_and_the_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "run.vrrl"
     replay_fault_scenario("twin", path, "begin+end")
     assert main(["info", "--json", str(path)]) == 0
@@ -157,6 +159,10 @@ def test_info_names_the_node_and_the_replay(tmp_path: Path, capsys: pytest.Captu
     assert main(["info", str(path)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "node_b (device sequence 20) in replay 3 of graph 0 (stream 0)" in out
+    assert main(["stats", str(path)]) == 0
+    assert "fault in a graph replay: node_b (device sequence 20) in replay 3" in capsys.readouterr().out
+    assert main(["stats", "--json", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["graph_faults"][0]["replays"][0]["replay"] == 3
 
 
 @pytest.mark.parametrize(

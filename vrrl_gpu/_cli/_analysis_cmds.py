@@ -29,6 +29,7 @@ from vrrl_gpu.analysis._export import export_log, merge_to
 from vrrl_gpu.analysis._fleet import is_dataset
 from vrrl_gpu.analysis._fleet_report import DEFAULT_BINS
 from vrrl_gpu.analysis._follow import LogFollower
+from vrrl_gpu.analysis._graphs import describe_graph_fault, graph_faults
 from vrrl_gpu.analysis._launches import code_label
 from vrrl_gpu.analysis._report import DEFAULT_LAST, write_report
 from vrrl_gpu.analysis._stats import stats_of
@@ -202,6 +203,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     names = printable_names(side)
     summary = summarize(read_log(args.log, salvage=args.salvage, sidecar=side))
     s = {"path": args.log, **stats_of(summary, opcode_names=names, buckets=args.buckets)}
+    faults = graph_faults(side)
+    if faults:
+        s["graph_faults"] = faults
     if args.json:
         print(json.dumps(s, sort_keys=True))
         return 0
@@ -282,6 +286,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             f"crash window: {where} slot {slot_label(w['slot_idx'])} "
             f"({opcode_label(w['opcode'], names)}) was running when {fault} was seen{mark[w['faulted_here']]}"
         )
+    for note in faults:
+        print(f"fault in a graph replay: {printable(describe_graph_fault(note))}")
     return 0
 
 
