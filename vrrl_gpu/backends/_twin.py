@@ -285,15 +285,20 @@ class _Worker:
     def __init__(self, backend: TwinBackend, name: str) -> None:
         self._backend = backend
         self._q: queue.SimpleQueue[_Launch | None] = queue.SimpleQueue()
-        self._cv = threading.Condition()
+        # The condition's lock taken by hand on the launch path: ``with`` on a Condition is two Python-level
+        # method calls per launch, a plain lock's acquire/release two C calls.
+        self._plock = threading.Lock()
+        self._cv = threading.Condition(self._plock)
         self.pending = 0
         self._err = ctypes.create_string_buffer(_ERRBUF)  # one kernel at a time per stream
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
     def enqueue(self, item: _Launch) -> None:
-        with self._cv:
-            self.pending += 1
+        lock = self._plock
+        lock.acquire()
+        self.pending += 1
+        lock.release()
         self._q.put(item)
 
     def _run(self) -> None:
@@ -865,25 +870,28 @@ class _TwinPackLauncher:
         self._next = 0
 
     def _add_blocks(self, at: int, count: int) -> None:
-        """``count`` prebuilt blocks, inserted into the cycle before index ``at``."""
+        """``count`` prebuilt blocks, inserted into the cycle before index ``at``.
+
+        Built as arrays (one template block copied, the pointer cells computed), not block by block: a deep
+        queue grows the pool while launches are being recorded, and each grown block is paid by a launch."""
         size = 16 * _PACK_CELLS
         buf = ctypes.create_string_buffer(size * count)
         base = ctypes.addressof(buf)
         tk: _TwinKernel = self._kernel.native
         dims = _dims_array((1, 1, 1), (1, 1, 1))
         ring = self._ring
-        items, offsets = [], []
-        for j in range(count):
-            off = j * size
-            tk.packer.pack_into(buf, off, (ring.records_ptr, ring.commits_ptr, ring.mask, 0, 0, self._tenant,
-                                0, 0, 0, 0, 0, 0, 0, self._ts_offset), _numpy_pointer)  # fmt: skip
-            cells = base + off
-            tk.pointers.pack_into(buf, off + 8 * _PACK_CELLS, *[cells + o for o in tk.offsets])
-            items.append(_Launch(kernel=self._kernel, dims=dims, block=buf, args_ptr=cells + 8 * _PACK_CELLS,
-                                 workers=1))  # fmt: skip
-            offsets.append(off + 24)  # cell 3: seq
-        self._items[at:at] = items
-        self._offsets[at:at] = offsets
+        template = ctypes.create_string_buffer(8 * _PACK_CELLS)
+        tk.packer.pack_into(template, 0, (ring.records_ptr, ring.commits_ptr, ring.mask, 0, 0, self._tenant,
+                            0, 0, 0, 0, 0, 0, 0, self._ts_offset), _numpy_pointer)  # fmt: skip
+        cells = np.frombuffer(memoryview(buf), dtype=np.uint64).reshape(count, 2 * _PACK_CELLS)
+        cells[:, :_PACK_CELLS] = np.frombuffer(memoryview(template), dtype=np.uint64)
+        starts = base + size * np.arange(count, dtype=np.uint64)
+        cells[:, _PACK_CELLS:] = starts[:, None] + np.asarray(tk.offsets, dtype=np.uint64)[None, :]
+        kernel = self._kernel
+        self._items[at:at] = [
+            _Launch(kernel, dims, buf, a, 1) for a in (starts + 8 * _PACK_CELLS).tolist()
+        ]
+        self._offsets[at:at] = range(24, size * count, size)  # cell 3 of each block: seq
         self._bufs[at:at] = [buf] * count
 
     def __call__(
