@@ -52,10 +52,11 @@ def _cases(mode: str, noop: bool, tmp: str) -> tuple[Any, dict[str, Callable[[],
     ik: Any = rec.instrument(k, opcode=op)
     launcher = rec.launcher(k, opcode=op, stream=s)
     # Steady state: the stream's launch map full (its first STAGING launches allocate an entry each; after
-    # that an entry is rewritten in place), the pack pool grown; then the queue drained.
+    # that an entry is rewritten in place), the twin's prebuilt pools grown; then the queue drained.
     for _ in range(STAGING // (2 if mode == "begin+end" else 1)):
         rec.launch(k, 1, 1, (0,), opcode=op, stream=s)
-    ik(1, 1, (0,), stream=s)
+    for _ in range(4096):  # the instrumented kernel's prebuilt blocks grown too
+        ik(1, 1, (0,), stream=s)
     rec.synchronize()
     pack = rec._by_id[id(s)].pack
     bound = ik.bound

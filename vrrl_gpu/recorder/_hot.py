@@ -89,9 +89,9 @@ def _py_hot(rec: Recorder, st: _StreamState, probe: Callable[[Any], bool] | None
     launch = rec._backend.launch
     assert pack is not None
 
-    def hot(kernel: Any, grid: Any, block: Any, args: Any, opcode: Any, words: Any, stream: Any,
-            shared_mem: int, outputs: Any) -> None:  # fmt: skip
-        w = _ZERO_WORDS if words is None else _words(words)
+    def body(kernel: Any, grid: Any, block: Any, args: Any, opcode: Any, w: Any, stream: Any,
+             shared_mem: int, outputs: Any) -> None:  # fmt: skip
+        """``hot`` with ``w`` already checked (``_words``): what a launcher with bound words calls."""
         lock.acquire()
         try:
             if not cells[2] or type(opcode) is not int or not 0 <= opcode < META_OPCODE_BASE or not rc[2]:
@@ -134,6 +134,12 @@ def _py_hot(rec: Recorder, st: _StreamState, probe: Callable[[Any], bool] | None
         finally:
             lock.release()
 
+    def hot(kernel: Any, grid: Any, block: Any, args: Any, opcode: Any, words: Any, stream: Any,
+            shared_mem: int, outputs: Any) -> None:  # fmt: skip
+        w = _ZERO_WORDS if words is None else _words(words)
+        body(kernel, grid, block, args, opcode, w, stream, shared_mem, outputs)
+
+    hot.body = body  # type: ignore[attr-defined]
     return hot
 
 
@@ -156,14 +162,17 @@ def install_launch(rec: Recorder, method: Callable[..., None]) -> None:
 
 def make_launcher(hot: HotLaunch, kernel: Any, opcode: int, words: Any, stream: Any,
                   outputs: Any) -> Callable[..., None]:  # fmt: skip
-    """``launcher(grid, block, args, shared_mem=0)``: ``hot`` with the kernel, opcode, words, stream and
-    outputs bound (``rec.launcher``)."""
+    """``launcher(grid, block, args, shared_mem=0)``: ``hot`` with the kernel, opcode, words (checked: a
+    tuple of four u32), stream and outputs bound (``rec.launcher``)."""
     fast = _accel.module()
     if fast is not None and type(hot) is fast.Hot:
         return fast.Bound(hot, kernel, opcode, words, stream, outputs)  # type: ignore[no-any-return]
 
+    # ``words`` were checked when the launcher was made (rec.launcher): the Python path skips that per call.
+    call = getattr(hot, "body", None) or hot
+
     def launcher(grid: Any, block: Any, args: Any, shared_mem: int = 0) -> None:
-        hot(kernel, grid, block, args, opcode, words, stream, shared_mem, outputs)
+        call(kernel, grid, block, args, opcode, words, stream, shared_mem, outputs)
 
     return launcher
 
