@@ -2,7 +2,7 @@
 
     python examples/torch_fault.py crash.vrrl                 # CUDA tensors on a GPU (the twin without one)
     python examples/torch_fault.py crash.vrrl --device twin   # CPU tensors, breadcrumbs through the twin
-    VRRL_TORCH_LOG=crash.vrrl vrrl replay crash.vrrl --registry examples/torch_registry.py:REGISTRY \\
+    vrrl replay crash.vrrl --registry examples/torch_registry.py:REGISTRY \\
         --device twin --minimize -o small.vrrl
 
 An embedding lookup gets an index past the table at step ``--fault-at``. On the CPU (the twin) PyTorch's

@@ -20,6 +20,7 @@ from tests.helpers.analysis_logs import NAMES, T0, gap, rec, run_rows, write_log
 from vrrl_gpu import Record, RingLog, SlotStatus
 from vrrl_gpu._cli import main
 from vrrl_gpu._cli._progress import progress_bar
+from vrrl_gpu.analysis._fleet_chrome import CRASH_TID_BASE
 from vrrl_gpu.analysis.exporters import CSV_FIELDS, FORMATS, ROW_FIELDS
 from vrrl_gpu.errors import LogLockedError
 
@@ -300,7 +301,8 @@ def test_export_chrome_trace_structure(crashed: Path, tmp_path: Path) -> None:
         if e["ph"] == "i":
             assert e["s"] in {"t", "p", "g"}
     threads = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
-    assert threads == {0: "tenant 0", 1: "tenant 1"}
+    # The crash window spans launches: it has its stream's own track.
+    assert threads == {0: "tenant 0", 1: "tenant 1", CRASH_TID_BASE + 1: "tenant 1 · crash window"}
     launches = [e for e in events if e.get("cat") == "launch"]
     assert sum(e["ph"] == "X" for e in launches) == 27  # begin+end pairs
     assert [e["args"]["slot_idx"] for e in launches if e["ph"] == "i"] == [27]  # no end record
@@ -315,7 +317,7 @@ def test_export_chrome_trace_structure(crashed: Path, tmp_path: Path) -> None:
     assert g["s"] == "p"
     (crash,) = [e for e in events if e.get("cat") == "crash"]
     assert crash["ph"] == "X"
-    assert crash["tid"] == 1
+    assert crash["tid"] == CRASH_TID_BASE + 1
     assert crash["ts"] == 27.0
     assert crash["dur"] == 5.0
 

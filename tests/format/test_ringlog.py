@@ -305,3 +305,53 @@ def test_ringlog_and_the_chunked_reader_share_one_strict_and_salvage_reading(
             except (CorruptRecordError, TruncatedLogError) as e:
                 errors.append((type(e), getattr(e, "slot", None)))
         assert errors[0] == errors[1]
+
+
+def _killed_before_publishing(p: Path, capacity: int, published: int, unpublished: int) -> None:
+    """A log whose writer wrote ``published`` records, then ``unpublished`` more and was killed before it
+    stored the cursor after them (rule 2 of format/_live.py: records first, cursor after)."""
+    with RingLog.open(p, capacity=capacity) as log:
+        log.extend(make_records(published))
+    recs = make_records(unpublished, start=published)
+    recs["magic"] = RECORD_MAGIC
+    fd = os.open(p, os.O_WRONLY)
+    try:
+        os.pwrite(fd, recs.tobytes(), HEADER_SIZE + published * RECORD_SIZE)
+    finally:
+        os.close(fd)
+
+
+def test_records_a_killed_writer_left_past_the_cursor_are_published_by_the_next(tmp_path: Path) -> None:
+    from vrrl_gpu._cli import main
+
+    p = tmp_path / "a.vrrl"
+    _killed_before_publishing(p, 64, 10, 3)
+    # The format's reader walks from the cursor: the unpublished three come first, as if the oldest.
+    with RingLog.open(p, readonly=True) as log:
+        assert log.records()["args"][:, 0].tolist() == [10, 11, 12, *range(10)]
+    assert main(["verify", str(p)]) == 0  # not damage: the state a kill between two writes leaves
+    with RingLog.open(p) as log:  # the next writer publishes them: the newest, in order
+        assert log.cursor == 13
+        log.extend(make_records(2, start=13))
+    with RingLog.open(p, readonly=True) as log:
+        assert log.records()["args"][:, 0].tolist() == list(range(15))
+
+
+@pytest.mark.parametrize("case", ["wrapped", "longer-than-a-span", "not-records"])
+def test_what_only_looks_unpublished_is_left_alone(tmp_path: Path, case: str) -> None:
+    p = tmp_path / "a.vrrl"
+    if case == "wrapped":
+        with RingLog.open(p, capacity=16) as log:
+            log.extend(make_records(20))  # every slot holds a record: slot 4 is the oldest, not a leftover
+        cursor = 4
+    elif case == "longer-than-a-span":
+        _killed_before_publishing(p, 64, 10, 17)  # a span of a 64-slot ring is 16 slots: not our writer
+        cursor = 10
+    else:
+        _killed_before_publishing(p, 64, 10, 3)
+        fd = os.open(p, os.O_WRONLY)
+        os.pwrite(fd, b"\x01\x02\x03\x04", HEADER_SIZE + 12 * RECORD_SIZE)  # a bad magic in the run
+        os.close(fd)
+        cursor = 10
+    with RingLog.open(p) as log:
+        assert log.cursor == cursor

@@ -165,6 +165,11 @@ def judge(
 
     began = set(with_status(recs, SlotStatus.BEGIN)["slot_idx"].tolist())
     faulted = with_status(recs, SlotStatus.FAULTED)["slot_idx"].tolist()
+    at_launch = with_status(recs, SlotStatus.FAILED_AT_LAUNCH)["slot_idx"].tolist()
+    if at_launch:
+        # No call of the schedule fails on its own: the only failure is K's fault on the device, so a
+        # FAILED_AT_LAUNCH record blames a call (K's own included) for what the device did.
+        return Outcome("wrong", f"FAILED_AT_LAUNCH records for slots {at_launch}; K is {k_slot}")
     side = read_sidecar(path)
     unknown_streams = [int(u["stream"]) for u in (side.extra.get("unknown_windows", []) if side else [])]
     if faulted.count(UNKNOWN_SLOT) != len(unknown_streams):

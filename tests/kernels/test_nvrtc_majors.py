@@ -35,8 +35,9 @@ REPO = Path(__file__).resolve().parents[2]
 KERNELS = REPO / "kernels"
 CHILD = Path(__file__).with_name("nvrtc_child.py")
 CU_FILES = sorted(p.name for p in KERNELS.glob("*.cu"))
-#: The contract suite's own kernels (tests/backends/*.cu): the -m gpu run compiles them with NVRTC too.
-CONTRACT_CU = sorted((REPO / "tests" / "backends").glob("*.cu"))
+#: The tests' own kernels (the contract suite's tests/backends/*.cu, tests/recorder/*.cu): the -m gpu run
+#: compiles them with NVRTC too.
+CONTRACT_CU = sorted((REPO / "tests").rglob("*.cu"))
 ARCHS = ("sm_80", "sm_90", "sm_100")
 MAJORS = (12, 13)
 # What provides each major in the test extra (pyproject.toml), and the file it installs.

@@ -230,3 +230,65 @@ def test_a_failure_at_the_call_follows_its_own_begin(
     s = json.loads(capsys.readouterr().out)
     assert s["failures"]["total"] == 1
     assert [t["failed"] for t in s["tracks"]] == [1]
+
+
+@pytest.mark.parametrize("path_kind", ["inline", "general"])
+def test_device_faulting_before_the_end_breadcrumb_is_enqueued_still_blames_k(
+    tmp_path: Path, path_kind: str
+) -> None:
+    """begin+end: the device runs K and faults before the host has enqueued K's end breadcrumb (a host
+    thread descheduled between the two calls, as on a loaded machine). The end's enqueue then raises the
+    sticky error: K had begun and not ended, so K is the FAULTED launch, never a FAILED_AT_LAUNCH of K."""
+    rec = Recorder(
+        tmp_path / "run.vrrl", device="twin", staging_slots=64, breadcrumbs="begin+end", capacity=4096,
+        nvtx=path_kind == "general",  # NVTX sends every launch down the general path
+    )  # fmt: skip
+    w = Axpy.on(rec)
+    s = rec.backend.new_stream()  # a stream object the recorder knows: the inline path takes it
+    real_launch = rec.backend.launch
+
+    def launch_then_wait_for_the_device(kernel: Any, *a: Any, **kw: Any) -> None:
+        real_launch(kernel, *a, **kw)
+        if kernel is w.kernel and a[2][4] == 1:  # the faulting launch: let the device get there first
+            while int(rec.backend.stream_query(s)) == 600:
+                pass
+
+    general = []
+    real_general = rec._launch
+
+    def general_path(*a: Any, **kw: Any) -> None:
+        general.append(a)
+        real_general(*a, **kw)
+
+    rec.backend.launch = launch_then_wait_for_the_device  # type: ignore[method-assign]
+    w.launch(0, stream=s)  # first sight of the stream: the general path
+    rec._launch = general_path  # type: ignore[method-assign]
+    w.launch(1, stream=s)
+    with pytest.raises(TwinCudaError):
+        w.launch(2, fault=1, stream=s)  # its end breadcrumb's enqueue meets the fault
+    rec.close()  # the error was raised and recorded once, at the launch
+    assert len(general) == (2 if path_kind == "general" else 0)
+    recs = log_records(rec.path)
+    assert with_status(recs, SlotStatus.FAULTED)["slot_idx"].tolist() == [2]
+    assert with_status(recs, SlotStatus.FAILED_AT_LAUNCH)["slot_idx"].tolist() == []
+
+
+def test_a_slot_whose_body_work_faulted_is_the_faulted_launch(tmp_path: Path) -> None:
+    """A slot body enqueues a kernel that faults on the device, then a call in the body meets the sticky
+    error: the device had reached the slot (its begin arrived), so the slot is FAULTED, not
+    FAILED_AT_LAUNCH."""
+    rec = Recorder(tmp_path / "run.vrrl", device="twin", staging_slots=64, capacity=4096)
+    w = Axpy.on(rec)
+    w.launch(0)
+
+    def body() -> None:
+        with rec.slot(rec.opcode("body"), words=(1, 0, 0, 0)):
+            rec.backend.launch(w.kernel, 1, 64, (w.y, w.x, 1.0, 64, 1))  # unrecorded, faults
+            rec.backend.synchronize(None)
+
+    with pytest.raises(TwinCudaError):
+        body()
+    rec.close()
+    recs = log_records(rec.path)
+    assert with_status(recs, SlotStatus.FAULTED)["slot_idx"].tolist() == [1]
+    assert with_status(recs, SlotStatus.FAILED_AT_LAUNCH)["slot_idx"].tolist() == []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -98,10 +99,10 @@ def test_vrrl_replay_minimize_reduces_a_pytorch_log_to_the_op_that_failed(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "the log names aten::embedding" in proc.stdout
-    registry = tmp_path / "registry.py"
-    registry.write_text(f"from vrrl_gpu.torch import op_registry\nREGISTRY = op_registry({str(log)!r})\n")
+    # The example's registry as it is: op_registry() finds the log being replayed by itself.
+    registry = f"{EXAMPLES / 'torch_registry.py'}:REGISTRY"
     small = tmp_path / "small.vrrl"
-    code = main(["replay", str(log), "--registry", f"{registry}:REGISTRY", "--device", "twin",
+    code = main(["replay", str(log), "--registry", registry, "--device", "twin",
                  "--minimize", "-o", str(small)])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
@@ -109,3 +110,19 @@ def test_vrrl_replay_minimize_reduces_a_pytorch_log_to_the_op_that_failed(
     side = read_sidecar(log)
     assert side is not None
     assert [side.opcode_names[la.opcode] for la in plan.launches] == ["aten::embedding"]
+    # The minimized log carries the call signatures: it replays on its own, with the same registry.
+    assert main(["replay", str(small), "--registry", registry, "--device", "twin", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["reproduced"] is True
+
+
+def test_op_registry_without_a_log_outside_a_replay_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VRRL_REPLAY_LOG", raising=False)
+    with pytest.raises(RegistryError, match="VRRL_REPLAY_LOG"):
+        vt.op_registry()
+
+
+def test_the_minimized_log_carries_the_signature_table() -> None:
+    from vrrl_gpu.reproduce._minimize import CARRIED_EXTRA
+    from vrrl_gpu.torch._signatures import SIDECAR_KEY
+
+    assert SIDECAR_KEY in CARRIED_EXTRA

@@ -21,7 +21,7 @@ from vrrl_gpu.format import META_OPCODE_BASE, read_sidecar
 PRELUDE = """
 import json, sys, torch
 from vrrl_gpu import Recorder
-from vrrl_gpu.torch import record_ops, record_triton
+from vrrl_gpu.torch import record_graph_replays, record_ops, record_triton
 assert torch.cuda.is_available(), "needs a CUDA build of PyTorch"
 """
 
@@ -84,33 +84,42 @@ def test_a_fault_inside_a_captured_graph_names_the_op_and_the_replay(tmp_path: P
             g = torch.cuda.CUDAGraph()
             with record_ops(rec), torch.cuda.graph(g):
                 out = (table * 2).index_select(0, idx).relu()
-            for _ in range(3):
-                g.replay()
-            torch.cuda.synchronize()
-            idx.fill_(1000)  # replay 3 reads out of bounds
             error = None
-            try:
-                g.replay()
+            with record_graph_replays(rec):
+                for _ in range(3):
+                    g.replay()
                 torch.cuda.synchronize()
-            except Exception as e:
-                error = type(e).__name__
-            try:
-                rec.synchronize()
-            except Exception:
-                pass
+                idx.fill_(1000)  # replay 3 reads out of bounds
+                try:
+                    g.replay()
+                    torch.cuda.synchronize()
+                except Exception as e:
+                    error = type(e).__name__
+                try:
+                    rec.synchronize()
+                except Exception:
+                    pass
         print(json.dumps({"error": error}))
         """,
         tmp_path,
     )
     assert got["error"] is not None
     path = tmp_path / "run.vrrl"
-    begins = _named(path, SlotStatus.BEGIN)
-    ends = _named(path, SlotStatus.COMPLETED)
+    # The replays' own breadcrumbs ("cuda_graph") are on the host ring; the ops' on the device ring.
+    begins = [n for n in _named(path, SlotStatus.BEGIN) if n != "cuda_graph"]
+    ends = [n for n in _named(path, SlotStatus.COMPLETED) if n != "cuda_graph"]
+    assert _named(path, SlotStatus.BEGIN).count("cuda_graph") == 4
     per_replay = ["aten::mul.Tensor", "aten::index_select", "aten::relu"]
     # Three whole replays, then the fourth began index_select and never ended it.
     assert begins[:9] == per_replay * 3
     assert begins[9:11] == per_replay[:2]
     assert ends.count("aten::index_select") == 3
+    # The fault names the op and the replay it ran in.
+    assert _named(path, SlotStatus.FAULTED) == ["aten::index_select"]
+    side = read_sidecar(path)
+    assert side is not None
+    (note,) = side.extra["graph_faults"]
+    assert [r["replay"] for r in note["replays"]] == [3]
 
 
 @requires_gpu

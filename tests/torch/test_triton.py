@@ -130,3 +130,47 @@ def test_record_triton_without_triton_says_what_to_install(monkeypatch: pytest.M
     monkeypatch.setattr(builtins, "__import__", no_triton)
     with pytest.raises(ImportError, match="pip install triton"):
         vt._triton.hook_site()
+
+
+def _failed(path: Path) -> list[tuple[str, int]]:
+    side = read_sidecar(path)
+    assert side is not None
+    return [(side.opcode_names[int(r["opcode"])], int(r["args"][0]))
+            for r in with_status(log_records(path), SlotStatus.FAILED_AT_LAUNCH)]  # fmt: skip
+
+
+def test_a_launch_that_raises_out_of_the_block_is_recorded_with_its_exception(tmp_path: Path) -> None:
+    path = tmp_path / "run.vrrl"
+    site = types.SimpleNamespace(launch_enter_hook=None, launch_exit_hook=None)
+    with Recorder(path, device="twin", capacity=1024, breadcrumbs="begin+end") as rec:
+
+        def launches() -> None:
+            with vt._triton.TritonHooks(rec, site=site):
+                site.launch_enter_hook(_metadata("ok_kernel", 0))
+                site.launch_exit_hook(_metadata("ok_kernel", 0))
+                site.launch_enter_hook(_metadata("bad_kernel", 0))
+                raise ValueError("bad grid")  # the launch call raised: no exit hook
+
+        with pytest.raises(ValueError, match="bad grid"):
+            launches()
+        rec.synchronize()
+    assert _failed(path) == [("triton:bad_kernel", 1)]
+    recs = log_records(path)
+    (failed,) = with_status(recs, SlotStatus.FAILED_AT_LAUNCH)
+    assert int(failed["failure_class"]) != 0
+
+
+def test_a_launch_that_raised_and_was_caught_is_closed_at_the_next_launch(tmp_path: Path) -> None:
+    path = tmp_path / "run.vrrl"
+    site = types.SimpleNamespace(launch_enter_hook=None, launch_exit_hook=None)
+    with Recorder(path, device="twin", capacity=1024, breadcrumbs="begin+end") as rec:
+        with vt._triton.TritonHooks(rec, site=site):
+            site.launch_enter_hook(_metadata("bad_kernel", 0))  # raised; the caller caught it
+            site.launch_enter_hook(_metadata("next_kernel", 0))
+            site.launch_exit_hook(_metadata("next_kernel", 0))
+        rec.synchronize()
+    assert _failed(path) == [("triton:bad_kernel", 0)]
+    side = read_sidecar(path)
+    assert side is not None
+    ends = [side.opcode_names[int(r["opcode"])] for r in with_status(log_records(path), SlotStatus.COMPLETED)]
+    assert ends == ["triton:next_kernel"]

@@ -14,6 +14,7 @@ from vrrl_gpu._cli._output import format_timestamp, print_table, printable
 from vrrl_gpu._cli._table import DumpRows, write_pages, write_tsv
 from vrrl_gpu.analysis._clock import clock_summary
 from vrrl_gpu.analysis._export import export_log
+from vrrl_gpu.analysis._graphs import describe_graph_fault, graph_faults
 from vrrl_gpu.analysis._streams import mapper_for
 from vrrl_gpu.analysis._verify import semantic_findings
 from vrrl_gpu.analysis.exporters._output import STDOUT, stdout_binary
@@ -22,12 +23,16 @@ from vrrl_gpu.errors import CorruptRecordError, TruncatedLogError
 from vrrl_gpu.format._layout import RECORD_DTYPE, RECORD_MAGIC, FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu.format._reader import SalvageTally, iter_record_chunks
 from vrrl_gpu.format._ringlog import read_header
+from vrrl_gpu.format._sidecar import load_sidecar
 
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("info", help="summarise a log: capacity, cursor, records, failures, time span")
+    p = sub.add_parser(
+        "info",
+        help="summarise a log: capacity, cursor, records, failures, time span, faults in graph replays",
+    )
     p.add_argument("log", help="path of a VRRL v1 log")
     p.add_argument("--salvage", action="store_true", help="skip damaged slots instead of refusing the log")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -118,6 +123,9 @@ def summarize(path: str, *, salvage: bool = False) -> dict[str, Any]:
     if tally.corrupt_slots or tally.missing_slots:
         out["corrupt_slots"] = sorted(tally.corrupt_slots)
         out["missing_slots"] = tally.missing_slots
+    faults = graph_faults(load_sidecar(path))
+    if faults:
+        out["graph_faults"] = faults
     return out
 
 
@@ -148,6 +156,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"({clock['drift_ppm']:+.3f} ppm), largest step {clock['max_step_ns']:,} ns"
         )
         rows.append(("clock calibrations", text))
+    for note in s.get("graph_faults", ()):
+        rows.append(("fault in a graph replay", printable(describe_graph_fault(note))))
     if "corrupt_slots" in s:
         rows.append(("corrupt slots (skipped)", ", ".join(map(str, s["corrupt_slots"])) or "none"))
         rows.append(("missing slots (short file)", str(s["missing_slots"])))

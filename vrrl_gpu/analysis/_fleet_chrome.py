@@ -20,7 +20,14 @@ import numpy as np
 import numpy.typing as npt
 
 from vrrl_gpu.analysis._fleet_logs import RankLog, find_logs, identify_logs, load_log, read_sidecars
-from vrrl_gpu.analysis._launches import code_label, crash_windows, failure_mask, find_launches, meta_mask
+from vrrl_gpu.analysis._launches import (
+    clip_to_next,
+    code_label,
+    crash_windows,
+    failure_mask,
+    find_launches,
+    meta_mask,
+)
 from vrrl_gpu.errors import RecordValueError
 from vrrl_gpu.format._layout import FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu.format._reader import Records
@@ -67,15 +74,7 @@ def track_events(
         end = ls.end_ts.astype(np.int64)
         tid = streams[ls.index].astype(np.int64) + 1
         x = ls.completed & (ls.end_ts >= ls.ts)
-        # Per track, in start order: each slice ends at the latest where the next one on its track begins.
-        order = np.lexsort((start, tid))
-        xs = order[x[order]]
-        stop = end.copy()
-        if xs.shape[0] > 1:
-            same = tid[xs[1:]] == tid[xs[:-1]]
-            nxt = np.full(xs.shape[0], np.iinfo(np.int64).max, np.int64)
-            nxt[:-1][same] = start[xs[1:]][same]
-            stop[xs] = np.minimum(end[xs], nxt)
+        stop = clip_to_next(start, end, tid, x)
         labels = {op: opcode_label(op, opcode_names) for op in np.unique(ls.opcode).tolist()}
         cols = zip(
             ls.opcode.tolist(), start.tolist(), stop.tolist(), end.tolist(), tid.tolist(), x.tolist(),

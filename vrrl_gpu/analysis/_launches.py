@@ -32,6 +32,7 @@ __all__ = [
     "crash_windows",
     "unclaimed_slots",
     "code_label",
+    "clip_to_next",
 ]
 
 
@@ -358,3 +359,27 @@ def _mark_faulted(windows: list[CrashWindow], ls: Launches, r: Records, ends: bo
 def _ends_recorded(r: Records) -> bool:
     """Whether the log holds end breadcrumbs (``begin+end``): only then does "no end" mean "still running"."""
     return bool((r["slot_status"] == SlotStatus.COMPLETED).any())
+
+
+def clip_to_next(
+    start: npt.NDArray[np.int64],
+    end: npt.NDArray[np.int64],
+    track: npt.NDArray[np.int64],
+    slice_: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.int64]:
+    """Where each slice of a trace must stop so that none overlaps the next on its track.
+
+    A stream runs its launches one after another, so its slices are disjoint in fact; clock noise between a
+    COMPLETED record and the next BEGIN, and records of unknown streams sharing a track, break that in a
+    trace. Per track, in start order, each slice (``slice_`` True) ends at the latest where the next one
+    begins. Returns ``end`` with those stops (rows that are not slices keep their end).
+    """
+    order = np.lexsort((start, track))
+    xs = order[slice_[order]]
+    stop = end.copy()
+    if xs.shape[0] > 1:
+        same = track[xs[1:]] == track[xs[:-1]]
+        nxt = np.full(xs.shape[0], np.iinfo(np.int64).max, np.int64)
+        nxt[:-1][same] = start[xs[1:]][same]
+        stop[xs] = np.minimum(end[xs], nxt)
+    return np.asarray(stop, np.int64)

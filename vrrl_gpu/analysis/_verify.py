@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vrrl_gpu.analysis._streams import session_nonce
-from vrrl_gpu.errors import SidecarError
+from vrrl_gpu.errors import SidecarError, VrrlIoError
 from vrrl_gpu.format._layout import (
     HEADER_SIZE,
     META_OPCODE_BASE,
@@ -31,7 +31,9 @@ from vrrl_gpu.format._layout import (
     MetaOpcode,
     SlotStatus,
 )
+from vrrl_gpu.format._live import unpublished_run
 from vrrl_gpu.format._ringlog import read_header
+from vrrl_gpu.format._safeio import open_regular
 from vrrl_gpu.format._sidecar import read_sidecar
 
 __all__ = ["TIME_TOLERANCE_NS", "Finding", "semantic_findings"]
@@ -115,8 +117,11 @@ def semantic_findings(
     newest: int | None = None
     evidence_statuses = [SlotStatus.FAULTED, SlotStatus.HUNG, SlotStatus.FAILED_AT_LAUNCH]
     # Publish order: cursor..end, then 0..cursor. Before the oldest record, empty slots are records a
-    # failed batch rolled back (or a ring that never wrapped), not damage.
-    for lo, hi in ((cur, present), (0, min(cur, present))):
+    # failed batch rolled back (or a ring that never wrapped), not damage. Records a killed writer wrote
+    # past the cursor of a ring that had not wrapped, without publishing them, are its newest (the next
+    # writer publishes them: format/_live.py unpublished_run): checked last, not as the oldest.
+    left = _unpublished(p, cap, int(h.cursor))
+    for lo, hi in ((cur + left, present), (0, min(cur, present)), (cur, min(cur + left, present))):
         for a in range(lo, hi, chunk_slots):
             b = min(hi, a + chunk_slots)
             raw = np.fromfile(
@@ -178,3 +183,14 @@ def semantic_findings(
                     early.add(order[first:][m])
     found = [k.finding() for k in [*kinds, early]]
     return [f for f in found if f is not None]
+
+
+def _unpublished(path: str, capacity: int, cursor: int) -> int:
+    try:
+        fd = open_regular(path, os.O_RDONLY, what="the log")
+    except VrrlIoError:
+        return 0  # the byte-level read already opened it: a vanished file is its problem, not this check's
+    try:
+        return unpublished_run(fd, capacity, cursor)
+    finally:
+        os.close(fd)

@@ -78,17 +78,21 @@ class AbandonedSegment(SkippedSegment):
 _OUR_NAME = re.compile(r"vrrl-(\d+)-(\d+)-[0-9a-f]{16}\.stg")
 
 
-def _abandoned_creation(path: str, st: os.stat_result, raw: bytes | None) -> bool:
-    """Ours by file owner, mode and name; its creator (the pid in the name) is gone; and the control block
-    was never written (shorter than one, or its magic still zero)."""
+def _unwritten_creation(path: str, st: os.stat_result, raw: bytes | None) -> SkippedSegment | None:
+    """A segment ours by file owner, mode and name whose control block was never written (shorter than one,
+    or its magic still zero): :class:`AbandonedSegment` when its creator (the pid in the name) is gone, a
+    quiet skip while the creator lives (it is between its ``O_EXCL`` create and the control block, e.g. a
+    recorder starting in another process right now). None for anything else."""
     m = _OUR_NAME.fullmatch(os.path.basename(path))
     if m is None or int(m.group(1)) != os.getuid() or st.st_uid != os.getuid():
-        return False
+        return None
     if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077:
-        return False
+        return None
     if st.st_size >= CONTROL_SIZE and (raw is None or any(raw[:8])):
-        return False
-    return not pid_alive(int(m.group(2)))
+        return None
+    if pid_alive(int(m.group(2))):
+        return SkippedSegment(f"{path}: being created by process {m.group(2)}", suspicious=False)
+    return AbandonedSegment(path)
 
 
 def check_segment_stat(path: str, st: os.stat_result, *, require_mine: bool = True) -> None:
@@ -112,8 +116,9 @@ def check_segment_stat(path: str, st: os.stat_result, *, require_mine: bool = Tr
             suspicious=True,
         )
     if st.st_size < CONTROL_SIZE:
-        if _abandoned_creation(path, st, None):
-            raise AbandonedSegment(path)
+        unwritten = _unwritten_creation(path, st, None)
+        if unwritten is not None:
+            raise unwritten
         raise SkippedSegment(
             f"{path}: expected at least {CONTROL_SIZE} bytes (a control block), found {st.st_size}",
             suspicious=True,
@@ -403,10 +408,7 @@ def list_segments(directory: str | os.PathLike[str] = DEFAULT_SHM_DIR) -> list[S
         try:
             out.append(_decode_control(path, raw, st.st_uid, st.st_size))
         except StagingError as e:
-            if _abandoned_creation(path, st, raw):
-                out.append(AbandonedSegment(path))
-            else:
-                out.append(e)
+            out.append(_unwritten_creation(path, st, raw) or e)
     return out
 
 

@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vrrl_gpu.errors import VrrlIoError
+from vrrl_gpu.format._layout import HEADER_SIZE, RECORD_MAGIC, RECORD_SIZE
 
 __all__ = [
     "SPAN_LOCK_OFFSET",
@@ -53,6 +54,7 @@ __all__ = [
     "read_cursor",
     "span_slots",
     "unlock_spans",
+    "unpublished_run",
 ]
 
 #: The byte the writer locks while it writes (far beyond any log's 64 MiB; locks past EOF are allowed).
@@ -139,3 +141,34 @@ def overwritten_mask(
         return np.ones(n, bool)
     offsets = (np.arange(lo, lo + n, dtype=np.int64) - origin % capacity) % capacity
     return offsets < reach
+
+
+def unpublished_run(fd: int, capacity: int, cursor: int) -> int:
+    """How many whole records a writer left just past the cursor of a ring that had not wrapped: written,
+    and then it stopped (a kill) before publishing the cursor after them (rule 2: records first).
+
+    The pattern is unambiguous: the slot at the cursor holds a record, the ring's last slot is empty
+    (a ring that wrapped has every slot written, and a rolled-back batch empties slots from the cursor
+    on), and the run of records from the cursor ends within one span. Those records are the newest of
+    the log: a writer that opens it publishes them (readers in the format's order would take them for
+    the oldest). 0 when the pattern is not there.
+    """
+    slot = cursor % capacity
+    if slot >= capacity - 1:
+        return 0
+    width = min(span_slots(capacity), capacity - 1 - slot)
+    try:
+        last = os.pread(fd, 4, HEADER_SIZE + (capacity - 1) * RECORD_SIZE)
+        head = os.pread(fd, (width + 1) * RECORD_SIZE, HEADER_SIZE + slot * RECORD_SIZE)
+    except OSError:
+        return 0
+    if len(last) < 4 or any(last) or len(head) < RECORD_SIZE:
+        return 0
+    magic = np.frombuffer(head[: len(head) - len(head) % RECORD_SIZE], "<u4")[:: RECORD_SIZE // 4]
+    live = magic == RECORD_MAGIC
+    if not live[0]:
+        return 0
+    zero = np.flatnonzero(magic == 0)
+    if not zero.size or not live[: zero[0]].all():
+        return 0  # no end within a span, or something else than records before it: not this pattern
+    return int(zero[0])

@@ -18,7 +18,7 @@ import secrets
 import stat
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import NamedTuple
 
@@ -49,7 +49,14 @@ from vrrl_gpu.format._layout import (
     check_capacity,
     file_size_for,
 )
-from vrrl_gpu.format._live import Origin, lock_spans, overwritten_mask, span_slots, unlock_spans
+from vrrl_gpu.format._live import (
+    Origin,
+    lock_spans,
+    overwritten_mask,
+    span_slots,
+    unlock_spans,
+    unpublished_run,
+)
 from vrrl_gpu.format._safeio import check_writable_target, open_regular
 
 __all__ = ["Header", "RingLog", "ScanResult", "SlotRead", "read_header", "read_live_slots"]
@@ -252,6 +259,12 @@ class RingLog:
             header = _read_header_fd(fd, p)
             if writable:
                 _check_full_length(header, p)
+                left = unpublished_run(fd, header.capacity, header.cursor)
+                if left:
+                    # A writer killed between writing records and publishing the cursor after them: they
+                    # are whole and the newest; publish them, so that they read as the newest, not oldest.
+                    header = replace(header, cursor=header.cursor + left)
+                    _pwrite_all(fd, header.cursor.to_bytes(8, "little"), _CURSOR_OFFSET, p)
         except BaseException:
             os.close(fd)
             raise

@@ -401,26 +401,27 @@ static PyObject *hot_locked(Hot *h, PyObject *const *a, PyObject *w) {
     {
         PyObject *largs[7] = {NULL, kernel, grid, block, args, stream, shared_mem};
         PyObject *r = PyObject_Vectorcall(h->launch, largs + 1, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw_launch);
-        if (r != NULL) {
-            Py_DECREF(r);
-            if (h->end) {
-                PyObject *pargs[7] = {NULL, s1, slot, opcode, w, epoch, h->completed};
-                r = PyObject_Vectorcall(h->pack, pargs + 1, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-                if (r != NULL) {
-                    Py_DECREF(r);
-                    int bad = store_entry(h->window, (seq + 1) & h->wmask, s1, slot, opcode, w, epoch, outputs,
-                                          seq_o) < 0;
-                    bad = bad || cell_set_ll(h->st_cells, ST_NEXT_SEQ, seq + 2) < 0;
-                    if (!bad) *(uint64_t *)h->produced.buf = (uint64_t)(seq + 2);
-                    r = bad ? NULL : Py_None;
-                }
-            }
-        }
         if (r == NULL) {
-            PyObject *fargs[8] = {NULL, slot, opcode, w, epoch, seq_o, outputs, NULL};
-            fail_with(h->launch_failed, fargs, 7);
+            PyObject *fargs[8] = {NULL, slot, opcode, w, epoch, seq_o, outputs, Py_False};
+            fail_with(h->launch_failed, fargs, 8);
             goto done;
         }
+        Py_DECREF(r);
+    }
+    if (h->end) {
+        PyObject *pargs[7] = {NULL, s1, slot, opcode, w, epoch, h->completed};
+        PyObject *r = PyObject_Vectorcall(h->pack, pargs + 1, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (r == NULL) {
+            /* The kernel was enqueued: the device may have run it and faulted in it (launched=True). */
+            PyObject *fargs[8] = {NULL, slot, opcode, w, epoch, seq_o, outputs, Py_True};
+            fail_with(h->launch_failed, fargs, 8);
+            goto done;
+        }
+        Py_DECREF(r);
+        if (store_entry(h->window, (seq + 1) & h->wmask, s1, slot, opcode, w, epoch, outputs, seq_o) < 0 ||
+            cell_set_ll(h->st_cells, ST_NEXT_SEQ, seq + 2) < 0)
+            goto done;
+        *(uint64_t *)h->produced.buf = (uint64_t)(seq + 2);
     }
     res = Py_None;
     Py_INCREF(res);

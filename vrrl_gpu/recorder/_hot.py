@@ -52,12 +52,10 @@ def _helpers(rec: Recorder, st: _StreamState) -> tuple[Callable[..., Any], ...]:
     def pack_failed(exc: BaseException) -> None:
         rec._enqueue_failed(exc)
 
-    def launch_failed(exc: BaseException, slot: int, opcode: int, w: Any, epoch: int, seq: int,
-                      outputs: Any) -> None:  # fmt: skip
-        info = _Launch(slot, opcode, w, epoch, seq, outputs)
-        if st.next_seq == seq + 2:
-            info.end_seq = seq + 1  # the end breadcrumb was enqueued: the failure came after it
-        rec._launch_failed(st, info, exc)
+    def launch_failed(exc: BaseException, slot: int, opcode: int, w: Any, epoch: int, seq: int, outputs: Any,
+                      launched: bool) -> None:  # fmt: skip
+        """The launch raised (``launched`` False), or the end breadcrumb's enqueue after it (True)."""
+        rec._launch_failed(st, _Launch(slot, opcode, w, epoch, seq, outputs), exc, launched=launched)
 
     return room, slow, pack_failed, launch_failed
 
@@ -121,15 +119,20 @@ def _py_hot(rec: Recorder, st: _StreamState, probe: Callable[[Any], bool] | None
             cells[3] = True
             try:
                 launch(kernel, grid, block, args, stream=stream, shared_mem=shared_mem)
-                if end:
-                    s2 = seq + 1
-                    pack(s2, slot, opcode, w, epoch, _COMPLETED)
-                    window[s2 & wmask] = (s2, slot, opcode, w, epoch, outputs, seq)
-                    cells[0] = s2 + 1
-                    produced[0] = s2 + 1
             except BaseException as exc:
-                launch_failed(exc, slot, opcode, w, epoch, seq, outputs)
+                launch_failed(exc, slot, opcode, w, epoch, seq, outputs, False)
                 raise
+            if end:
+                s2 = seq + 1
+                try:
+                    pack(s2, slot, opcode, w, epoch, _COMPLETED)
+                except BaseException as exc:
+                    # The kernel was enqueued: the device may have run it and faulted in it.
+                    launch_failed(exc, slot, opcode, w, epoch, seq, outputs, True)
+                    raise
+                window[s2 & wmask] = (s2, slot, opcode, w, epoch, outputs, seq)
+                cells[0] = s2 + 1
+                produced[0] = s2 + 1
             return None
         finally:
             lock.release()

@@ -58,6 +58,7 @@ from vrrl_gpu.format._layout import (
 from vrrl_gpu.format._ringlog import RingLog
 from vrrl_gpu.format._sidecar import Sidecar, opcode_for_name, read_sidecar, write_sidecar
 from vrrl_gpu.recorder._clock import ClockHistory, clock_loop
+from vrrl_gpu.recorder._graphs import GraphCulprit, GraphReplays, resolve
 from vrrl_gpu.recorder._hot import install_launch, make_hot, make_launcher, new_lock
 from vrrl_gpu.recorder._nvtx import _NVTX_DOMAIN, _load_nvtx
 from vrrl_gpu.recorder._options import (
@@ -130,6 +131,7 @@ class Recorder:
         self._attributed: BaseException | None = None
         self._unknown: list[dict[str, int]] = []
         self._graph_launches = False
+        self._graphs = GraphReplays()
         self._captures_seen: dict[int, Any] = {}
         self._last_arrival = time.monotonic()
         self._hang_reported: set[int] = set()
@@ -436,12 +438,14 @@ class Recorder:
         nvtx = self._nvtx
         if nvtx is not None:
             self._nvtx_push(info)
+        launched = False
         try:
             self._backend.launch(kernel, grid, block, args, stream=st.stream, shared_mem=shared_mem)
+            launched = True
             if self._end_crumbs:
                 self._end(st, info)
         except BaseException as exc:
-            self._launch_failed(st, info, exc)
+            self._launch_failed(st, info, exc, launched=launched)
             raise
         finally:
             if nvtx is not None:
@@ -585,6 +589,34 @@ class Recorder:
             with self._lock:
                 st.capturing -= 1
                 st.fast = not st.capturing and not self._slow_only and st.index >= 0
+
+    @contextlib.contextmanager
+    def graph_replay(self, graph: Any, *, stream: Any = None, name: str = "cuda_graph") -> Iterator[int]:
+        """Record the body's launch of ``graph`` (a CUDA graph captured with recorded launches) as one
+        replay; yields its number (0 for the graph's first recorded replay).
+
+        The replay gets a begin (and end) breadcrumb on ``stream`` with the
+        words ``(replay, graph, 0, 0)`` and the opcode of ``name``. A fault in
+        the replay is attributed to the captured node that was running, and
+        the sidecar's ``graph_faults`` names the replay it ran in; with no
+        recorded node running, the replay itself is the FAULTED launch.
+
+        >>> with rec.graph_replay(g, stream=s) as k:   # doctest: +SKIP
+        ...     g.replay()
+        """
+        with self._lock:
+            graph_no, replay = self._graphs.next_replay(graph)
+            op = self.opcode(name)
+            self._graphs.opcodes.add(op)
+        with self.slot(op, words=(replay & _U32, graph_no & _U32, 0, 0), stream=stream):
+            yield replay
+
+    def launch_graph(self, graph: Any, *, stream: Any = None, name: str = "cuda_graph") -> int:
+        """``graph.launch(stream)`` (CuPy's ``Graph``, the twin's graph) as a recorded replay
+        (:meth:`graph_replay`); returns the replay number."""
+        with self.graph_replay(graph, stream=stream, name=name) as replay:
+            graph.launch(stream)
+        return replay
 
     def publish(
         self,
@@ -970,13 +1002,20 @@ class Recorder:
         if cls.fatal:
             self._async_fault(exc, classification=cls)
 
-    def _launch_failed(self, st: _StreamState, info: _Launch, exc: BaseException) -> None:
-        """The launch call (or a slot body) raised: record it, attribute earlier faults, maybe poison."""
+    def _launch_failed(
+        self, st: _StreamState, info: _Launch, exc: BaseException, *, launched: bool = False
+    ) -> None:
+        """The launch call (or a slot body) raised: record it, attribute earlier faults, maybe poison.
+
+        ``launched``: the kernel itself was enqueued and what raised came after it (its end breadcrumb's
+        enqueue), so the device may have run it and faulted in it: it is a candidate like any earlier one.
+        """
         if isinstance(exc, (RecorderPoisonedError, RecorderClosedError)) or exc is self._attributed:
             return
         cls = self._classify(exc)
-        # This call's own begin (and anything after it) cannot be the culprit of an earlier fault.
-        stop = info.begin_seq if info.begin_seq >= 0 else st.next_seq
+        # This call's own begin (and anything after it) cannot be the culprit of an earlier fault, unless
+        # the kernel was enqueued: then its begin can be the newest breadcrumb of a launch that faulted.
+        stop = st.next_seq if info.begin_seq < 0 else info.begin_seq + int(launched)
         earlier = self._instr_outstanding or any(
             s.outstanding and (s.next_seq if s is not st else stop) > 0 for s in self._streams.values()
         )
@@ -1031,11 +1070,18 @@ class Recorder:
         self._drainer.flush()
         blamed = 0
         newest = -1  # the newest breadcrumb of a stream blamed
+        graphs: list[GraphCulprit] = []
         for st in self._streams.values():
             if not st.outstanding:
                 continue
             culprit = self._crash_window(st, stop[1] if stop is not None and stop[0] is st else None)
             if culprit is None:
+                continue
+            st.outstanding = False
+            last = st.ring.last_consumed
+            if culprit.opcode in self._graphs.opcodes and culprit.slot_idx != UNKNOWN_SLOT:
+                # A recorded graph replay had begun and not ended: the node inside it is decided below.
+                graphs.append(GraphCulprit(st, culprit, int(last[1]["timestamp_ns"][0]) if last else 0))
                 continue
             outputs = None if cls.fatal else _outputs_now(culprit.outputs)
             ev = FailureEvidence.from_exception(
@@ -1043,29 +1089,38 @@ class Recorder:
             )
             self._write_evidence(culprit, ev, st)
             blamed += 1
-            st.outstanding = False
-            last = st.ring.last_consumed
             if last is not None:
                 newest = max(newest, int(last[1]["timestamp_ns"][0]))
-        if self._instr_outstanding:
-            blamed += self._blame_device_window(exc, cls, newest)
+        if self._instr_outstanding or graphs:
+            blamed += self._blame_device_window(exc, cls, newest, graphs)
         if blamed or cls.fatal:
             self._log_sync_quietly()
         self._write_stream_table()
         return blamed
 
-    def _blame_device_window(self, exc: BaseException, cls: Classification, newer_than: int) -> int:
-        """Instrumented launches: the device-sequenced ring's newest record, if a BEGIN (the kernel had
-        started and, with begin+end, not finished), names the launch, unless a stream's blamed breadcrumb
-        is newer (that launch came after it). Returns 1 if it blamed one."""
-        self._instr_outstanding = False
+    def _blame_device_window(
+        self, exc: BaseException, cls: Classification, newer_than: int, graphs: list[GraphCulprit]
+    ) -> int:
+        """Instrumented launches and captured nodes: the device-sequenced ring's newest record, if a BEGIN
+        (the kernel had started and, with begin+end, not finished), names the launch, unless a stream's
+        blamed breadcrumb is newer (that launch came after it). ``graphs``: recorded replays that had begun
+        and not ended; the node is linked to the replay it ran in (sidecar ``graph_faults``), and a replay
+        no node can belong to is blamed itself. Returns how many launches it blamed."""
+        instrumented, self._instr_outstanding = self._instr_outstanding, False
         ring = self._table.device_ring
         last = ring[0].last_consumed if ring is not None else None
-        if last is None:
-            return 0
+        newest = None if last is None else last[1]
+        node, holders, others = resolve(graphs, newest, newer_than, instrumented=instrumented)
+        ev = FailureEvidence.from_exception(
+            exc, slot_status=int(SlotStatus.FAULTED), outputs=None, classification=cls
+        )
+        blamed = 0
+        for g in others:
+            self._write_evidence(g.launch, ev, g.stream)
+            blamed += 1
+        if not node or last is None:
+            return blamed
         r = last[1][0]
-        if int(r["slot_status"]) != SlotStatus.BEGIN or int(r["timestamp_ns"]) < newer_than:
-            return 0
         culprit = _Launch(
             slot_idx=int(r["slot_idx"]),
             opcode=int(r["opcode"]),
@@ -1073,11 +1128,21 @@ class Recorder:
             epoch=int(r["epoch"]),
             begin_seq=-1,
         )
-        ev = FailureEvidence.from_exception(
-            exc, slot_status=int(SlotStatus.FAULTED), outputs=None, classification=cls
-        )
         self._write_evidence(culprit, ev, not_before=int(r["timestamp_ns"]))
-        return 1
+        if holders:
+            with self._sidecar_lock:
+                notes = self._sidecar.extra.setdefault("graph_faults", [])
+                notes.append({
+                    "node_slot": culprit.slot_idx,
+                    "node_opcode": culprit.opcode,
+                    # One replay: the node's. Several (streams replaying at once): it ran in one of them.
+                    "replays": [
+                        {"stream": g.stream.index, "slot": g.launch.slot_idx, "graph": g.launch.words[1],
+                         "replay": g.launch.words[0]}
+                        for g in holders
+                    ],
+                })  # fmt: skip
+        return blamed + 1
 
     def _crash_window(self, st: _StreamState, stop: int | None = None) -> _Launch | None:
         """The launch the device had reached on this stream, from the newest breadcrumb it wrote.

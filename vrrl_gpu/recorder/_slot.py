@@ -50,7 +50,9 @@ class _Slot:
         try:
             if exc is not None:
                 with rec._lock:
-                    rec._launch_failed(self._st, self._info, exc)
+                    # The body may have enqueued work before it raised: a fault the device met after
+                    # the slot's begin is the slot's own (FAULTED), not a failure of the call.
+                    rec._launch_failed(self._st, self._info, exc, launched=True)
                 return
         finally:
             if rec._nvtx is not None:

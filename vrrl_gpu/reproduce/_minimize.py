@@ -141,6 +141,7 @@ def minimize(
         devices=devices,
         budget=budget or Budget(),
         confidence=confidence,
+        source_log=plan.path,
     )
 
     def report_best(seq: Sequence[Launch], rate: Rate | None) -> None:
@@ -297,6 +298,11 @@ def _ddmin(
     return c
 
 
+#: Sidecar ``extra`` entries a registry may read to replay the launches, carried into a minimized log so that
+#: it replays on its own: ``"torch"`` is vrrl_gpu.torch's call-signature table (its ``SIDECAR_KEY``).
+CARRIED_EXTRA = ("torch",)
+
+
 def write_sequence_log(
     path: str | os.PathLike[str],
     plan: ReplayPlan,
@@ -330,7 +336,11 @@ def write_sequence_log(
             backend=side.backend,
             breadcrumbs=side.breadcrumbs,
             tenant_id=side.tenant_id,
-            extra={"minimized_from": plan.path, **(dict(note) if note else {})},
+            extra={
+                **{k: side.extra[k] for k in CARRIED_EXTRA if k in side.extra},
+                "minimized_from": plan.path,
+                **(dict(note) if note else {}),
+            },
         ),
     )
     return len(arr)

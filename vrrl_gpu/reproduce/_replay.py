@@ -165,6 +165,7 @@ def replay(
         devices=devices,
         confidence=confidence,
         stop_at_failure=stop_at_failure,
+        source_log=plan.path,
     ) as sampler:
         rate, outcomes = sampler.measure(
             launches,

@@ -17,7 +17,7 @@ from typing import Literal
 from vrrl_gpu.errors import RecordValueError
 from vrrl_gpu.reproduce._plan import DEFAULT_TIMEOUT, Device, Launch, RecordedFailure
 from vrrl_gpu.reproduce._rate import DEFAULT_CONFIDENCE, Rate
-from vrrl_gpu.reproduce._trials import TrialFailure, TrialOutcome, run_trial
+from vrrl_gpu.reproduce._trials import REPLAY_LOG_ENV, TrialFailure, TrialOutcome, run_trial
 
 __all__ = ["MATCH_MODES", "Match", "Budget", "Sampler", "matches"]
 
@@ -89,6 +89,9 @@ class Sampler:
     budget: Budget = field(default_factory=Budget)
     confidence: float = DEFAULT_CONFIDENCE
     stop_at_failure: bool = True
+    #: The log being replayed: each trial sees its absolute path as ``VRRL_REPLAY_LOG`` (registries that
+    #: read the log's sidecar, e.g. ``vrrl_gpu.torch.op_registry()``, find it there).
+    source_log: str | None = None
 
     def __post_init__(self) -> None:
         if self.match not in MATCH_MODES:
@@ -158,10 +161,18 @@ class Sampler:
                 jitter=self.jitter,
                 streams=self.streams,
                 trial_timeout=self.trial_timeout,
-                env={"CUDA_VISIBLE_DEVICES": token} if token is not None else None,
+                env=self._env(token),
             )
         finally:
             self._tokens.put(token)
+
+    def _env(self, token: str | None) -> dict[str, str] | None:
+        env = {}
+        if token is not None:
+            env["CUDA_VISIBLE_DEVICES"] = token
+        if self.source_log is not None:
+            env[REPLAY_LOG_ENV] = os.path.abspath(self.source_log)
+        return env or None
 
     def judge(self, seq: Sequence[Launch], outcome: TrialOutcome) -> tuple[bool, bool]:
         """``(reproduced, failed otherwise)`` for one trial of ``seq``.

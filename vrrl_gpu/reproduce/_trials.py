@@ -22,7 +22,10 @@ from vrrl_gpu.format._sidecar import opcode_label
 from vrrl_gpu.reproduce._child import _child_entry
 from vrrl_gpu.reproduce._plan import _MIN_STARTUP_TIMEOUT, DEFAULT_TIMEOUT, Device, Launch
 
-__all__ = ["TrialFailure", "TrialOutcome", "run_trial"]
+__all__ = ["TrialFailure", "TrialOutcome", "run_trial", "REPLAY_LOG_ENV"]
+
+#: Set in every trial (by the Sampler) to the absolute path of the log being replayed.
+REPLAY_LOG_ENV = "VRRL_REPLAY_LOG"
 
 
 # ---------------------------------------------------------------------------------------------- one trial

@@ -14,6 +14,7 @@ except ImportError as e:  # pragma: no cover - CI installs torch
         f"vrrl_gpu.torch needs PyTorch ({e}); install it: python3 -m pip install 'vrrl_gpu[torch]'"
     ) from e
 
+from vrrl_gpu.torch._graphs import GraphReplayHook, record_graph_replays
 from vrrl_gpu.torch._ops import FLAG_INPLACE, FLAG_OUT, RecordOps, record_ops
 from vrrl_gpu.torch._replay import op_registry, resolve_op
 from vrrl_gpu.torch._signatures import DTYPE_CODES, NO_TENSOR
@@ -24,6 +25,8 @@ __all__ = [
     "RecordOps",
     "record_triton",
     "TritonHooks",
+    "record_graph_replays",
+    "GraphReplayHook",
     "op_registry",
     "resolve_op",
     "FLAG_INPLACE",

@@ -12,6 +12,7 @@ import torch
 from vrrl_gpu.errors import RegistryError, ReplayError
 from vrrl_gpu.format._sidecar import read_sidecar
 from vrrl_gpu.reproduce._child import trial_seed
+from vrrl_gpu.reproduce._trials import REPLAY_LOG_ENV
 from vrrl_gpu.torch._signatures import CONVENTION, SIDECAR_KEY
 
 __all__ = ["op_registry", "resolve_op", "TensorFactory"]
@@ -120,7 +121,7 @@ class _OpReplay:
 
 
 def op_registry(
-    log: str | os.PathLike[str],
+    log: str | os.PathLike[str] | None = None,
     *,
     device: str | None = None,
     make_tensor: TensorFactory | None = None,
@@ -132,8 +133,17 @@ def op_registry(
     dtype and device (``device=`` overrides; a CUDA op runs on the CPU on a host without a GPU), filled
     with seeded random numbers (the trial's seed), integer and bool tensors with their recorded values
     when they were small CPU tensors, else zeros; ``make_tensor(shape, dtype, device, values)`` replaces
-    that. Raises :class:`RegistryError` when the log has no signature table.
+    that. ``log`` defaults to the log ``vrrl replay`` is replaying (``$VRRL_REPLAY_LOG``, set in every
+    trial), so a registry module can be just ``REGISTRY = op_registry()``. Raises :class:`RegistryError`
+    when the log has no signature table.
     """
+    if log is None:
+        log = os.environ.get(REPLAY_LOG_ENV)
+        if not log:
+            raise RegistryError(
+                f"op_registry() without a log reads ${REPLAY_LOG_ENV}, which vrrl replay sets in each trial; "
+                f"outside a replay pass the log: op_registry('crash.vrrl')"
+            )
     side = read_sidecar(log)
     table = side.extra.get(SIDECAR_KEY) if side is not None else None
     if not isinstance(table, dict) or not isinstance(table.get("signatures"), list):

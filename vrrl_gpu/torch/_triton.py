@@ -3,6 +3,7 @@ launch hooks, on the launch's stream."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import warnings
@@ -13,7 +14,12 @@ from vrrl_gpu.errors import MissingExtraError, RecorderPoisonedError, VrrlWarnin
 from vrrl_gpu.recorder._recorder import Recorder
 from vrrl_gpu.torch._ops import _Handle
 
-__all__ = ["record_triton", "TritonHooks", "hook_site"]
+__all__ = ["record_triton", "TritonHooks", "TritonLaunchRaised", "hook_site"]
+
+
+class TritonLaunchRaised(RuntimeError):
+    """Stands for the exception of a Triton launch that raised between the hooks and was caught by the
+    caller: the hooks never see it, only that the exit hook did not come."""
 
 _U32 = 0xFFFFFFFF
 
@@ -70,20 +76,36 @@ class TritonHooks:
         op = self._opcodes.get(name)
         if op is None:
             op = self._opcodes[name] = rec.opcode(f"triton:{name}")
+        stack: list[tuple[str, Any]] = self._local.__dict__.setdefault("stack", [])
+        # Triton launches do not nest: a slot still open here is a launch whose exit hook never came (its
+        # launch call raised, and the caller caught it). It is recorded as failed, not left open.
+        self._close_unfinished(stack, None)
         slot = rec.slot(op, (next(self._counter) & _U32, 0, 0, 0), stream=self._stream_of(data.get("stream")))
         try:
             slot.__enter__()
         except RecorderPoisonedError:
             return
-        stack: list[Any] = self._local.__dict__.setdefault("stack", [])
-        stack.append(slot)
+        stack.append((name, slot))
         self.launches += 1
+
+    @staticmethod
+    def _close_unfinished(stack: list[tuple[str, Any]], exc: BaseException | None) -> None:
+        """FAILED_AT_LAUNCH for each launch on ``stack`` whose exit hook never came: with ``exc`` (what
+        left the ``with record_triton`` block) when known, else :class:`TritonLaunchRaised`."""
+        while stack:
+            name, slot = stack.pop()
+            err = exc if exc is not None else TritonLaunchRaised(
+                f"the launch of Triton kernel {name!r} raised before Triton's exit hook (the caller caught "
+                f"the exception)"
+            )  # fmt: skip
+            with contextlib.suppress(RecorderPoisonedError):
+                slot.__exit__(type(err), err, None)
 
     def exit(self, metadata: Any) -> None:
         """Triton's exit hook (after the launch call returned): the end breadcrumb with ``begin+end``."""
-        stack: list[Any] = self._local.__dict__.get("stack", [])
+        stack: list[tuple[str, Any]] = self._local.__dict__.get("stack", [])
         if stack:
-            stack.pop().__exit__(None, None, None)
+            stack.pop()[1].__exit__(None, None, None)
 
     # ------------------------------------------------------------ install/remove
 
@@ -117,6 +139,8 @@ class TritonHooks:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        # A launch of this thread that raised out of the block: its failure record, with the exception.
+        self._close_unfinished(self._local.__dict__.get("stack", []), exc)
         site = self._site
         if self._saved is None:
             site.launch_enter_hook.remove(self.enter)

@@ -1,15 +1,21 @@
 """The Chrome / Perfetto trace of a log, written batch by batch in bounded memory.
 
-One process; one thread (track) per ``tenant_id`` and stream (-1 when not known: such records share the
-tenant's track; :class:`_Tracks` is the one place that names tracks). A launch with both a BEGIN and a
-COMPLETED record is a complete ("X") slice, one without an end an instant ("i") event; failures, GAPs and
-other meta-records are instant events; each crash window (the launch the device had reached when a fault was
-seen, up to the fault) is an "X" slice of category ``crash``. Timestamps are microseconds after the first
-record (``otherData.base_timestamp_ns``).
+The process is the rank (pid = the sidecar's ``extra.rank``, named ``rank N · host · device``; pid 1 and the
+file's name without a rank), as in the fleet trace (analysis/_fleet_chrome.py); one thread (track) per
+``tenant_id`` and stream (-1 when not known: such records share the tenant's track; :class:`_Tracks` is the
+one place that names tracks). A launch with both a BEGIN and a COMPLETED record is a complete ("X") slice,
+one without an end an instant ("i") event; failures, GAPs and other meta-records are instant events; each
+crash window (the launch the device had reached when a fault was seen, up to the fault) is an "X" slice of
+category ``crash`` on its stream's own crash track (tid ``CRASH_TID_BASE`` + the launch track's tid), since
+it spans launches. No two slices on a track overlap: each ends at the latest where the next begins
+(:func:`clip_to_next`; ``args.clipped_ns`` says by how much), and a slice that would begin before one already
+written on its track ends is an instant. Timestamps are microseconds after the first record
+(``otherData.base_timestamp_ns``).
 
 Streaming: a launch still open at the end of a batch is carried into the next (its opening record only),
-so an end pairs with its begin across batches. At most :data:`CARRY` open launches are carried; past that
-the oldest are written as instants (a log without end breadcrumbs, where no launch ever ends).
+so an end pairs with its begin across batches; each track's last slice of a batch is held back until the
+next batch shows where that track's next slice begins. At most :data:`CARRY` open launches are carried;
+past that the oldest are written as instants (a log without end breadcrumbs, where no launch ever ends).
 """
 
 from __future__ import annotations
@@ -23,16 +29,24 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from vrrl_gpu.analysis._launches import code_label, crash_windows, failure_mask, find_launches, meta_mask
+from vrrl_gpu.analysis._fleet_chrome import CRASH_TID_BASE
+from vrrl_gpu.analysis._launches import (
+    clip_to_next,
+    code_label,
+    crash_windows,
+    failure_mask,
+    find_launches,
+    meta_mask,
+)
 from vrrl_gpu.analysis.exporters._jsonl import TEXT_ROWS
 from vrrl_gpu.analysis.exporters._output import Sink, SinkContext, open_binary
 from vrrl_gpu.analysis.exporters._rows import LabelCache
 from vrrl_gpu.analysis.exporters._text import Lines, choice_table
 from vrrl_gpu.format._layout import RECORD_DTYPE, FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu.format._reader import Records, iter_record_chunks
-from vrrl_gpu.format._sidecar import opcode_label, slot_label
+from vrrl_gpu.format._sidecar import Sidecar, load_sidecar, opcode_label, slot_label
 
-__all__ = ["ChromeSink", "ChromeWriter", "chrome_trace"]
+__all__ = ["ChromeSink", "ChromeWriter", "chrome_trace", "process_of"]
 
 #: The most open launches carried from one batch to the next.
 CARRY = 1 << 16
@@ -67,22 +81,28 @@ class _Tracks:
             pos = np.searchsorted(self._keys, key)
         return np.asarray(self._ids[pos])
 
-    def metadata(self) -> list[dict[str, Any]]:
+    def metadata(self, pid: int, crash: set[int]) -> list[dict[str, Any]]:
+        """Names and order of the tracks, and of the crash tracks in ``crash`` (their tids)."""
         out = []
+        n = int(self._ids.shape[0])
         for rank, (k, tid) in enumerate(zip(self._keys.tolist(), self._ids.tolist(), strict=True)):
             t, s = k >> 32, (k & 0xFFFFFFFF) - 1
             name = f"tenant {t}" if s < 0 else f"tenant {t} stream {s}"
-            out.append({"ph": "M", "name": "thread_name", "pid": PID, "tid": tid, "args": {"name": name}})
-            out.append(
-                {"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": tid, "args": {"sort_index": rank}}
-            )
+            tracks = [(tid, name, rank)]
+            if CRASH_TID_BASE + tid in crash:
+                tracks.append((CRASH_TID_BASE + tid, f"{name} · crash window", n + rank))
+            for i, label, order in tracks:
+                out.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": i, "args": {"name": label}})
+                sort = {"sort_index": order}
+                out.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": i, "args": sort})
         return out
 
 
 def _launch_events(
-    rows: Mapping[str, npt.NDArray[Any]], tids: npt.NDArray[np.int64], base: int, names: LabelCache
+    rows: Mapping[str, npt.NDArray[Any]], tids: npt.NDArray[np.int64], base: int, names: LabelCache, pid: int
 ) -> Iterator[npt.NDArray[np.uint8]]:
-    """The launch events as JSON text, each after a comma: an "X" slice when it completed, else an instant."""
+    """The launch events as JSON text, each after a comma: an "X" slice when it completed (ending at
+    ``rows["stop"]``, with ``clipped_ns`` when that is before its end), else an instant."""
     if not tids.shape[0]:
         return
     labels = names(rows["opcode"])
@@ -91,14 +111,15 @@ def _launch_events(
     status_tab = choice_table([json.dumps(v).encode() for v in statuses.values])
     # "X" needs the end at or after the start; an end before it is shown as an instant.
     x = rows["completed"] & (rows["end_ts"] >= rows["ts"])
-    for sel in (np.flatnonzero(x), np.flatnonzero(~x)):
+    clipped = x & (rows["stop"] < rows["end_ts"])
+    for sel in (np.flatnonzero(x & ~clipped), np.flatnonzero(clipped), np.flatnonzero(~x)):
         for lo in range(0, sel.shape[0], TEXT_ROWS):
             i = sel[lo : lo + TEXT_ROWS]
             ts = rows["ts"][i]
             start = ts - np.uint64(base)
             a = rows["args"][i]
             t = Lines(int(i.shape[0]))
-            t.lit(',\n{"name":').pick(labels.idx[i], name_tab).lit(f',"cat":"launch","pid":{PID},"tid":')
+            t.lit(',\n{"name":').pick(labels.idx[i], name_tab).lit(f',"cat":"launch","pid":{pid},"tid":')
             t.uint(tids[i]).lit(',"ts":').uint(start // np.uint64(1000)).lit(".").fixed(
                 start % np.uint64(1000), 3
             )
@@ -106,7 +127,12 @@ def _launch_events(
             t.lit(',"args":[').uint(a[:, 0]).lit(",").uint(a[:, 1]).lit(",").uint(a[:, 2]).lit(",")
             t.uint(a[:, 3]).lit('],"epoch":').uint(rows["epoch"][i])
             t.lit(',"status":').pick(statuses.idx[i], status_tab)
-            if x[i[0]]:
+            if clipped[i[0]]:
+                t.lit(',"clipped_ns":').uint(rows["end_ts"][i] - rows["stop"][i])
+                d = rows["stop"][i] - ts  # may be 0: it must not reach into the next slice
+                t.lit('},"ph":"X","dur":').uint(d // np.uint64(1000)).lit(".").fixed(d % np.uint64(1000), 3)
+                t.lit("}")
+            elif x[i[0]]:
                 d = np.maximum(rows["end_ts"][i] - ts, np.uint64(1))
                 t.lit('},"ph":"X","dur":').uint(d // np.uint64(1000)).lit(".").fixed(d % np.uint64(1000), 3)
                 t.lit("}")
@@ -121,6 +147,7 @@ def _record_events(
     tids: npt.NDArray[np.int64],
     base: int,
     names: Mapping[int, str] | None,
+    pid: int,
 ) -> list[dict[str, Any]]:
     """Failure and meta-record events (few: one per such record) as dicts."""
     meta = meta_mask(r)
@@ -146,7 +173,7 @@ def _record_events(
                     "cat": cat,
                     "ph": "i",
                     "s": scope,
-                    "pid": PID,
+                    "pid": pid,
                     "tid": int(tids[j]),
                     "ts": ts,
                     "args": args,
@@ -160,7 +187,7 @@ def _record_events(
                     "cat": "failure",
                     "ph": "i",
                     "s": "t",
-                    "pid": PID,
+                    "pid": pid,
                     "tid": int(tids[j]),
                     "cname": "terrible",
                     "ts": ts,
@@ -174,6 +201,18 @@ def _record_events(
                 }
             )
     return events
+
+
+def process_of(side: Sidecar | None, source: str) -> tuple[int, str]:
+    """The trace's process: ``(rank, "rank N · host · device")`` when the sidecar names a rank (the fleet
+    trace's convention, so traces of several ranks load side by side), else ``(1, "vrrl FILE …")``."""
+    host = side.host if side is not None else ""
+    dev = side.device.get("name") if side is not None and isinstance(side.device, dict) else None
+    where = (f" · {host}" if host else "") + (f" · {dev}" if isinstance(dev, str) and dev else "")
+    rank = side.extra.get("rank") if side is not None else None
+    if type(rank) is int and 0 <= rank < 1 << 31:
+        return rank, f"rank {rank}{where}"
+    return PID, (f"vrrl {Path(source).name}" if source else "vrrl") + where
 
 
 class ChromeWriter:
@@ -191,6 +230,7 @@ class ChromeWriter:
         ends_recorded: bool,
         opcode_names: Mapping[int, str] | None = None,
         source: str = "",
+        process: tuple[int, str] | None = None,
     ) -> None:
         self._f, self._base, self._ends = f, base, ends_recorded
         self._names = opcode_names
@@ -200,9 +240,13 @@ class ChromeWriter:
         self._carry = np.zeros(0, RECORD_DTYPE)
         self._carry_streams = np.zeros(0, np.int32)
         self._carry_at = np.zeros(0, np.int64)  # the carried records' positions in the log
+        self._held: dict[str, npt.NDArray[Any]] | None = None  # each track's last slice, until the next
+        self._crash_tids: set[int] = set()
+        self._last_stop: dict[int, int] = {}  # per track, where its written slices end (the latest)
         self._seen = 0
-        head = {"ph": "M", "name": "process_name", "pid": PID, "tid": 0}
-        head["args"] = {"name": f"vrrl {Path(source).name}" if source else "vrrl"}
+        pid, name = process if process is not None else process_of(None, source)
+        self._pid = pid
+        head = {"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": name}}
         f.write(b'{"traceEvents":[' + json.dumps(head, separators=(",", ":")).encode())
 
     def _dicts(self, events: Iterable[dict[str, Any]]) -> None:
@@ -236,7 +280,7 @@ class ChromeWriter:
         done[open_rows] = False
         self._write_launches(ls, done, tids)
         marked = np.flatnonzero(meta_mask(work) | failure_mask(work))
-        self._dicts(_record_events(work, marked[marked >= k], tids, self._base, self._names))
+        self._dicts(_record_events(work, marked[marked >= k], tids, self._base, self._names, self._pid))
         windows = [
             w for w in crash_windows(work, ls, wstreams, ends_recorded=self._ends) if w.fault_record >= k
         ]
@@ -244,26 +288,58 @@ class ChromeWriter:
         keep = ls.index[open_rows]
         self._carry, self._carry_streams, self._carry_at = work[keep], wstreams[keep], at[keep]
 
-    def _write_launches(self, ls: Any, rows: npt.NDArray[np.bool_], tids: npt.NDArray[np.int64]) -> None:
+    def _write_launches(
+        self, ls: Any, rows: npt.NDArray[np.bool_], tids: npt.NDArray[np.int64], *, final: bool = False
+    ) -> None:
         sel = np.flatnonzero(rows)
         cols = {
             "opcode": ls.opcode[sel], "status": ls.status[sel], "completed": ls.completed[sel],
             "end_ts": ls.end_ts[sel], "ts": ls.ts[sel], "args": ls.args[sel], "slot": ls.slot[sel],
-            "epoch": ls.epoch[sel],
+            "epoch": ls.epoch[sel], "tid": tids[ls.index[sel]],
         }  # fmt: skip
-        for text in _launch_events(cols, tids[ls.index[sel]], self._base, self._labels):
+        if self._held is not None:
+            cols = {k: np.concatenate([self._held[k], v]) for k, v in cols.items()}
+            self._held = None
+        start, end = cols["ts"].astype(np.int64), cols["end_ts"].astype(np.int64)
+        if self._last_stop:
+            # A slice beginning before one already written on its track ends (a track's records out of time
+            # order across batches: only unknown streams sharing one) cannot be clipped any more: an instant.
+            tracks, inv = np.unique(cols["tid"], return_inverse=True)
+            floor = np.array([self._last_stop.get(int(t), -1) for t in tracks], np.int64)[inv]
+            cols["completed"] = cols["completed"] & (start >= floor)
+        x = cols["completed"] & (cols["end_ts"] >= cols["ts"])
+        cols["stop"] = clip_to_next(start, end, cols["tid"], x).astype(np.uint64)
+        if not final and x.any():
+            # Each track's last slice waits: the next batch may begin that track's next slice before it ends.
+            xs = np.flatnonzero(x)
+            order = xs[np.lexsort((start[xs], cols["tid"][xs]))]
+            last = order[np.append(cols["tid"][order][1:] != cols["tid"][order][:-1], True)]
+            hold = np.zeros(x.shape[0], bool)
+            hold[last] = True
+            self._held = {k: v[hold] for k, v in cols.items() if k != "stop"}
+            cols = {k: v[~hold] for k, v in cols.items()}
+        for text in _launch_events(cols, cols["tid"], self._base, self._labels, self._pid):
             self._f.write(text.data)
+        done = cols["completed"] & (cols["end_ts"] >= cols["ts"])
+        if done.any():
+            tracks, inv = np.unique(cols["tid"][done], return_inverse=True)
+            stops = np.full(tracks.shape[0], -1, np.int64)
+            np.maximum.at(stops, inv, cols["stop"][done].astype(np.int64))
+            for t, v in zip(tracks.tolist(), stops.tolist(), strict=True):
+                self._last_stop[t] = max(v, self._last_stop.get(t, -1))
 
     def _window_event(self, w: Any, tids: npt.NDArray[np.int64], at: npt.NDArray[np.int64]) -> dict[str, Any]:
         d = w.to_dict()
         d["fault_record"] = int(at[w.fault_record])
         d["launch_record"] = int(at[w.launch_record]) if w.launch_record >= 0 else -1
+        tid = CRASH_TID_BASE + int(tids[w.fault_record])  # its stream's crash track: it spans launches
+        self._crash_tids.add(tid)
         return {
             "name": f"crash window: {opcode_label(w.opcode, self._names)} (slot {slot_label(w.slot_idx)})",
             "cat": "crash",
             "ph": "X",
-            "pid": PID,
-            "tid": int(tids[w.fault_record]),
+            "pid": self._pid,
+            "tid": tid,
             "cname": "terrible",
             "ts": _us(w.start_ns, self._base),
             "dur": max(0.001, round((w.end_ns - w.start_ns) / 1000.0, 3)),
@@ -276,11 +352,10 @@ class ChromeWriter:
 
     def finish(self) -> None:
         """The launches still open (instants), the track names, the document's end."""
-        if self._carry.shape[0]:
-            ls = find_launches(self._carry)
-            tids = self._tracks(self._carry["tenant_id"], self._carry_streams)
-            self._write_launches(ls, np.ones(len(ls), bool), tids)
-        self._dicts(self._tracks.metadata())
+        ls = find_launches(self._carry)
+        tids = self._tracks(self._carry["tenant_id"], self._carry_streams)
+        self._write_launches(ls, np.ones(len(ls), bool), tids, final=True)
+        self._dicts(self._tracks.metadata(self._pid, self._crash_tids))
         from vrrl_gpu._version import __version__
 
         other = {
@@ -342,9 +417,11 @@ class ChromeSink(Sink):
 
     def _writer(self, base: int, ends: bool) -> ChromeWriter:
         c = self._ctx
+        process = process_of(load_sidecar(c.source) if c.source else None, c.source)
         return ChromeWriter(
-            self._f, base=base, ends_recorded=ends, opcode_names=c.opcode_names, source=c.source
-        )
+            self._f, base=base, ends_recorded=ends, opcode_names=c.opcode_names, source=c.source,
+            process=process,
+        )  # fmt: skip
 
     def write(self, records: Records, origin: npt.NDArray[np.int32] | None) -> None:
         streams = self._ctx.streams(records) if self._ctx.streams is not None else None
