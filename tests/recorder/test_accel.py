@@ -16,7 +16,7 @@ import pytest
 
 from tests.helpers.attribution import matrix, run_case
 from tests.helpers.recorder import Axpy, log_records
-from vrrl_gpu import Recorder
+from vrrl_gpu import Recorder, SlotStatus
 from vrrl_gpu.backends import TwinCudaError
 from vrrl_gpu.errors import KernelArgumentError, RecordValueError
 from vrrl_gpu.recorder import _accel
@@ -233,3 +233,31 @@ def test_the_accelerators_lock_is_an_rlock() -> None:
     assert got == [False, True]
     with pytest.raises(ValueError, match="non-blocking"):
         lock.acquire(False, 1.0)
+
+
+def test_an_end_breadcrumb_that_meets_the_fault_blames_the_launch(tmp_path: Path, impl: str) -> None:
+    """begin+end on the inline path: the device faults in K before K's end breadcrumb is enqueued; that
+    enqueue raises the sticky error, and K is the FAULTED launch (not FAILED_AT_LAUNCH), in both paths."""
+    rec = Recorder(
+        tmp_path / "run.vrrl", device="twin", staging_slots=64, breadcrumbs="begin+end", capacity=4096
+    )
+    w = Axpy.on(rec)
+    s = rec.backend.new_stream()
+    real_launch = rec.backend.launch
+
+    def launch_then_wait_for_the_device(kernel: Any, *a: Any, **kw: Any) -> None:
+        real_launch(kernel, *a, **kw)
+        if kernel is w.kernel and a[2][4] == 1:
+            while int(rec.backend.stream_query(s)) == 600:
+                pass
+
+    rec.backend.launch = launch_then_wait_for_the_device  # type: ignore[method-assign]
+    w.launch(0, stream=s)
+    assert type(rec._state_of(s).hot).__name__ == ("Hot" if impl == "c" else "function")
+    with pytest.raises(TwinCudaError):
+        w.launch(1, fault=1, stream=s)
+    rec.close()
+    recs = log_records(rec.path)
+    statuses = [(int(r["slot_idx"]), int(r["slot_status"])) for r in recs if int(r["opcode"]) == w.opcode]
+    assert (1, int(SlotStatus.FAULTED)) in statuses
+    assert all(st != int(SlotStatus.FAILED_AT_LAUNCH) for _, st in statuses)
