@@ -20,7 +20,7 @@ from vrrl_gpu.analysis import _export, export_log
 from vrrl_gpu.analysis._launches import find_launches
 from vrrl_gpu.analysis._streams import streams_of
 from vrrl_gpu.analysis.exporters import CSV_FIELDS, ROW_FIELDS, chrome_trace, opcode_names_of, record_rows
-from vrrl_gpu.analysis.exporters._text import Lines, datetime_text
+from vrrl_gpu.analysis.exporters._text import Lines, choice_table, datetime_text
 from vrrl_gpu.format import RingLog, SlotStatus
 
 N = 3001  # not a multiple of the small chunk sizes below
@@ -186,6 +186,15 @@ def test_lines_format_u32_and_nulls_like_python(values: list[int], seed: int) ->
         f"{'null' if z else x},{x % 1000:03d}\n" for x, z in zip(values, null.tolist(), strict=True)
     )
     assert text.tobytes().decode() == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from([0, 1, 2]), min_size=1, max_size=30), st.sampled_from([0, 1, 5, 70_000]))
+def test_lines_pick_names_of_any_width(idx: list[int], wide: int) -> None:
+    # The keep-mask compares byte positions; a name wider than its precomputed range must still render.
+    names = [b"", b"gemm", b"x" * wide]
+    text = Lines(len(idx)).lit("<").pick(np.array(idx), choice_table(names)).lit(">\n").render()
+    assert text.tobytes() == b"".join(b"<" + names[i] + b">\n" for i in idx)
 
 
 def test_datetime_text_covers_the_u64_range() -> None:

@@ -14,8 +14,16 @@ import numpy.typing as npt
 
 from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds
 from vrrl_gpu._cli._fleet_cmds import cmd_export_fleet, cmd_report_fleet, is_fleet_input, time_window
-from vrrl_gpu._cli._output import format_timestamp, opcode_names_for, print_table, record_dicts, streams_for
-from vrrl_gpu._cli._progress import progress_bar, progress_fn
+from vrrl_gpu._cli._output import (
+    format_timestamp,
+    opcode_names_for,
+    print_table,
+    printable,
+    printable_names,
+    record_dicts,
+    streams_for,
+)
+from vrrl_gpu._cli._progress import Ticker, progress_bar, progress_fn
 from vrrl_gpu.analysis._diff import diff_records
 from vrrl_gpu.analysis._export import export_log, merge_to
 from vrrl_gpu.analysis._fleet import is_dataset
@@ -23,7 +31,8 @@ from vrrl_gpu.analysis._fleet_report import DEFAULT_BINS
 from vrrl_gpu.analysis._follow import LogFollower
 from vrrl_gpu.analysis._launches import code_label
 from vrrl_gpu.analysis._report import DEFAULT_LAST, write_report
-from vrrl_gpu.analysis._stats import compute_stats
+from vrrl_gpu.analysis._stats import stats_of
+from vrrl_gpu.analysis._summary import read_log, summarize
 from vrrl_gpu.analysis.exporters._output import is_stdout
 from vrrl_gpu.analysis.exporters._registry import (
     DEFAULT_MERGE_FORMAT,
@@ -32,8 +41,8 @@ from vrrl_gpu.analysis.exporters._registry import (
     merge_formats,
 )
 from vrrl_gpu.format._layout import UNKNOWN_SLOT, FailureClass, SlotStatus
-from vrrl_gpu.format._ringlog import RingLog
-from vrrl_gpu.format._sidecar import opcode_label, slot_label
+from vrrl_gpu.format._ringlog import RingLog, read_header
+from vrrl_gpu.format._sidecar import load_sidecar, opcode_label, slot_label
 
 __all__ = ["register"]
 
@@ -189,10 +198,10 @@ def _records(path: str, salvage: bool) -> npt.NDArray[np.void]:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    names = opcode_names_for(args.log)
-    recs = _records(args.log, args.salvage)
-    s = compute_stats(recs, opcode_names=names, buckets=args.buckets, streams=streams_for(args.log, recs))
-    s = {"path": args.log, **s}
+    side = load_sidecar(args.log)
+    names = printable_names(side)
+    summary = summarize(read_log(args.log, salvage=args.salvage, sidecar=side))
+    s = {"path": args.log, **stats_of(summary, opcode_names=names, buckets=args.buckets)}
     if args.json:
         print(json.dumps(s, sort_keys=True))
         return 0
@@ -448,11 +457,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     if is_fleet_input(args.logs) or is_dataset(args.logs[0]):
         return cmd_report_fleet(args)
     (log,) = args.logs
-    n = write_report(
-        log, args.output, last=args.last, force=args.force, salvage=args.salvage, window=args.window
-    )
+    with progress_bar(f"report of {printable(os.path.basename(log))}") as update:
+        # Three passes over the records (the span, then summarize's two), estimated from the header first.
+        tick = Ticker(update, 3 * live_records(log))
+        n = write_report(
+            log,
+            args.output,
+            last=args.last,
+            force=args.force,
+            salvage=args.salvage,
+            window=args.window,
+            progress=tick,
+            on_counted=lambda records: tick.retotal(3 * records),
+        )
     print(f"{args.output}: report of {n:,} record(s)", file=_summary_to(args.output))
     return 0
+
+
+def live_records(log: str) -> int:
+    """How many records the log's header says it holds (a progress bar's first estimate)."""
+    h = read_header(log)
+    return min(h.cursor, h.capacity)
 
 
 def _summary_to(output: str) -> TextIO:

@@ -18,7 +18,6 @@ from vrrl_gpu.analysis._graphs import describe_graph_fault, graph_faults
 from vrrl_gpu.analysis._streams import mapper_for
 from vrrl_gpu.analysis._verify import semantic_findings
 from vrrl_gpu.analysis.exporters._output import STDOUT, stdout_binary
-from vrrl_gpu.analysis.exporters._rows import opcode_names_of
 from vrrl_gpu.errors import CorruptRecordError, TruncatedLogError
 from vrrl_gpu.format._layout import RECORD_DTYPE, RECORD_MAGIC, FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu.format._reader import SalvageTally, iter_record_chunks
@@ -179,8 +178,9 @@ def cmd_dump(args: argparse.Namespace) -> int:
     if args.json or args.csv:
         export_log(args.log, STDOUT, "jsonl" if args.json else "csv", salvage=args.salvage)
         return 0
-    names = opcode_names_of(args.log)
-    mapper = mapper_for(args.log)
+    side = load_sidecar(args.log)  # once: the names and the stream table both come from it
+    names = dict(side.opcode_names) if side else {}
+    mapper = mapper_for(args.log, sidecar=side)
     batches = (
         (c, mapper(c) if mapper is not None else None)
         for c in iter_record_chunks(args.log, salvage=args.salvage)

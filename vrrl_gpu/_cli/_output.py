@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from vrrl_gpu.analysis._streams import streams_of
 from vrrl_gpu.analysis.exporters._rows import DUMP_FIELDS, record_rows
-from vrrl_gpu.format._sidecar import load_sidecar
+from vrrl_gpu.format._sidecar import Sidecar, load_sidecar
 
 __all__ = [
     "JSON_FIELDS",
@@ -21,6 +21,7 @@ __all__ = [
     "opcode_names_for",
     "print_table",
     "printable",
+    "printable_names",
     "record_dicts",
     "stream_label",
     "streams_for",
@@ -60,7 +61,11 @@ def stream_label(stream: int | None) -> str:
 
 def opcode_names_for(log_path: str) -> dict[int, str]:
     """Opcode names from the log's sidecar, made safe to print; a damaged sidecar is one warning and {}."""
-    side = load_sidecar(log_path)
+    return printable_names(load_sidecar(log_path))
+
+
+def printable_names(side: Sidecar | None) -> dict[int, str]:
+    """The opcode names of a sidecar already read (None: there is none), made safe to print."""
     return {k: printable(v) for k, v in side.opcode_names.items()} if side else {}
 
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-__all__ = ["progress_bar", "wants_progress", "progress_fn"]
+__all__ = ["progress_bar", "wants_progress", "progress_fn", "Ticker"]
 
 
 def wants_progress(stream: TextIO | None = None) -> bool:
@@ -40,6 +40,7 @@ def progress_bar(
         yield _noop
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -69,13 +70,14 @@ def progress_bar(
         console=Console(file=s),
         transient=True,
     ) as bar:
-        task = bar.add_task(description, total=None)
+        # Descriptions name files: markup in them ('[/') is shown, never parsed.
+        task = bar.add_task(escape(description), total=None)
 
         def update(done: int, total: int | None, description: str | None = None) -> None:
             if description is None:
                 bar.update(task, completed=done, total=total)
             else:
-                bar.update(task, completed=done, total=total, description=description)
+                bar.update(task, completed=done, total=total, description=escape(description))
 
         yield update
 
@@ -87,3 +89,25 @@ def _noop(done: int, total: int | None, description: str | None = None) -> None:
 def progress_fn(update: Callable[..., None]) -> Callable[[int, int | None], None] | None:
     """``update`` for a library call's ``progress=``, or None when no bar is shown (no work for a total)."""
     return None if update is _noop else update
+
+
+class Ticker:
+    """``progress(n)`` callbacks (n records more) onto a bar's ``update(done, total)``.
+
+    ``total`` may be corrected once the work is better known (:meth:`retotal`); ``done`` never passes it.
+    """
+
+    def __init__(self, update: Callable[..., None], total: int | None) -> None:
+        self.update = update
+        self.total = total
+        self.done = 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.total is not None:
+            self.done = min(self.done, self.total)
+        self.update(self.done, self.total)
+
+    def retotal(self, total: int) -> None:
+        self.total = max(total, self.done)
+        self.update(self.done, self.total)

@@ -6,13 +6,16 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from vrrl_gpu._cli._argtypes import count, positive_int, positive_seconds, seconds
 from vrrl_gpu._cli._output import printable
-from vrrl_gpu._cli._progress import progress_bar
+from vrrl_gpu._cli._progress import progress_bar, progress_fn
 from vrrl_gpu._cli._table import PAGE_ROWS, write_aligned
+from vrrl_gpu.analysis.exporters._text import choice_table
 from vrrl_gpu.format._layout import SlotStatus
 from vrrl_gpu.format._sidecar import opcode_label
 from vrrl_gpu.reproduce._plan import REPLAY_DEVICES
@@ -231,9 +234,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from vrrl_gpu._cli import UsageError
     from vrrl_gpu.reproduce._plan import read_plan
 
-    plan = read_plan(args.log, salvage=args.salvage)
     if args.list:
-        return _list(plan, args)
+        return _list(args)
+    plan = read_plan(args.log, salvage=args.salvage)
     if not args.registry:
         raise UsageError(
             "vrrl replay: --registry MODULE:ATTR is required (or --list to only show the launches)"
@@ -364,30 +367,120 @@ def _code(code: int) -> str:
     return code_name(code) if code else "(no code)"
 
 
-def _list(plan: Any, args: argparse.Namespace) -> int:
-    launches = plan.select(args.start, args.stop) if plan.launches else ()
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "log": plan.path,
-                    "launches": [_launch_json(x, plan.names) for x in launches],
-                    "recorded_failure": plan.failure.to_json(plan.names) if plan.failure else None,
-                    "lost_records": plan.lost_records,
-                }
-            )
+def _list(args: argparse.Namespace) -> int:
+    """The launch sequence and the recorded failure, streamed from numpy columns (reproduce/_listing.py)."""
+    from vrrl_gpu.format._sidecar import load_sidecar
+    from vrrl_gpu.reproduce._listing import scan_launches
+
+    side = load_sidecar(args.log)
+    names = dict(side.opcode_names) if side else {}
+    name = printable(os.path.basename(args.log))
+    bar = None if not args.json else False
+    with progress_bar(f"reading {name}", enabled=bar) as update:
+        ix = scan_launches(args.log, salvage=args.salvage, progress=progress_fn(update))
+        lo, hi = ix.check_range(args.start, args.stop) if ix.launches else (0, 0)
+    fl = ix.failure
+    with progress_bar(f"listing {name}", enabled=bar) as update:
+        batches = ix.columns(lo, hi, progress=progress_fn(update))
+        if args.json:
+            _write_launches_json(ix, batches, names)
+            return 0
+        print(printable(f"{ix.path}: {ix.launches} launches"))
+        fail_pos = ix.failed_launch[0] if ix.failed_launch is not None else -1
+        write_aligned(
+            _launch_pages(batches, names, fail_pos),
+            _LAUNCH_COLUMNS,
+            _LAUNCH_JUSTIFY,
+            bold=_tty(sys.stdout),
+            printable_cells=True,
         )
-        return 0
-    _print_launches(f"{plan.path}: {len(plan.launches)} launches", launches, plan)
-    if plan.failure is not None:
-        fl = plan.failure
+    if fl is not None:
+        if fl.unknown or ix.failed_launch is None:
+            where = (
+                f"slot unknown (the recorder could not tell which launch; any of positions 0..{fl.position})"
+            )
+        else:
+            pos, slot, op = ix.failed_launch
+            where = f"position {pos} (slot {slot}, {opcode_label(op, names)})"
         print(
-            f"recorded failure: {_describe_failed(plan, fl)}: "
+            f"recorded failure: {where}: "
             f"{fl.failure_class.label} {_code(fl.code)} [{SlotStatus.label_of(fl.slot_status)}]"
         )
     else:
         print("recorded failure: none")
     return 0
+
+
+_MARKS = choice_table([b"", b"<- failure"])
+#: Launches rendered as text at a time (the renderer's word matrices take ~200 bytes a launch).
+_TEXT_LAUNCHES = 1 << 13
+
+
+def _launch_text(
+    batches: Iterable[Any], names: Mapping[int, str], *, json_rows: bool, fail_pos: int = -1
+) -> Iterator[bytes]:
+    """The launches as text built with numpy: JSON objects (each after ``, ``) or TSV lines (the last
+    column marks the launch at ``fail_pos``)."""
+    from vrrl_gpu.analysis.exporters._rows import LabelCache
+    from vrrl_gpu.analysis.exporters._text import Lines, choice_table
+
+    labels = LabelCache(lambda op: opcode_label(op, names))
+    tables: dict[tuple[str | None, ...], Any] = {}
+    for whole in batches:
+        for lo in range(0, len(whole), _TEXT_LAUNCHES):
+            c = whole.slice(lo, lo + _TEXT_LAUNCHES)
+            lab = labels(c.opcode)
+            t = tables.get(lab.values)
+            if t is None:
+                t = tables[lab.values] = choice_table([_cell(v or "", json_rows) for v in lab.values])
+            a = c.args
+            x = Lines(len(c))
+            if json_rows:
+                x.lit(', {"position": ').uint(c.position).lit(', "slot_idx": ').uint(c.slot_idx)
+                x.lit(', "tenant_id": ').uint(c.tenant_id).lit(', "opcode": ').uint(c.opcode)
+                x.lit(', "opcode_name": ').pick(lab.idx, t).lit(', "args": [').uint(a[:, 0])
+                x.lit(", ").uint(a[:, 1]).lit(", ").uint(a[:, 2]).lit(", ").uint(a[:, 3])
+                x.lit('], "epoch": ').uint(c.epoch).lit("}")
+            else:
+                x.uint(c.position).lit("\t").uint(c.slot_idx).lit("\t").pick(lab.idx, t)
+                x.lit("\t0x").hex(a[:, 0]).lit(" 0x").hex(a[:, 1]).lit(" 0x").hex(a[:, 2])
+                x.lit(" 0x").hex(a[:, 3]).lit("\t").uint(c.epoch).lit("\t").uint(c.tenant_id).lit("\t")
+                x.pick((c.position == fail_pos).astype(np.intp), _MARKS).lit("\n")
+            yield bytes(x.render().tobytes())
+
+
+def _cell(text: str, json_rows: bool) -> bytes:
+    """A name as a JSON string, or as a table cell that cannot break a TSV line or a terminal."""
+    return json.dumps(text).encode() if json_rows else printable(text).encode("utf-8", "backslashreplace")
+
+
+def _write_launches_json(ix: Any, batches: Iterable[Any], names: Mapping[int, str]) -> None:
+    """The same bytes as ``json.dumps`` of the listing's object, written a batch at a time."""
+    out = sys.stdout
+    out.write(f'{{"log": {json.dumps(ix.path)}, "launches": [')
+    first = True
+    for text in _launch_text(batches, names, json_rows=True):
+        if first and text:
+            text, first = text[2:], False
+        out.write(text.decode())
+    fl = ix.failure
+    failure = json.dumps(fl.to_json(names)) if fl is not None else "null"
+    out.write(f'], "recorded_failure": {failure}, "lost_records": {ix.lost_records}}}\n')
+    out.flush()
+
+
+def _launch_pages(
+    batches: Iterable[Any], names: Mapping[int, str], fail_pos: int
+) -> Iterator[list[list[str]]]:
+    """Pages of :data:`PAGE_ROWS` launches (the page size decides the column widths, so it is kept)."""
+    rows: list[list[str]] = []
+    for text in _launch_text(batches, names, json_rows=False, fail_pos=fail_pos):
+        rows.extend(line.split("\t") for line in text.decode("utf-8", "replace").splitlines())
+        while len(rows) >= PAGE_ROWS:
+            yield rows[:PAGE_ROWS]
+            del rows[:PAGE_ROWS]
+    if rows:
+        yield rows
 
 
 def _launch_json(launch: Any, names: Any) -> dict[str, Any]:

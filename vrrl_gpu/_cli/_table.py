@@ -120,7 +120,7 @@ def write_pages(
     bold: bool = False,
 ) -> None:
     """The ``dump`` table, page by page as the log is read (:func:`write_aligned`)."""
-    write_aligned(_pages(batches, rows), DUMP_COLUMNS, DUMP_JUSTIFY, out, bold=bold)
+    write_aligned(_pages(batches, rows), DUMP_COLUMNS, DUMP_JUSTIFY, out, bold=bold, printable_cells=True)
 
 
 def write_aligned(
@@ -130,33 +130,37 @@ def write_aligned(
     out: TextIO | None = None,
     *,
     bold: bool = False,
+    printable_cells: bool = False,
 ) -> int:
     """An aligned table printed page by page: the header once, then each page as it comes; returns the rows.
 
     Plain text, not a rich table: rich measures and renders every cell through Python objects (about a
     millisecond a row), which made the table of 65,536 records take minutes. Column widths come from
-    the first page and only grow. Cells are shown through :func:`printable` (no control characters).
+    the first page and only grow. Cells are shown through :func:`printable` (no control characters), unless
+    the caller made them so already (``printable_cells``: the TSV rows of :class:`DumpRows` and the launch
+    listing, whose names went through it when their text was built).
     """
     out = out if out is not None else sys.stdout
     widths: list[int] | None = None
     right = [justify.get(c) == "right" for c in columns]
     n = 0
 
-    def line(cells: Sequence[str], w: Sequence[int]) -> str:
-        return "  ".join(
-            c.rjust(k) if r else c.ljust(k) for c, k, r in zip(cells, w, right, strict=True)
-        ).rstrip()
+    def layout(w: Sequence[int]) -> str:
+        # One format string per set of widths: str.format pads in C, a join of rjust/ljust per cell did not.
+        return "  ".join(f"{{:{'>' if r else '<'}{k}}}" for k, r in zip(w, right, strict=True))
 
     for raw in pages:
-        page = [[printable(c) for c in r] for r in raw]
+        page = [list(r) for r in raw] if printable_cells else [[printable(c) for c in r] for r in raw]
+        longest = [max(map(len, col)) for col in zip(*page, strict=True)] if page else [0] * len(columns)
         if widths is None:
-            widths = [max([len(c), *(len(r[i]) for r in page)]) for i, c in enumerate(columns)]
-            head = line(columns, widths)
+            widths = [max(len(c), k) for c, k in zip(columns, longest, strict=True)]
+            head = layout(widths).format(*columns).rstrip()
             out.write((f"\x1b[1m{head}\x1b[0m" if bold else head) + "\n")
             out.write("  ".join("\u2500" * k for k in widths) + "\n")
         else:
-            widths = [max([w, *(len(r[i]) for r in page)]) for i, w in enumerate(widths)]
-        out.write("".join(line(r, widths) + "\n" for r in page))
+            widths = [max(w, k) for w, k in zip(widths, longest, strict=True)]
+        fmt = layout(widths).format
+        out.write("".join(fmt(*r).rstrip() + "\n" for r in page))
         out.flush()
         n += len(page)
     return n

@@ -20,6 +20,7 @@ from vrrl_gpu.analysis.exporters._registry import DEFAULT_MERGE_FORMAT, FORMATS,
 from vrrl_gpu.analysis.exporters._rows import ProgressFn, opcode_names_of
 from vrrl_gpu.errors import CapacityOverflowError, RecordValueError, VrrlIoError
 from vrrl_gpu.format._reader import count_records, iter_record_chunks
+from vrrl_gpu.format._sidecar import load_sidecar
 
 __all__ = ["MergeSummary", "export_log", "merge_to", "CHUNK_RECORDS"]
 
@@ -42,13 +43,16 @@ def export_log(
     """Write the log at ``path`` to ``out`` as ``fmt`` (one of ``export_formats()``); returns the records."""
     f = get_format(fmt, purpose="export")
     p = os.fspath(path)
-    names = opcode_names_of(p)
+    side = load_sidecar(p)  # once: the names and the stream table both come from it
+    names = dict(side.opcode_names) if side else {}
     f.require_extra()  # refuse before creating anything
     # A bounded format (a VRRL log) is sized by the count, and a progress bar shows it as its total.
     counted = f.max_records is not None or progress is not None
     total = count_records(p, salvage=salvage) if counted else None
     target = AtomicOutput(out, force=force)
-    ctx = SinkContext(opcode_names=names, source=p, streams=mapper_for(p), total=total)
+    ctx = SinkContext(
+        opcode_names=names, source=p, streams=mapper_for(p, sidecar=side), total=total, sidecar=side
+    )
     chunks = iter_record_chunks(p, salvage=salvage, chunk_records=CHUNK_RECORDS)
     batches = ((c, None) for c in chunks)
     return drive(target, lambda t: f.open_sink(t, ctx), batches, progress, total)

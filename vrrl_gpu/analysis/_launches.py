@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,8 @@ __all__ = [
     "find_launches",
     "gap_drops",
     "crash_windows",
+    "windows_of",
+    "LaunchRows",
     "unclaimed_slots",
     "code_label",
     "clip_to_next",
@@ -132,6 +134,35 @@ class Launches:
         """The rows where ``mask`` holds (``group`` is kept as it is: it indexes the full table)."""
         kw = {k: getattr(self, k)[mask] for k in self.__dataclass_fields__ if k != "group"}
         return Launches(group=self.group, **kw)
+
+
+class LaunchRows(Protocol):
+    """The launch columns crash windows and statistics read: :class:`Launches`, or the streamed
+    ``LaunchTable`` (analysis/_summary.py), which has these and not the per-record ``group``."""
+
+    @property
+    def index(self) -> npt.NDArray[np.signedinteger[Any]]: ...
+    @property
+    def tenant(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def slot(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def opcode(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def epoch(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def ts(self) -> npt.NDArray[np.uint64]: ...
+    @property
+    def status(self) -> npt.NDArray[np.unsignedinteger[Any]]: ...
+    @property
+    def completed(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def end_ts(self) -> npt.NDArray[np.uint64]: ...
+    @property
+    def claimed(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def failed(self) -> npt.NDArray[np.bool_]: ...
+    def __len__(self) -> int: ...
 
 
 def _first_per_group(
@@ -287,26 +318,49 @@ def crash_windows(
     ls = launches if launches is not None else find_launches(r)
     status = r["slot_status"]
     faults = np.flatnonzero(((status == SlotStatus.FAULTED) | (status == SlotStatus.HUNG)) & ~meta_mask(r))
+    return windows_of(
+        r[faults],
+        faults,
+        ls.group[faults],
+        None if streams is None else streams[faults],
+        ls,
+        _ends_recorded(r) if ends_recorded is None else ends_recorded,
+    )
+
+
+def windows_of(
+    faults: Records,
+    at: npt.NDArray[np.int64],
+    group: npt.NDArray[np.int64],
+    streams: npt.NDArray[np.int32] | None,
+    ls: LaunchRows,
+    ends: bool,
+) -> list[CrashWindow]:
+    """:func:`crash_windows` from the fault records alone: ``at`` their indices, ``group`` their launch rows
+    in ``ls`` (-1: none), ``streams`` their streams; ``ends``: whether the log holds end breadcrumbs."""
     out: list[CrashWindow] = []
+    rows_of: list[int] = []
     open_rows = np.flatnonzero(~ls.completed)
-    for f in faults.tolist():
-        t = r["tenant_id"][f]
-        end = int(r["timestamp_ns"][f])
+    for i, f in enumerate(at.tolist()):
+        fr = faults[i]
+        t = fr["tenant_id"]
+        end = int(fr["timestamp_ns"])
         fields: dict[str, Any] = {
             "tenant_id": int(t),
             "fault_record": int(f),
-            "fault_slot_idx": int(r["slot_idx"][f]),
-            "fault_status": int(status[f]),
-            "failure_class": int(r["failure_class"][f]),
-            "backend_error_code": int(r["backend_error_code"][f]),
-            "stream": int(streams[f]) if streams is not None else -1,
+            "fault_slot_idx": int(fr["slot_idx"]),
+            "fault_status": int(fr["slot_status"]),
+            "failure_class": int(fr["failure_class"]),
+            "backend_error_code": int(fr["backend_error_code"]),
+            "stream": int(streams[i]) if streams is not None else -1,
         }
-        if int(r["slot_idx"][f]) == UNKNOWN_SLOT:
+        if int(fr["slot_idx"]) == UNKNOWN_SLOT:
             unknown: dict[str, Any] = {"launch_record": -1, "slot_idx": UNKNOWN_SLOT, "opcode": 0}
             out.append(CrashWindow(start_ns=end, end_ns=end, **unknown, **fields))
+            rows_of.append(-1)
             continue
-        row = int(ls.group[f])
-        ours = streams is not None and int(streams[f]) >= 0  # our recorder named the window itself
+        row = int(group[i])
+        ours = streams is not None and int(streams[i]) >= 0  # our recorder named the window itself
         if row < 0 or (ls.completed[row] and not ours):
             # The record names a launch that completed (another writer's convention): the last open launch
             # of its track before it is what the device had reached.
@@ -315,7 +369,7 @@ def crash_windows(
                 continue
             row = int(rows[-1])
         li = int(ls.index[row])
-        start = int(r["timestamp_ns"][li])
+        start = int(ls.ts[row])
         out.append(
             CrashWindow(
                 launch_record=li,
@@ -326,12 +380,16 @@ def crash_windows(
                 **fields,
             )
         )
-    return _mark_faulted(out, ls, r, _ends_recorded(r) if ends_recorded is None else ends_recorded)
+        rows_of.append(row)
+    return _mark_faulted(out, rows_of, ls, ends)
 
 
-def _mark_faulted(windows: list[CrashWindow], ls: Launches, r: Records, ends: bool) -> list[CrashWindow]:
-    """Which window of each fault is the faulting launch: the one open launch, when exactly one is open."""
-    status = r["slot_status"]
+def _mark_faulted(
+    windows: list[CrashWindow], rows: list[int], ls: LaunchRows, ends: bool
+) -> list[CrashWindow]:
+    """Which window of each fault is the faulting launch: the one open launch, when exactly one is open.
+
+    ``rows``: each window's launch row (-1: it names none)."""
     events: dict[tuple[int, int], list[int]] = {}
     for i, w in enumerate(windows):
         if w.fault_status == SlotStatus.FAULTED:
@@ -345,8 +403,8 @@ def _mark_faulted(windows: list[CrashWindow], ls: Launches, r: Records, ends: bo
         began_open = []
         for i in members:
             w = windows[i]
-            row = int(ls.group[w.launch_record]) if w.launch_record >= 0 else -1
-            has_begin = row >= 0 and int(status[w.launch_record]) == SlotStatus.BEGIN
+            row = rows[i] if w.launch_record >= 0 else -1
+            has_begin = row >= 0 and int(ls.status[row]) == SlotStatus.BEGIN
             if w.slot_idx != UNKNOWN_SLOT and has_begin and not bool(ls.completed[row]):
                 began_open.append(i)
         unknown = any(windows[i].slot_idx == UNKNOWN_SLOT for i in members)

@@ -10,26 +10,20 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from vrrl_gpu.analysis._launches import (
-    CrashWindow,
-    code_label,
-    crash_windows,
-    failure_mask,
-    find_launches,
-    meta_mask,
-)
-from vrrl_gpu.analysis._stats import compute_stats
-from vrrl_gpu.format._layout import FailureClass, MetaOpcode, SlotStatus
+from vrrl_gpu.analysis._launches import CrashWindow, _check, code_label
+from vrrl_gpu.analysis._stats import stats_of
+from vrrl_gpu.analysis._summary import SUMMARY_CHUNK, LogSummary, read_log, summarize, summary_windows, whole
+from vrrl_gpu.format._layout import FailureClass, SlotStatus
 from vrrl_gpu.format._sidecar import opcode_label, slot_label
 
-__all__ = ["DEFAULT_LAST", "render_report", "write_report"]
+__all__ = ["DEFAULT_LAST", "render_report", "render_summary", "write_report"]
 
 #: How many of the newest launches the timeline shows by default.
 DEFAULT_LAST = 200
@@ -111,13 +105,13 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Seque
 
 
 def _timeline(
-    records: npt.NDArray[np.void],
+    summary: LogSummary,
     names: Mapping[int, str] | None,
     last: int,
     windows: Sequence[CrashWindow],
 ) -> tuple[str, str]:
     """(the SVG, a caption) for the newest ``last`` launches."""
-    ls = find_launches(records)
+    ls = summary.launches
     if not len(ls) or last <= 0:
         return "", "No launches recorded."
     sel = np.arange(max(0, len(ls) - last), len(ls))
@@ -128,16 +122,13 @@ def _timeline(
     hi = int(max(int(end.max()), int(start.max())))
     first_rec = int(ls.index[sel[0]])
     shown_windows = [w for w in windows if w.launch_record >= first_rec or w.end_ns >= lo]
-    fm = failure_mask(records)
-    fails = np.flatnonzero(fm)
-    fails = fails[fails >= first_rec]
-    gaps = np.flatnonzero(meta_mask(records) & (records["opcode"] == MetaOpcode.GAP))
-    gaps = gaps[gaps >= first_rec]
+    fails = summary.failures[summary.failure_at >= first_rec]
+    gaps = summary.gaps[summary.gap_at >= first_rec]
     for w in shown_windows:
         hi = max(hi, w.end_ns)
     if fails.size:
-        hi = max(hi, int(records["timestamp_ns"][fails].max()))
-    gap_ts = records["timestamp_ns"][gaps]
+        hi = max(hi, int(fails["timestamp_ns"].max()))
+    gap_ts = gaps["timestamp_ns"]
     gaps = gaps[
         (gap_ts >= np.uint64(lo)) & (gap_ts <= np.uint64(min(hi, (1 << 64) - 1)))
     ]  # only those inside the drawn span
@@ -237,10 +228,10 @@ def _timeline(
             f'fill="{color[op]}" fill-opacity="{opacity}"><title>{_e(tip)}</title></rect>'
         )
     # Gaps across every lane, failures on theirs.
-    for g in gaps.tolist():
-        a = records["args"][g]
+    for gr in gaps:
+        a = gr["args"]
         count = int(a[2]) | (int(a[3]) << 32)
-        gx = x(int(records["timestamp_ns"][g]))
+        gx = x(int(gr["timestamp_ns"]))
         parts.append(
             _el(
                 "line",
@@ -255,13 +246,12 @@ def _timeline(
                 stroke_dasharray="4 3",
             )
         )
-    for f in fails.tolist():
-        t = int(records["tenant_id"][f])
+    for r in fails:
+        t = int(r["tenant_id"])
         if t not in lane_of:
             continue
-        fx = x(int(records["timestamp_ns"][f]))
+        fx = x(int(r["timestamp_ns"]))
         y = top + lane_of[t] * lane_h
-        r = records[f]
         tip = (
             f"{SlotStatus.label_of(int(r['slot_status']))}: {FailureClass(int(r['failure_class'])).label} "
             f"{code_label(int(r['backend_error_code']))} (slot {slot_label(int(r['slot_idx']))})"
@@ -343,10 +333,23 @@ def render_report(
     streams: npt.NDArray[np.int32] | None = None,
 ) -> str:
     """The HTML page for a log's records (``header``: optional facts such as capacity, cursor, wrapped)."""
+    summary = summarize(whole(_check(records), streams))
+    return render_summary(summary, source=source, opcode_names=opcode_names, header=header, last=last)
+
+
+def render_summary(
+    summary: LogSummary,
+    *,
+    source: str = "",
+    opcode_names: Mapping[int, str] | None = None,
+    header: Mapping[str, Any] | None = None,
+    last: int = DEFAULT_LAST,
+) -> str:
+    """:func:`render_report` of a log read in chunks (:func:`summarize`): the same page."""
     from vrrl_gpu._version import __version__
 
-    stats = compute_stats(records, opcode_names=opcode_names, buckets=10, streams=streams)
-    windows = crash_windows(records, streams=streams)
+    stats = stats_of(summary, opcode_names=opcode_names, buckets=10)
+    windows = summary_windows(summary)
     name = Path(source).name if source else "log"
     fails = stats["failures"]["total"]
     cards = [
@@ -374,10 +377,9 @@ def render_report(
         if fails
         else '<p class="ok">No failures recorded.</p>'
     )
-    fm = np.flatnonzero(failure_mask(records))
+    fm = summary.failures
     frows = []
-    for j in fm[:_MAX_FAILURE_ROWS].tolist():
-        r = records[j]
+    for r in fm[:_MAX_FAILURE_ROWS]:
         frows.append(
             (
                 _utc(int(r["timestamp_ns"])),
@@ -427,7 +429,7 @@ def render_report(
         if win_rows
         else ""
     )
-    svg, caption = _timeline(records, opcode_names, last, windows)
+    svg, caption = _timeline(summary, opcode_names, last, windows)
     op_rows = [
         (
             o["name"],
@@ -493,41 +495,58 @@ def write_report(
     force: bool = False,
     salvage: bool = False,
     window: tuple[Any, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_counted: Callable[[int], None] | None = None,
 ) -> int:
     """Render the report of the log at ``path`` into ``out``; returns the number of records shown.
+
+    The log is read in chunks, four times (its span, the streams' session, the two passes of
+    :func:`summarize`), never whole; ``progress(n)`` after each chunk of ``n`` records;
+    ``on_counted(records)`` after the first pass, when the log's records are known (the later passes read
+    as many).
 
     ``window``: only the records in this time span (``_fleet_report.resolve_window``: ns, a timedelta
     before the newest record, or None for that end of the log).
     """
     from vrrl_gpu.analysis.exporters._output import AtomicOutput
-    from vrrl_gpu.analysis.exporters._rows import opcode_names_of
-    from vrrl_gpu.format._ringlog import RingLog
+    from vrrl_gpu.format._reader import SalvageTally, iter_record_chunks
+    from vrrl_gpu.format._ringlog import read_header
+    from vrrl_gpu.format._sidecar import load_sidecar
 
     p = os.fspath(path)
-    with RingLog.open(p, readonly=True) as log:
-        scan = log.scan(salvage=salvage)
-    h = scan.header
+    # Pass 0: the header's facts, the damage a salvage read skips, the time span (for the window).
+    h = read_header(p)
+    tally = SalvageTally()
+    lo = hi = None
+    counted = 0
+    for c in iter_record_chunks(p, chunk_records=SUMMARY_CHUNK, salvage=salvage, tally=tally):
+        counted += int(c.shape[0])
+        if progress is not None:
+            progress(int(c.shape[0]))
+        if c.shape[0]:
+            ts = c["timestamp_ns"]
+            lo = int(ts.min()) if lo is None else min(lo, int(ts.min()))
+            hi = int(ts.max()) if hi is None else max(hi, int(ts.max()))
     header: dict[str, Any] = {
         "capacity": f"{h.capacity:,} slots",
         "cursor": h.cursor,
-        "wrapped": scan.wrapped,
+        "wrapped": tally.wrapped or h.cursor >= h.capacity,
     }
-    if scan.corrupt_slots or scan.missing_slots:
-        header["damaged slots skipped"] = len(scan.corrupt_slots) + scan.missing_slots
-    from vrrl_gpu.analysis._streams import streams_of
-
-    records = scan.records
-    streams = streams_of(p, records)
-    if window is not None and records.shape[0]:
+    if tally.corrupt_slots or tally.missing_slots:
+        header["damaged slots skipped"] = len(tally.corrupt_slots) + tally.missing_slots
+    span: tuple[int, int] | None = None
+    if window is not None and lo is not None and hi is not None:
         from vrrl_gpu.analysis._fleet_report import resolve_window
 
-        ts = records["timestamp_ns"]
-        lo, hi = resolve_window(int(ts.min()), int(ts.max()), window)
-        keep = (ts >= np.uint64(max(lo, 0))) & (ts <= np.uint64(max(hi, 0)))
-        records, streams = records[keep], streams[keep]
-        header["window"] = f"{_utc(lo)} + {_fmt_ns(hi - lo)}"
-    names = opcode_names_of(p)
-    page = render_report(records, source=p, opcode_names=names, header=header, last=last, streams=streams)
+        wlo, whi = resolve_window(lo, hi, window)
+        span = (wlo, whi)
+        header["window"] = f"{_utc(wlo)} + {_fmt_ns(whi - wlo)}"
+    if on_counted is not None:
+        on_counted(counted)
+    side = load_sidecar(p)
+    names = dict(side.opcode_names) if side else {}
+    summary = summarize(read_log(p, salvage=salvage, sidecar=side, window=span, progress=progress))
+    page = render_summary(summary, source=p, opcode_names=names, header=header, last=last)
     target = AtomicOutput(out, force=force)
     try:
         with open(target.tmp, "w", encoding="utf-8") as f:
@@ -539,4 +558,4 @@ def write_report(
     except BaseException:
         target.abort()
         raise
-    return int(records.shape[0])
+    return summary.records

@@ -8,15 +8,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vrrl_gpu.analysis._launches import (
-    _check,
-    code_label,
-    crash_windows,
-    failure_mask,
-    find_launches,
-    gap_drops,
-    meta_mask,
-)
+from vrrl_gpu.analysis._launches import _check, code_label, gap_drops
+from vrrl_gpu.analysis._summary import LogSummary, summarize, summary_windows, whole
 from vrrl_gpu.errors import RecordValueError
 from vrrl_gpu.format._layout import (
     FailureClass,
@@ -24,7 +17,7 @@ from vrrl_gpu.format._layout import (
 )
 from vrrl_gpu.format._reader import Records
 
-__all__ = ["compute_stats"]
+__all__ = ["compute_stats", "stats_of"]
 
 _U64_MAX = (1 << 64) - 1
 
@@ -51,16 +44,23 @@ def compute_stats(
     r = _check(records)
     if buckets < 1:
         raise RecordValueError(f"buckets must be a positive integer, got {buckets!r}")
-    ls = find_launches(r)
-    meta = meta_mask(r)
-    ts_all = r["timestamp_ns"]
+    return stats_of(summarize(whole(r, streams)), opcode_names=opcode_names, buckets=buckets)
+
+
+def stats_of(
+    s: LogSummary, *, opcode_names: Mapping[int, str] | None = None, buckets: int = 10
+) -> dict[str, Any]:
+    """:func:`compute_stats` of a log read in chunks (:func:`summarize`): the same dict."""
+    if buckets < 1:
+        raise RecordValueError(f"buckets must be a positive integer, got {buckets!r}")
+    ls = s.launches
     out: dict[str, Any] = {
-        "records": int(r.shape[0]),
-        "meta_records": int(meta.sum()),
+        "records": s.records,
+        "meta_records": s.meta_records,
         "launches": len(ls),
-        "first_timestamp_ns": int(ts_all.min()) if ts_all.size else None,
-        "last_timestamp_ns": int(ts_all.max()) if ts_all.size else None,
-        "span_ns": int(ts_all.max() - ts_all.min()) if ts_all.size else 0,
+        "first_timestamp_ns": s.first_ts,
+        "last_timestamp_ns": s.last_ts,
+        "span_ns": s.last_ts - s.first_ts if s.first_ts is not None and s.last_ts is not None else 0,
     }
 
     # Per opcode.
@@ -84,8 +84,7 @@ def compute_stats(
     out["opcodes"] = per_op
 
     # Failures by class and code (every failure record, not only the first of a launch).
-    fm = failure_mask(r)
-    fr = r[fm]
+    fr = s.failures
     by_class: dict[str, int] = {}
     combos: dict[tuple[str, int], int] = {}
     by_status: dict[str, int] = {}
@@ -101,7 +100,7 @@ def compute_stats(
         sname = SlotStatus.label_of(int(st))
         by_status[sname] = by_status.get(sname, 0) + 1
     out["failures"] = {
-        "total": int(fm.sum()),
+        "total": int(fr.shape[0]),
         "by_class": dict(sorted(by_class.items())),
         "by_status": dict(sorted(by_status.items())),
         "by_class_and_code": [
@@ -130,12 +129,12 @@ def compute_stats(
             )
     out["rate"] = {"bucket_ns": width, "buckets": rate}
 
-    n_gaps, dropped = gap_drops(r)
+    n_gaps, dropped = gap_drops(s.gaps)
     out["gaps"] = {"gap_records": n_gaps, "dropped_records": dropped}
 
     # Breadcrumb coverage per track: how many BEGIN breadcrumbs got their COMPLETED.
     tracks: list[dict[str, Any]] = []
-    for t in np.unique(r["tenant_id"][~meta]).tolist():
+    for t in s.tenants.tolist():
         m = ls.tenant == t
         begin = m & (ls.status == SlotStatus.BEGIN)
         covered = begin & ls.completed
@@ -156,5 +155,5 @@ def compute_stats(
             }
         )
     out["tracks"] = tracks
-    out["crash_windows"] = [w.to_dict() for w in crash_windows(r, ls, streams)]
+    out["crash_windows"] = [w.to_dict() for w in summary_windows(s)]
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,10 +168,14 @@ def holds_session_start(records: Records, nonce: int) -> bool:
     return bool((session_nonce(records["args"][m]) == np.uint64(nonce)).any())
 
 
-def _table_of(path: str | os.PathLike[str]) -> StreamTable | None:
+#: The sidecar was not read yet: read it (a caller that read it passes it, or None when there is none).
+_UNREAD: Any = object()
+
+
+def _table_of(path: str | os.PathLike[str], sidecar: Sidecar | None = _UNREAD) -> StreamTable | None:
     """The stream table of the log's sidecar; damage is one warning and None (the one sidecar policy)."""
     try:
-        return StreamTable.from_sidecar(load_sidecar(path))
+        return StreamTable.from_sidecar(load_sidecar(path) if sidecar is _UNREAD else sidecar)
     except (KeyError, TypeError, ValueError, IndexError, OverflowError, AttributeError) as e:
         warnings.warn(
             f"{sidecar_path(path)}: the stream table is malformed ({type(e).__name__}: {e}); "
@@ -189,10 +194,24 @@ def streams_of(path: str | os.PathLike[str], records: Records) -> npt.NDArray[np
     return StreamMapper(table, active=not holds_session_start(records, table.nonce))(records)
 
 
-def mapper_for(path: str | os.PathLike[str]) -> StreamMapper | None:
-    """A mapper for reading the log at ``path`` in chunks (one pass over it first, for the session start)."""
-    table = _table_of(path)
+def mapper_for(
+    path: str | os.PathLike[str],
+    *,
+    sidecar: Sidecar | None = _UNREAD,
+    progress: Callable[[int], None] | None = None,
+) -> StreamMapper | None:
+    """A mapper for reading the log at ``path`` in chunks (one pass over it first, for the session start).
+
+    ``sidecar``: the log's sidecar when the caller read it already (None: it has none); ``progress(n)``
+    after each chunk of that pass."""
+    table = _table_of(path, sidecar)
     if table is None:
         return None
-    seen = any(holds_session_start(c, table.nonce) for c in iter_record_chunks(path, salvage=True))
+    seen = False
+    for c in iter_record_chunks(path, salvage=True):
+        if progress is not None:
+            progress(int(c.shape[0]))
+        if holds_session_start(c, table.nonce):
+            seen = True
+            break
     return StreamMapper(table, active=not seen)

@@ -44,7 +44,7 @@ from vrrl_gpu.analysis.exporters._rows import LabelCache
 from vrrl_gpu.analysis.exporters._text import Lines, choice_table
 from vrrl_gpu.format._layout import RECORD_DTYPE, FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu.format._reader import Records, iter_record_chunks
-from vrrl_gpu.format._sidecar import Sidecar, load_sidecar, opcode_label, slot_label
+from vrrl_gpu.format._sidecar import Sidecar, opcode_label, slot_label
 
 __all__ = ["ChromeSink", "ChromeWriter", "chrome_trace", "process_of"]
 
@@ -417,7 +417,7 @@ class ChromeSink(Sink):
 
     def _writer(self, base: int, ends: bool) -> ChromeWriter:
         c = self._ctx
-        process = process_of(load_sidecar(c.source) if c.source else None, c.source)
+        process = process_of(c.sidecar, c.source)
         return ChromeWriter(
             self._f, base=base, ends_recorded=ends, opcode_names=c.opcode_names, source=c.source,
             process=process,

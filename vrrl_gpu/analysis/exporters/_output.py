@@ -23,6 +23,7 @@ from vrrl_gpu.analysis._streams import StreamMapper
 from vrrl_gpu.analysis.exporters._rows import ProgressFn
 from vrrl_gpu.errors import MissingExtraError, VrrlIoError
 from vrrl_gpu.format._reader import Records
+from vrrl_gpu.format._sidecar import Sidecar
 
 __all__ = [
     "AtomicOutput",
@@ -199,6 +200,8 @@ class SinkContext:
     written, when counted beforehand (formats with ``needs_total``), else None.
     ``source``: the exported log's path. ``streams``: maps each batch to its
     records' streams, in reading order (None: not known, or a merge).
+    ``sidecar``: the exported log's sidecar as the export read it (None: it has none, or a merge), so that
+    no sink parses it again.
     """
 
     opcode_names: Mapping[int, str] | None = None
@@ -207,6 +210,7 @@ class SinkContext:
     total: int | None = None
     source: str = ""
     streams: StreamMapper | None = None
+    sidecar: Sidecar | None = None
 
 
 class Sink:
