@@ -103,6 +103,10 @@ def _host_costs(device: str, calls: int, tmp: str) -> tuple[str, list[Row]]:
 
         rows.append(("bare launch", _per_call_us(bare_fn, calls, sync), "baseline"))
         rows.append(("rec.launch (begin)", _per_call_us(_launcher(rec, k, args, op, s), calls, sync), pack))
+        bound_launch = rec.launcher(k, opcode=op, stream=s)
+        rows.append(
+            ("rec.launcher (begin)", _per_call_us(lambda: bound_launch(1, 1, args), calls, sync), pack)
+        )
         wrapped = rec.wrap(k, opcode=op, words=lambda a: (7, 0, 0, 0))
         rows.append(
             ("rec.wrap (begin)", _per_call_us(lambda: wrapped(1, 1, args, stream=s), calls, sync), pack)
@@ -193,6 +197,12 @@ def _python_work(calls: int, tmp: str) -> list[tuple[str, float]]:
             packs = 2 if mode == "begin+end" else 1
             own = t_rec - t_launch - packs * t_pack
             out.append((f"recorder's own work per rec.launch ({mode}), bare calls", own / unit))
+            bl = rec.launcher(k, opcode=op, stream=s)
+            t_bl = _per_call_us(functools.partial(bl, 1, 1, (0,)), calls, none)
+            out.append(
+                (f"recorder's own work per rec.launcher call ({mode}), bare calls",
+                 (t_bl - t_launch - packs * t_pack) / unit)
+            )  # fmt: skip
             ik = rec.instrument(k, opcode=op)
             t_ik = _per_call_us(functools.partial(ik, 1, 1, (0,), stream=s), calls, none)
             # The instrumented launch itself: the backend's bound launcher (counted, a no-op), timed alone.
@@ -225,7 +235,9 @@ def _wrap_and_slot_counts(
         with rec.slot(op, stream=s):
             cb.launch(k, 1, 1, (0,), stream=s)
 
+    bound = rec.launcher(k, opcode=op, stream=s)
     return [
+        ("rec.launcher (begin, stream bound)", *_count_one(cb, lambda: bound(1, 1, (0,))), want),
         ("rec.wrap (begin, stream=s)", *_count_one(cb, lambda: wrapped(1, 1, (0,), stream=s)), want),
         ("rec.slot around one launch (begin, stream=s)", *_count_one(cb, slot), want),
     ]
@@ -291,7 +303,14 @@ def main() -> None:
         py = _python_work(opts.calls, tmp)
         counts = _call_counts(tmp)
         e2e = _end_to_end(opts.e2e, tmp) if name == "cupy" else []
-    print(f"host: {platform.machine()}, {os.cpu_count()} cpu(s), Python {platform.python_version()}")
+    from vrrl_gpu.recorder import _accel
+
+    used, where = _accel.built()
+    print(f"host: {platform.machine()}, {os.cpu_count()} cpu(s), Python {platform.python_version()}, load "
+          f"average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(f"launch path: {'C accelerator, ' + where if used else 'pure Python (' + where + ')'}; "
+          f"VRRL_NO_ACCEL=1 for the other; wall times on a shared VM are noisy, "
+          f"bench_recorder_instructions.py counts instructions")  # fmt: skip
     w = max(len(r[0]) for r in twin_rows + gpu_rows + [(c[0], 0, "") for c in counts]) + 2
 
     def table(title: str, rs: list[Row]) -> None:

@@ -7,15 +7,18 @@ instructions are a dump of their own, the setup excluded; an empty loop is subtr
 thread only (the twin's worker and the drain thread are not), so these are host-side costs.
 
 * the recorder's own work per launch, as bench_recorder.py defines it (backend launches no-ops through a
-  CountingBackend, minus the no-op user launch and pack(s)), in bare 4-argument Python calls (target <= 5);
-* the calling thread's instructions per call on the real twin: a bare launch, rec.launch, rec.instrument, as
-  ratios to the bare launch (targets <= 2x pack, <= 1.2x instrumented).
+  CountingBackend, minus the no-op user launch and pack(s)), in bare 4-argument Python calls (target <= 5),
+  for ``rec.launch``, a pre-bound ``rec.launcher`` and an instrumented kernel;
+* the calling thread's instructions per call on the real twin: a bare launch, rec.launch, rec.launcher,
+  rec.instrument, as ratios to the bare launch (targets <= 2x pack, <= 1.2x instrumented).
+
+Both implementations of the launch path are measured: with the C accelerator (recorder/_fast.c, when it
+builds) and pure Python (``VRRL_NO_ACCEL=1``).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import re
 import shutil
@@ -28,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 TARGET_PY_CALLS, TARGET_PACK, TARGET_INSTRUMENTED = 5.0, 2.0, 1.2
+#: Each stream's staging ring and launch map: larger than a case's calls, so backpressure never waits.
+STAGING = 1 << 14
 
 
 def _cases(mode: str, noop: bool, tmp: str) -> tuple[Any, dict[str, Callable[[], object]]]:
@@ -39,37 +44,47 @@ def _cases(mode: str, noop: bool, tmp: str) -> tuple[Any, dict[str, Callable[[],
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VrrlWarning)
         rec = Recorder(os.path.join(tmp, f"{mode}-{noop}.vrrl"), device=cb, capacity=1 << 16,
-                       staging_slots=1 << 14, breadcrumbs=mode, capture_check="declared",
+                       staging_slots=STAGING, breadcrumbs=mode, capture_check="declared",
                        backpressure=not noop)  # fmt: skip
     k = rec.backend.load("vrrl_demo.cu", "vrrl_demo_spin")
     s = cb.new_stream()
     op = rec.opcode("spin")
     ik: Any = rec.instrument(k, opcode=op)
-
-    def launch() -> None:
+    launcher = rec.launcher(k, opcode=op, stream=s)
+    # Steady state: the stream's launch map full (its first STAGING launches allocate an entry each; after
+    # that an entry is rewritten in place), the twin's prebuilt pools grown; then the queue drained.
+    for _ in range(STAGING // (2 if mode == "begin+end" else 1)):
         rec.launch(k, 1, 1, (0,), opcode=op, stream=s)
-
-    launch()
-    ik(1, 1, (0,), stream=s)
-    bound = rec._by_id[id(s)].pack
-    assert bound is not None
+    for _ in range(4096):  # the instrumented kernel's prebuilt blocks grown too
+        ik(1, 1, (0,), stream=s)
+    rec.synchronize()
+    pack = rec._by_id[id(s)].pack
+    bound = ik.bound
+    assert pack is not None
+    a, zw, varying = (0,), (0, 0, 0, 0), (0, 0, 0, 0, 0, 0)
 
     def noop4(a: object, b: object, c: object, d: object) -> None:
         return None
 
+    # Every case is one direct call from a closure of the same shape, so what is subtracted (the loop, the
+    # closure's own call) is the same for all; a bare Python call is the unit.
     return rec, {
         "none": lambda: None,
         "unit": lambda: noop4(1, 1, 1, 1),
-        "bare": functools.partial(cb.launch, k, 1, 1, (0,), stream=s),
-        "pack": functools.partial(bound, 0, 0, op, (0, 0, 0, 0), 0, 1),
-        "rec.launch": launch,
-        "rec.instrument": functools.partial(ik, 1, 1, (0,), stream=s),
-        "bound": functools.partial(ik.bound, 1, 1, (0,), (0, 0, 0, 0, 0, 0), s, 0),
+        "bare": lambda: cb.launch(k, 1, 1, a, stream=s),
+        "pack": lambda: pack(0, 0, op, zw, 0, 1),
+        "rec.launch": lambda: rec.launch(k, 1, 1, a, opcode=op, stream=s),
+        "rec.launcher": lambda: launcher(1, 1, a),
+        "rec.instrument": lambda: ik(1, 1, a, stream=s),
+        "bound": lambda: bound(1, 1, a, varying, s, 0),
     }
 
 
 def child(calls: int) -> None:
     """Under callgrind: each case of each configuration in its own exec (its own dump), named on stdout."""
+    from vrrl_gpu.recorder import _accel
+
+    print(f"accel {_accel.built()[0]}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("begin", "begin+end"):
             for noop in (True, False):
@@ -87,10 +102,57 @@ def _per_call(ir: dict[str, int], prefix: str, calls: int) -> dict[str, float]:
     return {k[len(prefix) + 1 :]: (v - empty) / calls for k, v in ir.items() if k.startswith(prefix + " ")}
 
 
+def _measure(calls: int, accel: bool, tmp: Path) -> tuple[bool, dict[str, int]] | None:
+    """One callgrind run of :func:`child` (``accel``: whether the C accelerator may load)."""
+    out = tmp / f"cg-{int(accel)}.out"
+    cmd = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=builtin_exec",
+           "--dump-after=builtin_exec", f"--callgrind-out-file={out}", sys.executable, __file__, "--child",
+           "--calls", str(calls)]  # fmt: skip
+    env = dict(os.environ, VRRL_NO_ACCEL="0" if accel else "1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    names = [line.split(" ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("case ")]
+    if proc.returncode != 0 or not names:
+        print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
+        return None
+    used = "accel True" in proc.stdout
+    dumps = sorted(tmp.glob(f"{out.name}.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
+    totals = []
+    for d in dumps:
+        m = re.search(r"^summary:\s+(\d+)", d.read_text(), re.M)
+        totals.append(int(m.group(1)) if m else 0)
+        d.unlink()
+    # The last dumps are the cases (imports exec too).
+    return used, dict(zip(names, totals[-len(names) :], strict=True))
+
+
+def _report(ir: dict[str, int], calls: int) -> None:
+    for mode in ("begin", "begin+end"):
+        noop = _per_call(ir, f"{mode} noop", calls)
+        packs = 2 if mode == "begin+end" else 1
+        unit = noop["unit"]
+        print(f"\n{mode}: the recorder's own work (no-op backend: the case minus its no-op launch and "
+              f"packs); a bare 4-argument call = {unit:.0f}")  # fmt: skip
+        for label in ("rec.launch", "rec.launcher"):
+            v = noop[label] - noop["bare"] - packs * noop["pack"]
+            print(f"  {label:<15} {v:8.0f} = {v / unit:6.1f} bare calls  (target <= {TARGET_PY_CALLS:g})")
+        v = noop["rec.instrument"] - noop["bound"]
+        target = f"(target <= {TARGET_PY_CALLS:g})"
+        print(f"  {'rec.instrument':<15} {v:8.0f} = {v / unit:6.1f} bare calls  {target}")
+        twin = _per_call(ir, f"{mode} twin", calls)
+        bare = twin["bare"]
+        print(f"{mode}: the calling thread on the twin, instructions per call (x a bare launch)")
+        print(f"  {'bare launch':<15} {bare:8.0f}")
+        print(f"  {'one bound pack':<15} {twin['pack']:8.0f}")
+        for label, target in (("rec.launch", TARGET_PACK), ("rec.launcher", TARGET_PACK),
+                              ("rec.instrument", TARGET_INSTRUMENTED)):  # fmt: skip
+            print(f"  {label:<15} {twin[label]:8.0f}  {twin[label] / bare:5.2f}x  (target <= {target:g}x)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--python-only", action="store_true", help="skip the run with the C accelerator")
     opts = ap.parse_args()
     if opts.child:
         child(opts.calls)
@@ -98,40 +160,20 @@ def main() -> int:
     if shutil.which("valgrind") is None:
         print("valgrind not found: skipped (apt-get install valgrind)")
         return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "cg.out"
-        cmd = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=builtin_exec",
-               "--dump-after=builtin_exec", f"--callgrind-out-file={out}", sys.executable, __file__,
-               "--child",
-               "--calls", str(opts.calls)]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        names = [line.split(" ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("case ")]
-        if proc.returncode != 0 or not names:
-            print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
-            return 1
-        dumps = sorted(Path(tmp).glob("cg.out.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
-        totals = []
-        for d in dumps:
-            m = re.search(r"^summary:\s+(\d+)", d.read_text(), re.M)
-            totals.append(int(m.group(1)) if m else 0)
-    ir = dict(zip(names, totals[-len(names) :], strict=True))  # the last dumps: the cases (imports exec too)
     print(f"instructions per call (callgrind, calling thread only; {opts.calls} calls per case; Python "
-          f"{sys.version.split()[0]})")  # fmt: skip
-    for mode in ("begin", "begin+end"):
-        noop = _per_call(ir, f"{mode} noop", opts.calls)
-        packs = 2 if mode == "begin+end" else 1
-        unit = noop["unit"]
-        own = noop["rec.launch"] - noop["bare"] - packs * noop["pack"]
-        own_i = noop["rec.instrument"] - noop["bound"]
-        print(f"\n{mode}: the recorder's own work (no-op backend); a bare 4-argument call = {unit:.0f}")
-        for label, v in (("rec.launch", own), ("rec.instrument", own_i)):
-            print(f"  {label:<15} {v:8.0f} = {v / unit:6.1f} bare calls  (target <= {TARGET_PY_CALLS:g})")
-        twin = _per_call(ir, f"{mode} twin", opts.calls)
-        bare = twin["bare"]
-        print(f"{mode}: the calling thread on the twin, instructions per call (x a bare launch)")
-        print(f"  {'bare launch':<15} {bare:8.0f}")
-        for label, target in (("rec.launch", TARGET_PACK), ("rec.instrument", TARGET_INSTRUMENTED)):
-            print(f"  {label:<15} {twin[label]:8.0f}  {twin[label] / bare:5.2f}x  (target <= {target:g}x)")
+          f"{sys.version.split()[0]}; load average {os.getloadavg()[0]:.2f})")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        for accel in (False,) if opts.python_only else (True, False):
+            got = _measure(opts.calls, accel, Path(tmp))
+            if got is None:
+                return 1
+            used, ir = got
+            if accel and not used:
+                print("\n== C accelerator: not available here (recorder/_accel.py says why)")
+                continue
+            which = "with the C accelerator (recorder/_fast.c)" if used else "pure Python (VRRL_NO_ACCEL=1)"
+            print(f"\n== {which}")
+            _report(ir, opts.calls)
     return 0
 
 

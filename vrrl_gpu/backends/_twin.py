@@ -285,15 +285,20 @@ class _Worker:
     def __init__(self, backend: TwinBackend, name: str) -> None:
         self._backend = backend
         self._q: queue.SimpleQueue[_Launch | None] = queue.SimpleQueue()
-        self._cv = threading.Condition()
+        # The condition's lock taken by hand on the launch path: ``with`` on a Condition is two Python-level
+        # method calls per launch, a plain lock's acquire/release two C calls.
+        self._plock = threading.Lock()
+        self._cv = threading.Condition(self._plock)
         self.pending = 0
         self._err = ctypes.create_string_buffer(_ERRBUF)  # one kernel at a time per stream
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
     def enqueue(self, item: _Launch) -> None:
-        with self._cv:
-            self.pending += 1
+        lock = self._plock
+        lock.acquire()
+        self.pending += 1
+        lock.release()
         self._q.put(item)
 
     def _run(self) -> None:
@@ -828,6 +833,8 @@ class TwinBackend(Backend):
 _PACK_VARYING = struct.Struct("<Q" + "I4x" * 9)
 _PACK_CELLS = 14
 _PACK_POOL = 1024
+#: The most prebuilt blocks an instrumented kernel keeps per stream (a deeper queue: the general launch).
+_BOUND_POOL_MAX = 8192
 
 
 class _TwinPackLauncher:
@@ -865,25 +872,28 @@ class _TwinPackLauncher:
         self._next = 0
 
     def _add_blocks(self, at: int, count: int) -> None:
-        """``count`` prebuilt blocks, inserted into the cycle before index ``at``."""
+        """``count`` prebuilt blocks, inserted into the cycle before index ``at``.
+
+        Built as arrays (one template block copied, the pointer cells computed), not block by block: a deep
+        queue grows the pool while launches are being recorded, and each grown block is paid by a launch."""
         size = 16 * _PACK_CELLS
         buf = ctypes.create_string_buffer(size * count)
         base = ctypes.addressof(buf)
         tk: _TwinKernel = self._kernel.native
         dims = _dims_array((1, 1, 1), (1, 1, 1))
         ring = self._ring
-        items, offsets = [], []
-        for j in range(count):
-            off = j * size
-            tk.packer.pack_into(buf, off, (ring.records_ptr, ring.commits_ptr, ring.mask, 0, 0, self._tenant,
-                                0, 0, 0, 0, 0, 0, 0, self._ts_offset), _numpy_pointer)  # fmt: skip
-            cells = base + off
-            tk.pointers.pack_into(buf, off + 8 * _PACK_CELLS, *[cells + o for o in tk.offsets])
-            items.append(_Launch(kernel=self._kernel, dims=dims, block=buf, args_ptr=cells + 8 * _PACK_CELLS,
-                                 workers=1))  # fmt: skip
-            offsets.append(off + 24)  # cell 3: seq
-        self._items[at:at] = items
-        self._offsets[at:at] = offsets
+        template = ctypes.create_string_buffer(8 * _PACK_CELLS)
+        tk.packer.pack_into(template, 0, (ring.records_ptr, ring.commits_ptr, ring.mask, 0, 0, self._tenant,
+                            0, 0, 0, 0, 0, 0, 0, self._ts_offset), _numpy_pointer)  # fmt: skip
+        cells = np.frombuffer(memoryview(buf), dtype=np.uint64).reshape(count, 2 * _PACK_CELLS)
+        cells[:, :_PACK_CELLS] = np.frombuffer(memoryview(template), dtype=np.uint64)
+        starts = base + size * np.arange(count, dtype=np.uint64)
+        cells[:, _PACK_CELLS:] = starts[:, None] + np.asarray(tk.offsets, dtype=np.uint64)[None, :]
+        kernel = self._kernel
+        self._items[at:at] = [
+            _Launch(kernel, dims, buf, a, 1) for a in (starts + 8 * _PACK_CELLS).tolist()
+        ]
+        self._offsets[at:at] = range(24, size * count, size)  # cell 3 of each block: seq
         self._bufs[at:at] = [buf] * count
 
     def __call__(
@@ -948,21 +958,30 @@ class _TwinBoundLauncher:
         self._shapes: dict[tuple[Any, Any], tuple[Any, int]] = {}
 
     def _pool(self, s: TwinStream) -> list[Any]:
-        n, size = self._n, 16 * self._n + 8
-        count = _PACK_POOL // 4
-        buf = ctypes.create_string_buffer(size * count)
-        base = ctypes.addressof(buf)
-        items, offsets = [], []
-        for j in range(count):
-            off = j * size
-            self._fixed_struct.pack_into(buf, off + 8 * self._own, *self._fixed)
-            self._tk.pointers.pack_into(buf, off + 8 * n, *[base + off + o for o in self._tk.offsets])
-            items.append(_Launch(kernel=self._kernel, dims=None, block=buf, args_ptr=base + off + 8 * n,
-                                 workers=1))  # fmt: skip
-            offsets.append(off)
-        pool = [s._worker, buf, items, offsets, 0, count]
+        """``[worker, bufs, items, offsets, next, count]``: per block its buffer, queue item and offset."""
+        pool = [s._worker, [], [], [], 0, 0]
+        self._add_blocks(pool, 0, _PACK_POOL // 4)
         self._pools[s] = pool
         return pool
+
+    def _add_blocks(self, pool: list[Any], at: int, count: int) -> None:
+        """``count`` blocks with ``fixed`` packed, inserted into the cycle before index ``at`` (as arrays: a
+        deep queue grows the pool while launches are recorded, and each grown block is paid by a launch)."""
+        n, size = self._n, 16 * self._n + 8
+        buf = ctypes.create_string_buffer(size * count)
+        base = ctypes.addressof(buf)
+        template = ctypes.create_string_buffer(8 * n)
+        self._fixed_struct.pack_into(template, 8 * self._own, *self._fixed)
+        raw = np.frombuffer(memoryview(buf), dtype=np.uint8).reshape(count, size)
+        raw[:, : 8 * n] = np.frombuffer(memoryview(template), dtype=np.uint8)
+        starts = base + size * np.arange(count, dtype=np.uint64)
+        ptrs = starts[:, None] + np.asarray(self._tk.offsets, dtype=np.uint64)[None, :]
+        raw[:, 8 * n : 16 * n] = ptrs.astype("<u8").view(np.uint8).reshape(count, 8 * n)
+        kernel = self._kernel
+        pool[1][at:at] = [buf] * count
+        pool[2][at:at] = [_Launch(kernel, None, buf, a, 1) for a in (starts + 8 * n).tolist()]
+        pool[3][at:at] = range(0, size * count, size)
+        pool[5] += count
 
     def _general(self, grid: Any, block: Any, args: Sequence[object], varying: Sequence[int], stream: Any,
                  shared_mem: int) -> None:  # fmt: skip
@@ -992,13 +1011,16 @@ class _TwinBoundLauncher:
             pool = self._pool(stream)
         w = pool[0]
         if stream._captured is not None or w.pending >= pool[5]:
-            self._general(grid, block, args, varying, stream, shared_mem)
-            return
+            if stream._captured is not None or pool[5] >= _BOUND_POOL_MAX:
+                self._general(grid, block, args, varying, stream, shared_mem)
+                return
+            # Grown like _TwinPackLauncher's: the new blocks go next in the cycle.
+            self._add_blocks(pool, pool[4], min(pool[5], _BOUND_POOL_MAX - pool[5]))
         j = pool[4]
         pool[4] = (j + 1) % pool[5]
-        off = pool[3][j]
-        self._own_packer.pack_into(pool[1], off, args, _numpy_pointer)
-        self._var_struct.pack_into(pool[1], off + self._var_at, *varying)
+        off, buf = pool[3][j], pool[1][j]
+        self._own_packer.pack_into(buf, off, args, _numpy_pointer)
+        self._var_struct.pack_into(buf, off + self._var_at, *varying)
         item = pool[2][j]
         item.dims, item.workers = shape
         w.enqueue(item)

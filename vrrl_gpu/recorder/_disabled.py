@@ -30,6 +30,7 @@ class _DisabledRecorder(Recorder):
         options: RecorderOptions | dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        self._cells = [0, 0, False]
         self._epoch = 0
         self._path = os.fspath(path)
         self._opts = _merge_options(options, kwargs)

@@ -12,16 +12,16 @@ the point). What cannot be rewritten is refused with :class:`~vrrl_gpu.errors.In
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from vrrl_gpu.capture._kernels import KernelSignature, parse_kernels
-from vrrl_gpu.errors import InstrumentError, KernelArgumentError, KernelSourceError
-from vrrl_gpu.recorder._state import _Launch, _words
+from vrrl_gpu.errors import InstrumentError, KernelSourceError
+from vrrl_gpu.recorder._hot import DONE_SLOTS, make_instr, new_slot_counter
+from vrrl_gpu.recorder._state import _words
 
 __all__ = [
     "INSTRUMENT_PARAMS",
@@ -177,89 +177,33 @@ def plain_file(text: str, name: str) -> Path:
     return path
 
 
-#: Per-launch completion counters of instrumented kernels (device memory, reset by the last thread).
-DONE_SLOTS = 4096
-
-
 class InstrumentedKernel:
-    """What ``rec.instrument`` returns: ``k(grid, block, args, *, shared_mem=0, stream=None)`` records itself.
+    """Binds an instrumented kernel to a recorder; its :attr:`call` is what ``rec.instrument`` returns:
+    ``call(grid, block, args, *, shared_mem=0, stream=None)`` records itself.
 
     One backend launch per call through a launcher with the ring's pointers, the opcode and the mode bound
     once (``Backend.bind_launch``): per call only the kernel's own arguments, the completion slot, the
-    words and the epoch are passed. No lock: the completion slot comes from an atomic counter, and the
-    sequence is claimed on the device.
+    words and the epoch are passed. No lock: the completion slot comes from an atomic counter
+    (``_hot.new_slot_counter``), and the sequence is claimed on the device. The call is ``_hot.make_instr``
+    (C when the accelerator loads), not a method: calling an instance costs a bound method per call.
     """
 
     def __init__(self, rec: Any, kernel: Any, opcode: int, words: Any) -> None:
-        self._rec = rec
         self.kernel = kernel
         self.name = kernel.name
-        self._opcode = opcode
-        self._wfn = words if callable(words) else None
-        self._words = None if callable(words) else words
         rec._require_usable()
         _ring, ptrs, counter = rec._ensure_device_ring()
         if rec._instr_done is None:  # completion counters: device memory, made once, outside any capture
             rec._instr_done = rec._backend.alloc_device(4 * DONE_SLOTS)
             # One counter per recorder: kernels launched at once on two streams must not share a slot.
-            rec._instr_slots = itertools.count()
-        self._slots = rec._instr_slots
+            rec._instr_slots = new_slot_counter()
         end = 1 if rec.options.breadcrumbs == "begin+end" else 0
         done_ptr = int(rec._instr_done.device_ptr)
         fixed = (ptrs.records_ptr, ptrs.commits_ptr, ptrs.mask, int(counter.device_ptr), done_ptr,
                  rec.options.tenant_id, opcode, end, rec._ts_offset)  # fmt: skip
         own = len(kernel.signature.params) - len(INSTRUMENT_PARAMS)
         self.bound = rec._backend.bind_launch(kernel, own, fixed)
-
-    def __call__(
-        self,
-        grid: Any,
-        block: Any,
-        args: Sequence[Any],
-        *,
-        shared_mem: int = 0,
-        stream: Any = None,
-        enable_cooperative_groups: bool = False,
-    ) -> None:
-        if enable_cooperative_groups:
-            raise KernelArgumentError(
-                "an instrumented kernel cannot launch cooperatively; call the RawKernel itself inside "
-                "`with rec.slot(opcode):` to record it"
-            )
-        rec = self._rec
-        w = self._words
-        if w is None:
-            w = _words(self._wfn(tuple(args)))  # type: ignore[misc]
-        st = rec._by_id.get(id(stream))
-        if st is None or rec._closed or rec._poison is not None or rec._watchdog_error is not None:
-            # First sight of the stream (its checks), stream=None (the current one) or an unusable recorder.
-            with rec._lock:
-                rec._require_usable()
-                try:
-                    st = rec._state_of(stream)
-                except BaseException as exc:
-                    rec._enqueue_failed(exc)
-                    raise
-                stream = st.stream
-        slot = next(self._slots) & (DONE_SLOTS - 1)
-        epoch = rec._epoch
-        try:
-            self.bound(grid, block, args, (slot, *w, epoch), stream, shared_mem)
-        except BaseException as exc:
-            with rec._lock:
-                # A host slot, like every FAILED_AT_LAUNCH record (the device never claimed a sequence).
-                info = _Launch(slot_idx=rec._slot_counter & 0xFFFFFFFF, opcode=self._opcode, words=w,
-                               epoch=epoch, begin_seq=-1)  # fmt: skip
-                rec._slot_counter += 1
-                rec._launch_failed(st, info, exc)
-            raise
-        # The stream's host-sequenced ring no longer shows how far the device got: never blame from it (the
-        # device-sequenced ring does: Recorder._device_window).
-        st.outstanding = False
-        rec._instr_outstanding = True
-
-    def __repr__(self) -> str:
-        return f"InstrumentedKernel({self.name!r}, opcode={self._opcode:#x})"
+        self.call = make_instr(rec, self.bound, opcode, words, rec._instr_slots)
 
 
 def kernel_source(kernel: Any, name: str | None) -> tuple[str, str]:
@@ -290,11 +234,11 @@ def kernel_source(kernel: Any, name: str | None) -> tuple[str, str]:
     )
 
 
-def instrument(rec: Any, kernel: Any, name: str | None, opcode: int, words: Any) -> InstrumentedKernel:
+def instrument(rec: Any, kernel: Any, name: str | None, opcode: int, words: Any) -> Callable[..., None]:
     """``Recorder.instrument``: rewrite, compile once (cached by the rewritten text), bind to ``rec``."""
     source, kname = kernel_source(kernel, name)
     path = instrumented_file(source, kname)
     with rec._lock:
         rec._require_usable()
         k = rec._backend.load(path, kname)
-        return InstrumentedKernel(rec, k, opcode, words if callable(words) else _words(words))
+        return InstrumentedKernel(rec, k, opcode, words if callable(words) else _words(words)).call

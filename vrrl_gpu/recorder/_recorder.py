@@ -59,6 +59,7 @@ from vrrl_gpu.format._ringlog import RingLog
 from vrrl_gpu.format._sidecar import Sidecar, opcode_for_name, read_sidecar, write_sidecar
 from vrrl_gpu.recorder._clock import ClockHistory, clock_loop
 from vrrl_gpu.recorder._graphs import GraphCulprit, GraphReplays, resolve
+from vrrl_gpu.recorder._hot import install_launch, make_hot, make_launcher, new_lock
 from vrrl_gpu.recorder._nvtx import _NVTX_DOMAIN, _load_nvtx
 from vrrl_gpu.recorder._options import (
     _U32,
@@ -102,14 +103,16 @@ class Recorder:
         **kwargs: Any,
     ) -> None:
         opts = _merge_options(options, kwargs)
+        self._cells: list[Any] = [0, 0, True]  # the launch path's state: see _slot_counter, _epoch, _usable
         self._opts = opts
         self._path = os.fspath(path)
-        self._lock = threading.RLock()
+        # threading.RLock, or the accelerator's (the same semantics, and the launch path takes it in C).
+        self._lock = new_lock()
         # The watchdog writes the sidecar while the host may hold _lock (blocked in synchronize).
         self._sidecar_lock = threading.Lock()
         self._sidecar_warned = False
         self._closed = False
-        self._poison: BaseException | None = None
+        self._poison = None
         self._slot_counter = 0
         self._epoch = 0
         self._streams: dict[StreamKey, _StreamState] = {}
@@ -134,7 +137,7 @@ class Recorder:
         self._hang_reported: set[int] = set()
         self._watchdog_stop = threading.Event()
         self._watchdog_thread: threading.Thread | None = None
-        self._watchdog_error: BaseException | None = None
+        self._watchdog_error = None
         self._nvtx: Any = _load_nvtx() if opts.nvtx else None
         # NVTX ranges and per-launch digests are work the inline launch path does not do.
         self._slow_only = self._nvtx is not None or opts.digests
@@ -187,7 +190,61 @@ class Recorder:
                 )  # fmt: skip
                 self._clock_thread.start()
                 undo.callback(self._stop_clock)
+            install_launch(self, Recorder.launch)
             undo.pop_all()
+
+    # ------------------------------------------------- the launch path's state
+    # Kept in one list, ``_cells = [slot counter, epoch, usable]``, that the inline launch path
+    # (recorder/_hot.py, _fast.c) reads and writes by index; everything else uses these properties.
+    # ``usable`` is "not closed, not poisoned, no watchdog error", kept up to date by the three setters.
+
+    @property
+    def _slot_counter(self) -> int:
+        return int(self._cells[0])
+
+    @_slot_counter.setter
+    def _slot_counter(self, value: int) -> None:
+        self._cells[0] = value
+
+    @property
+    def _epoch(self) -> int:
+        return int(self._cells[1])
+
+    @_epoch.setter
+    def _epoch(self, value: int) -> None:
+        self._cells[1] = value
+
+    @property
+    def _closed(self) -> bool:
+        return self.__dict__.get("_closed_", False)  # type: ignore[no-any-return]
+
+    @_closed.setter
+    def _closed(self, value: bool) -> None:
+        self.__dict__["_closed_"] = value
+        self._refresh_usable()
+
+    @property
+    def _poison(self) -> BaseException | None:
+        return self.__dict__.get("_poison_")
+
+    @_poison.setter
+    def _poison(self, value: BaseException | None) -> None:
+        self.__dict__["_poison_"] = value
+        self._refresh_usable()
+
+    @property
+    def _watchdog_error(self) -> BaseException | None:
+        return self.__dict__.get("_watchdog_error_")
+
+    @_watchdog_error.setter
+    def _watchdog_error(self, value: BaseException | None) -> None:
+        self.__dict__["_watchdog_error_"] = value
+        self._refresh_usable()
+
+    def _refresh_usable(self) -> None:
+        d = self.__dict__
+        usable = not d.get("_closed_") and d.get("_poison_") is None
+        self._cells[2] = usable and d.get("_watchdog_error_") is None
 
     # ----------------------------------------------------------------- public
 
@@ -303,64 +360,56 @@ class Recorder:
         A launch that raises gets a FAILED_AT_LAUNCH record, and the exception
         is re-raised unchanged.
         """
-        # The common case inline (a known stream, not capturing, room in the window): each Python call here
-        # costs about as much as the work. Anything else takes _launch, the general path (same records).
+        # The common case (a known stream object) is its state's inline path, recorder/_hot.py (C when the
+        # accelerator loads): each Python call here costs about as much as the work. It sends everything
+        # else to _launch, the general path (same records), with the lock held, as does this.
+        st = self._by_id.get(id(stream))
+        if st is not None:
+            hot = st.hot
+            if hot is not None:
+                return hot(kernel, grid, block, args, opcode, words, stream, shared_mem, outputs)  # type: ignore[no-any-return]
         w = _ZERO_WORDS if words is None else _words(words)
         with self._lock:
-            st = self._by_id.get(id(stream))
-            if (
-                st is None
-                or not st.fast
-                or type(opcode) is not int
-                or not 0 <= opcode < META_OPCODE_BASE
-                or self._closed
-                or self._poison is not None
-                or self._watchdog_error is not None
-            ):
-                return self._launch(kernel, grid, block, args, opcode, w, stream, shared_mem, outputs)
-            if self._probe_capture and self._backend.is_capturing(stream):
-                return self._launch(
-                    kernel, grid, block, args, opcode, w, stream, shared_mem, outputs, captured=True
-                )
-            end = self._end_crumbs
-            seq = st.next_seq
-            if seq + end >= st.limit and not self._room(st, seq + end):
-                return self._launch(kernel, grid, block, args, opcode, w, stream, shared_mem, outputs)
-            counter = self._slot_counter
-            slot = counter % UNKNOWN_SLOT  # never UNKNOWN_SLOT itself
-            epoch = self._epoch
+            return self._launch(kernel, grid, block, args, opcode, w, stream, shared_mem, outputs)
+
+    def launcher(
+        self,
+        kernel: Any,
+        *,
+        opcode: int,
+        stream: Any,
+        words: Sequence[int] | None = None,
+        outputs: Any = None,
+    ) -> Callable[..., None]:
+        """``launch`` with the kernel, opcode, words, stream and outputs bound: ``f(grid, block, args,
+        shared_mem=0)`` records each call exactly like ``rec.launch(kernel, grid, block, args, opcode=opcode,
+        words=words, stream=stream, shared_mem=shared_mem, outputs=outputs)``, at the least host cost.
+
+        ``stream`` must be a stream object (not None: the current stream is a query per call, use
+        ``rec.launch`` for that); the launcher holds it. The stream's first-sight checks happen here.
+        """
+        if stream is None:
+            raise KernelArgumentError(
+                "rec.launcher needs an explicit stream (rec.launch follows the current one)"
+            )
+        op = _checked_opcode(opcode)
+        w = _words(words)
+        with self._lock:
+            self._require_usable()
             try:
-                st.pack(seq, slot, opcode, w, epoch, _BEGIN)  # type: ignore[misc]
+                st = self._state_of(stream)
             except BaseException as exc:
                 self._enqueue_failed(exc)
                 raise
-            window = st.window
-            window[seq & st.wmask] = (seq, slot, opcode, w, epoch, outputs, seq)
-            st.next_seq = seq + 1
-            st.produced[0] = seq + 1
-            self._slot_counter = counter + 1
-            run = st.run
-            if slot == run[0] + run[1] * run[2]:
-                run[2] += 1
-            else:
-                st.note_slot(slot)
-            st.outstanding = True
-            try:
-                self._backend.launch(kernel, grid, block, args, stream=stream, shared_mem=shared_mem)
-            except BaseException as exc:
-                self._launch_failed(st, _Launch(slot, opcode, w, epoch, seq, outputs), exc)
-                raise
-            if end:
-                s2 = seq + 1
-                try:
-                    st.pack(s2, slot, opcode, w, epoch, _COMPLETED)  # type: ignore[misc]
-                except BaseException as exc:
-                    self._launch_failed(st, _Launch(slot, opcode, w, epoch, seq, outputs), exc, launched=True)
-                    raise
-                window[s2 & st.wmask] = (s2, slot, opcode, w, epoch, outputs, seq)
-                st.next_seq = s2 + 1
-                st.produced[0] = s2 + 1
-        return None
+            hot = st.hot
+        if hot is None:  # a capturing stream, NVTX or digests: every call takes the general path
+
+            def general(grid: Any, block: Any, args: Sequence[Any], shared_mem: int = 0) -> None:
+                self.launch(kernel, grid, block, args, opcode=op, words=w, stream=stream,
+                            shared_mem=shared_mem, outputs=outputs)  # fmt: skip
+
+            return general
+        return make_launcher(hot, kernel, op, w, stream, outputs)
 
     def _room(self, st: _StreamState, seq: int) -> bool:
         """Backpressure: is sequence ``seq`` within the window? (Refreshes the stream's limit from the
@@ -841,6 +890,8 @@ class Recorder:
                 self._write_stream_table()
         self._table.remember(s, st)
         st.fast = not st.capturing and not self._slow_only
+        if st.hot is None and st.pack is not None and not self._slow_only:
+            st.hot = make_hot(self, st)
         return st
 
     def _capture_ring(self) -> tuple[StagingRing, RingPointers, DeviceCounter]:

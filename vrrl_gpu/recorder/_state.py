@@ -46,8 +46,6 @@ class _StreamState:
     ptrs: RingPointers
     release: Callable[[bool], None]
     window: list[Entry | None]
-    next_seq: int = 0
-    outstanding: bool = False
     pack: PackLauncher | None = None  # vrrl_pack bound to this stream's ring (set once the ring exists)
     capturing: int = 0  # depth of rec.capturing(stream) blocks open on this stream
     # Objects for the same stream that take no weakref, kept alive so that their id keys stay theirs.
@@ -63,14 +61,51 @@ class _StreamState:
     run: list[int] = field(default_factory=lambda: [-1, 0, 1])
     #: The staging ring's producer count as a one-element u64 view (``StagingRing.producer_cell``).
     produced: Any = None
-    #: The launch path may take the inline route: not capturing, no capture probe, no NVTX (recorder sets it).
-    fast: bool = False
-    #: Backpressure: sequences below this one need no look at the consumer (it only moves forward).
-    limit: int = 0
     wmask: int = field(init=False, default=0)
+    #: ``[next_seq, limit, fast, outstanding]`` (the properties of those names): one list that the inline
+    #: launch path (recorder/_hot.py, _fast.c) reads and writes by index, not four attributes.
+    cells: list[Any] = field(default_factory=lambda: [0, 0, False, False], repr=False, compare=False)
+    #: The inline launch path of this stream (recorder/_hot.py), made when the stream is first seen.
+    hot: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.wmask = len(self.window) - 1  # the launch path's window mask, without a len() per launch
+
+    @property
+    def next_seq(self) -> int:
+        """The next host sequence of this stream's ring (every sequence below it was enqueued)."""
+        return int(self.cells[0])
+
+    @next_seq.setter
+    def next_seq(self, value: int) -> None:
+        self.cells[0] = value
+
+    @property
+    def limit(self) -> int:
+        """Backpressure: sequences below this one need no look at the consumer (it only moves forward)."""
+        return int(self.cells[1])
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self.cells[1] = value
+
+    @property
+    def fast(self) -> bool:
+        """The launch path may take the inline route: not capturing, no NVTX (the recorder sets it)."""
+        return bool(self.cells[2])
+
+    @fast.setter
+    def fast(self, value: bool) -> None:
+        self.cells[2] = value
+
+    @property
+    def outstanding(self) -> bool:
+        """A launch on this stream may have begun and not ended (its crash window is worth a look)."""
+        return bool(self.cells[3])
+
+    @outstanding.setter
+    def outstanding(self, value: bool) -> None:
+        self.cells[3] = value
 
     @property
     def stream(self) -> Any:

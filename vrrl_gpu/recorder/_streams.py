@@ -119,10 +119,10 @@ class StreamTable:
             pack=pack,
             thread=threading.current_thread() if key[0] == PER_THREAD_HANDLE else None,
             produced=ring.producer_cell(),
-            # Backpressure holds the host a window behind the consumer; without it nothing waits.
-            limit=ring.consumer_position + len(window) - 1 if self._opts.backpressure else 1 << 62,
             native=native if native is not stream else None,
         )
+        # Backpressure holds the host a window behind the consumer; without it nothing waits.
+        st.limit = ring.consumer_position + len(window) - 1 if self._opts.backpressure else 1 << 62
         self._next_index += 1
         self.states[key] = st
         self._drainer.add_ring(ring)
@@ -157,6 +157,9 @@ class StreamTable:
             if st.ring.consumer_position < st.next_seq:
                 continue  # not arrived yet (an end breadcrumb still in flight): next sweep
             self._drainer.remove_ring(st.ring)
+            # A launch that found this state before it retired must not use its ring: the general path then.
+            st.fast = False
+            st.hot = None
             del self.states[key]
             entry = {"index": st.index, "key": st.key, "runs": [list(r) for r in st.runs]}
             self.retired_entries.append(entry)

@@ -1,0 +1,263 @@
+"""The launch path's two implementations (recorder/_hot.py in Python, recorder/_fast.c when it builds) run the
+same suite here: the same records for the same launches, failures and checks, and the attribution matrix's
+quick cases. Plus the accelerator's loader (falls back without a compiler) and its lock (RLock semantics).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.helpers.attribution import matrix, run_case
+from tests.helpers.recorder import Axpy, log_records
+from vrrl_gpu import Recorder, SlotStatus
+from vrrl_gpu.backends import TwinCudaError
+from vrrl_gpu.errors import KernelArgumentError, RecordValueError
+from vrrl_gpu.recorder import _accel
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the twin backend needs g++")
+
+IMPLS = ("c", "python")
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "c":
+        monkeypatch.delenv("VRRL_NO_ACCEL", raising=False)
+        used, why = _accel.built()
+        if not used:
+            pytest.skip(f"the C accelerator is not available here: {why}")
+    else:
+        monkeypatch.setenv("VRRL_NO_ACCEL", "1")
+    return str(request.param)
+
+
+def _fields(path: Path) -> list[tuple[int, ...]]:
+    """Every record without its timestamp (the rest is the same in both implementations)."""
+    recs = log_records(path)
+    return [
+        (int(r["slot_idx"]), int(r["opcode"]), *map(int, r["args"]), int(r["epoch"]), int(r["slot_status"]),
+         int(r["failure_class"]), int(r["backend_error_code"]))
+        for r in recs
+        if int(r["opcode"]) < 0xFFFFFF00  # meta-records carry pids and nonces
+    ]  # fmt: skip
+
+
+def _session(path: Path, mode: str) -> dict[str, Any]:
+    """Launches through every path of the inline route and out of it; what each call did."""
+    seen: dict[str, Any] = {}
+    rec = Recorder(path, device="twin", breadcrumbs=mode, capture_check="declared", capacity=4096,
+                   staging_slots=64)  # fmt: skip
+    try:
+        w = Axpy.on(rec)
+        s = rec.backend.new_stream()
+        seen["hot"] = type(rec._state_of(s).hot).__name__
+        for i in range(5):
+            w.launch(i, stream=s)
+        rec.epoch = 7
+        w.launch(5, stream=s, tag=9)
+        lw = rec.launcher(w.kernel, opcode=w.opcode, stream=s, words=(42, 0, 1, 2))
+        seen["launcher"] = type(lw).__name__
+        for _ in range(3):
+            lw(1, 32, (w.y, w.x, 1.0, 32, 0))
+        lw(1, 32, (w.y, w.x, 1.0, 32, 0), shared_mem=0)
+        with pytest.raises(RecordValueError):
+            rec.launch(w.kernel, 1, 32, (w.y, w.x, 1.0, 32, 0), opcode=w.opcode, words=(1, 2, 3), stream=s)
+        with pytest.raises(RecordValueError):
+            rec.launch(w.kernel, 1, 32, (w.y, w.x, 1.0, 32, 0), opcode=-1, stream=s)
+        with pytest.raises(TypeError):
+            lw(1, 32)
+        # Words as numpy integers and lists take the checked route; the records are the same.
+        w.rec.launch(w.kernel, 1, 32, (w.y, w.x, 1.0, 32, 0), opcode=w.opcode,
+                     words=[np.uint32(3), 4, 5, 6], stream=s)  # fmt: skip
+        # A launch the backend refuses at the call (a block of 2048 threads): FAILED_AT_LAUNCH, raised as is.
+        with pytest.raises(TwinCudaError) as err:
+            w.launch(6, stream=s, block=2048)
+        seen["code"] = err.value.cuda_error_code
+        w.launch(7, stream=s)
+        rec.synchronize()
+        seen["next_seq"] = rec._state_of(s).next_seq
+    finally:
+        rec.close()
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["begin", "begin+end"])
+def test_both_implementations_write_the_same_records(tmp_path: Path, mode: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    used, why = _accel.built()
+    if not used:
+        pytest.skip(f"the C accelerator is not available here: {why}")
+    got = {}
+    for name in IMPLS:
+        monkeypatch.setenv("VRRL_NO_ACCEL", "1" if name == "python" else "0")
+        path = tmp_path / f"{name}.vrrl"
+        seen = _session(path, mode)
+        got[name] = (seen, _fields(path))
+    (c_seen, c_recs), (py_seen, py_recs) = got["c"], got["python"]
+    assert (c_seen["hot"], c_seen["launcher"]) == ("Hot", "Bound")  # the C types were used
+    assert (py_seen["hot"], py_seen["launcher"]) == ("function", "function")
+    assert c_seen["code"] == py_seen["code"] == 1
+    assert c_seen["next_seq"] == py_seen["next_seq"]
+    assert c_recs == py_recs
+    # 13 begins (the refused launch's too), an end for each launch that ran, its FAILED_AT_LAUNCH record.
+    assert len(c_recs) == 13 + (12 if mode == "begin+end" else 0) + 1
+
+
+def test_a_recorded_launch_and_its_launcher_record_the_same(tmp_path: Path, impl: str) -> None:
+    logs = []
+    for how in ("launch", "launcher"):
+        path = tmp_path / f"{how}.vrrl"
+        with Recorder(path, device="twin", capture_check="declared", capacity=4096, staging_slots=64) as rec:
+            w = Axpy.on(rec)
+            s = rec.backend.new_stream()
+            args = (w.y, w.x, 2.0, 32, 0)
+            if how == "launch":
+                for i in range(4):
+                    rec.launch(w.kernel, 1, 32, args, opcode=w.opcode, words=(i, 1, 0, 0), stream=s)
+            else:
+                for i in range(4):
+                    rec.launcher(w.kernel, opcode=w.opcode, stream=s, words=(i, 1, 0, 0))(1, 32, args)
+        logs.append(_fields(path))
+    assert logs[0] == logs[1]
+    assert [r[2] for r in logs[0]] == [0, 1, 2, 3]
+
+
+def test_a_launcher_needs_a_stream_and_follows_a_declared_capture(tmp_path: Path, impl: str) -> None:
+    with Recorder(tmp_path / "r.vrrl", device="twin", capture_check="declared", capacity=4096) as rec:
+        w = Axpy.on(rec)
+        with pytest.raises(KernelArgumentError):
+            rec.launcher(w.kernel, opcode=w.opcode, stream=None)
+        s = rec.backend.new_stream()
+        lw = rec.launcher(w.kernel, opcode=w.opcode, stream=s)
+        with rec.capturing(s):
+            s.begin_capture()
+            lw(1, 32, (w.y, w.x, 1.0, 32, 0))  # inside the declared capture: the device-sequenced path
+            graph = s.end_capture()
+        assert len(graph) == 2  # its breadcrumb kernel and the launch, both captured
+        lw(1, 32, (w.y, w.x, 1.0, 32, 0))  # after it: the inline path again
+        assert rec._state_of(s).next_seq == 1
+
+
+def test_a_closed_recorder_refuses_through_the_inline_path(tmp_path: Path, impl: str) -> None:
+    rec = Recorder(tmp_path / "r.vrrl", device="twin", capture_check="declared", capacity=4096)
+    w = Axpy.on(rec)
+    s = rec.backend.new_stream()
+    lw = rec.launcher(w.kernel, opcode=w.opcode, stream=s)
+    lw(1, 32, (w.y, w.x, 1.0, 32, 0))
+    rec.close()
+    from vrrl_gpu.errors import RecorderClosedError
+
+    with pytest.raises(RecorderClosedError):
+        lw(1, 32, (w.y, w.x, 1.0, 32, 0))
+    with pytest.raises(RecorderClosedError):
+        w.launch(1, stream=s)
+
+
+QUICK = [c for c in matrix() if c.ratio == 10]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in QUICK])
+def test_attribution_matrix_quick_cases(tmp_path: Path, impl: str, case: Any) -> None:
+    out = run_case(tmp_path / "run.vrrl", case)
+    assert out.verdict in ("exact", "unknown"), out.detail
+    if case.backpressure:
+        assert out.verdict == "exact", out.detail
+
+
+def test_without_a_compiler_the_python_path_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VRRL_NO_ACCEL", raising=False)
+    monkeypatch.setenv("CC", "vrrl-no-such-compiler")
+    monkeypatch.setenv("VRRL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(_accel, "_state", {})
+    assert _accel.module() is None
+    used, why = _accel.built()
+    assert not used
+    assert "no C compiler" in why
+    with Recorder(tmp_path / "r.vrrl", device="twin", capture_check="declared", capacity=4096) as rec:
+        w = Axpy.on(rec)
+        s = rec.backend.new_stream()
+        w.launch(0, stream=s)
+        assert type(rec._state_of(s).hot).__name__ == "function"
+        assert "launch" not in rec.__dict__  # the method itself
+    assert len(_fields(tmp_path / "r.vrrl")) == 1
+
+
+def test_the_accelerator_builds_into_the_cache_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler")
+    monkeypatch.delenv("VRRL_NO_ACCEL", raising=False)
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("VRRL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(_accel, "_state", {})
+    m = _accel.module()
+    if m is None:
+        pytest.skip(f"the C accelerator does not build here: {_accel.built()[1]}")
+    built = sorted((tmp_path / "cache" / "accel").iterdir())
+    assert [p.name.startswith("_vrrl_fast-") for p in built] == [True]  # no staged file left behind
+    monkeypatch.setattr(_accel, "_state", {})
+    assert _accel.module() is not None
+    assert sorted((tmp_path / "cache" / "accel").iterdir()) == built  # reused, not rebuilt
+
+
+def test_the_accelerators_lock_is_an_rlock() -> None:
+    m = _accel.module()
+    if m is None:
+        pytest.skip(f"the C accelerator is not available here: {_accel.built()[1]}")
+    lock = m.RLock()
+    with lock, lock:
+        assert lock._is_owned()
+    assert not lock._is_owned()
+    with pytest.raises(RuntimeError):
+        lock.release()
+    assert lock.acquire(blocking=False)
+    got: list[bool] = []
+
+    def other() -> None:
+        got.append(lock.acquire(timeout=0.05))  # held by the main thread: times out
+        with lock:  # blocks (the GIL released) until the main thread lets go
+            got.append(True)
+
+    t = threading.Thread(target=other)
+    t.start()
+    time.sleep(0.2)
+    assert got == [False]
+    lock.release()
+    t.join(5)
+    assert got == [False, True]
+    with pytest.raises(ValueError, match="non-blocking"):
+        lock.acquire(False, 1.0)
+
+
+def test_an_end_breadcrumb_that_meets_the_fault_blames_the_launch(tmp_path: Path, impl: str) -> None:
+    """begin+end on the inline path: the device faults in K before K's end breadcrumb is enqueued; that
+    enqueue raises the sticky error, and K is the FAULTED launch (not FAILED_AT_LAUNCH), in both paths."""
+    rec = Recorder(
+        tmp_path / "run.vrrl", device="twin", staging_slots=64, breadcrumbs="begin+end", capacity=4096
+    )
+    w = Axpy.on(rec)
+    s = rec.backend.new_stream()
+    real_launch = rec.backend.launch
+
+    def launch_then_wait_for_the_device(kernel: Any, *a: Any, **kw: Any) -> None:
+        real_launch(kernel, *a, **kw)
+        if kernel is w.kernel and a[2][4] == 1:
+            while int(rec.backend.stream_query(s)) == 600:
+                pass
+
+    rec.backend.launch = launch_then_wait_for_the_device  # type: ignore[method-assign]
+    w.launch(0, stream=s)
+    assert type(rec._state_of(s).hot).__name__ == ("Hot" if impl == "c" else "function")
+    with pytest.raises(TwinCudaError):
+        w.launch(1, fault=1, stream=s)
+    rec.close()
+    recs = log_records(rec.path)
+    statuses = [(int(r["slot_idx"]), int(r["slot_status"])) for r in recs if int(r["opcode"]) == w.opcode]
+    assert (1, int(SlotStatus.FAULTED)) in statuses
+    assert all(st != int(SlotStatus.FAILED_AT_LAUNCH) for _, st in statuses)

@@ -1,0 +1,962 @@
+/* The recorder's inline launch paths in C (optional: recorder/_accel.py builds and loads this file).
+ *
+ * Each type does exactly what its Python reference in recorder/_hot.py does, in the same order: `Hot` is
+ * `_py_hot`'s `hot`, `Bound` is `make_launcher`'s `launcher`, `Instr` is `make_instr`'s `call`. Every state
+ * change goes into the same Python objects (the recorder's and the stream state's instance dicts, the
+ * launch-map list, the producer cell), under the same lock, and every case that is not the common one calls
+ * the same Python helpers. Only the interpreter's dispatch is taken out.
+ *
+ * It relies on the GIL (a free-threaded build is never given this module): the dict, list and counter
+ * operations below are atomic under it, and the recorder's lock orders sequences with launches as in Python.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <structmember.h>
+#include <stdint.h>
+
+#define META_OPCODE_BASE 0xFFFFFF00LL
+#define UNKNOWN_SLOT 0xFFFFFFFFLL
+#define U32 0xFFFFFFFFLL
+
+static PyObject *s_run, *s_cells, *s_instr_outstanding, *kw_launch, *s_shared_mem, *s_stream, *s_coop;
+
+static int words_ok(PyObject *w) {
+    if (!PyTuple_CheckExact(w) || PyTuple_GET_SIZE(w) != 4) return 0;
+    for (int i = 0; i < 4; i++) {
+        PyObject *x = PyTuple_GET_ITEM(w, i);
+        if (!PyLong_CheckExact(x)) return 0;
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(x, &overflow);
+        if (overflow || v < 0 || v > U32) return 0;
+    }
+    return 1;
+}
+
+/* The cells lists (`_StreamState.cells`, `Recorder._cells`) are made once and never resized or replaced;
+ * their length is checked when a launcher is made. */
+
+/* Cell i as an exact int in [0, 2**63), or -1 when it is not such an int (the caller goes general). */
+static long long cell_ll(PyObject *cells, Py_ssize_t i) {
+    PyObject *v = PyList_GET_ITEM(cells, i);
+    if (!PyLong_CheckExact(v)) return -1;
+    int overflow = 0;
+    long long r = PyLong_AsLongLongAndOverflow(v, &overflow);
+    return overflow ? -1 : r;
+}
+
+static int cell_set_ll(PyObject *cells, Py_ssize_t i, long long v) {
+    PyObject *o = PyLong_FromLongLong(v);
+    if (o == NULL) return -1;
+    return PyList_SetItem(cells, i, o);  /* steals o, releases the old value */
+}
+
+static int cell_set(PyObject *cells, Py_ssize_t i, PyObject *v) {
+    Py_INCREF(v);
+    return PyList_SetItem(cells, i, v);
+}
+
+static int cell_true(PyObject *cells, Py_ssize_t i) { return PyObject_IsTrue(PyList_GET_ITEM(cells, i)); }
+
+/* Indices of the cells (recorder/_state.py, Recorder._cells). */
+enum { ST_NEXT_SEQ, ST_LIMIT, ST_FAST, ST_OUTSTANDING, ST_CELLS };
+enum { REC_SLOT_COUNTER, REC_EPOCH, REC_USABLE, REC_CELLS };
+
+static PyObject *call0(PyObject *f) { return PyObject_Vectorcall(f, NULL, 0, NULL); }
+
+/* Call helper(args) with the pending exception passed as args[0] and restored afterwards (it propagates
+ * unchanged, as `raise` after the helper does in Python). An exception from the helper replaces it, as in
+ * Python. */
+static void fail_with(PyObject *helper, PyObject **args, size_t n) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) PyException_SetTraceback(value, tb);
+    args[0] = value;
+    PyObject *r = PyObject_Vectorcall(helper, args, n, NULL);
+    if (r == NULL) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return;
+    }
+    Py_DECREF(r);
+    PyErr_Restore(type, value, tb);
+}
+
+/* The launch-map write `window[seq & wmask] = (seq, slot, opcode, w, epoch, outputs, begin)`: one list store.
+ * When the tuple already in that slot is held by the window alone (refcount 1: nothing else can see it, and
+ * the GIL is held), its items are replaced in place instead of allocating a new tuple, as CPython's own zip
+ * and enumerate reuse their result tuples. Anyone who took the old entry (a lookup) holds a reference, so
+ * gets a new tuple instead. Returns 0, or -1 with an exception. */
+static int store_entry(PyObject *window, Py_ssize_t at, PyObject *seq, PyObject *slot, PyObject *opcode,
+                       PyObject *w, PyObject *epoch, PyObject *outputs, PyObject *begin) {
+    PyObject *items[7] = {seq, slot, opcode, w, epoch, outputs, begin};
+    PyObject *old = PyList_GET_ITEM(window, at);
+    if (old != NULL && PyTuple_CheckExact(old) && Py_REFCNT(old) == 1 && PyTuple_GET_SIZE(old) == 7) {
+        PyObject *prev[7];
+        for (int i = 0; i < 7; i++) {
+            prev[i] = PyTuple_GET_ITEM(old, i);
+            Py_INCREF(items[i]);
+            PyTuple_SET_ITEM(old, i, items[i]);
+        }
+        /* Outputs may be anything (a cycle could pass through it): then the collector must see the entry. */
+        if (outputs != Py_None && !PyObject_GC_IsTracked(old)) PyObject_GC_Track(old);
+        for (int i = 0; i < 7; i++) Py_DECREF(prev[i]);  /* after the stores: a finalizer sees a whole entry */
+        return 0;
+    }
+    PyObject *t = PyTuple_New(7);
+    if (t == NULL) return -1;
+    for (int i = 0; i < 7; i++) {
+        Py_INCREF(items[i]);
+        PyTuple_SET_ITEM(t, i, items[i]);
+    }
+    /* Ints, None and the words (a tuple of ints, checked): no cycle can pass through it, so the collector
+     * need not visit it (it would untrack it itself at its first pass). */
+    if (outputs == Py_None) PyObject_GC_UnTrack(t);
+    return PyList_SetItem(window, at, t);  /* steals t, releases the old entry */
+}
+
+/* ----------------------------------------------------------------------------------------------- RLock */
+
+/* threading.RLock's semantics (owner thread, recursion count; a blocking acquire releases the GIL and runs
+ * signal handlers when interrupted, as _thread.RLock does), with C entry points for Hot: taking the
+ * recorder's lock is then two C calls instead of two method calls that parse arguments. */
+
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock lock;
+    unsigned long owner;
+    unsigned long count;
+} RLock;
+
+static PyTypeObject RLockType;
+
+/* timeout_us < 0: wait forever; 0: do not wait. Returns 1 acquired, 0 not (timeout), -1 error. */
+static int rlock_take(RLock *r, PY_TIMEOUT_T timeout_us) {
+    unsigned long me = PyThread_get_thread_ident();
+    if (r->count > 0 && r->owner == me) {
+        if (r->count == (unsigned long)-1) {
+            PyErr_SetString(PyExc_OverflowError, "internal lock count overflowed");
+            return -1;
+        }
+        r->count++;
+        return 1;
+    }
+    if (!PyThread_acquire_lock(r->lock, NOWAIT_LOCK)) {
+        if (timeout_us == 0) return 0;
+        for (;;) {
+            PyLockStatus st;
+            Py_BEGIN_ALLOW_THREADS
+            st = PyThread_acquire_lock_timed(r->lock, timeout_us, 1);
+            Py_END_ALLOW_THREADS
+            if (st == PY_LOCK_ACQUIRED) break;
+            if (st == PY_LOCK_FAILURE) return 0;
+            if (Py_MakePendingCalls() < 0) return -1;  /* PY_LOCK_INTR: a signal handler raised */
+        }
+    }
+    r->owner = me;
+    r->count = 1;
+    return 1;
+}
+
+static int rlock_give(RLock *r) {
+    if (r->count == 0 || r->owner != PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot release un-acquired lock");
+        return -1;
+    }
+    if (--r->count == 0) {
+        r->owner = 0;
+        PyThread_release_lock(r->lock);
+    }
+    return 0;
+}
+
+static PyObject *rlock_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    if ((kw != NULL && PyDict_GET_SIZE(kw)) || PyTuple_GET_SIZE(args)) {
+        PyErr_SetString(PyExc_TypeError, "RLock() takes no arguments");
+        return NULL;
+    }
+    RLock *r = (RLock *)type->tp_alloc(type, 0);
+    if (r == NULL) return NULL;
+    r->lock = PyThread_allocate_lock();
+    if (r->lock == NULL) {
+        Py_DECREF(r);
+        PyErr_SetString(PyExc_MemoryError, "cannot allocate lock");
+        return NULL;
+    }
+    return (PyObject *)r;
+}
+
+static void rlock_dealloc(RLock *r) {
+    if (r->lock != NULL) {
+        if (r->count > 0) PyThread_release_lock(r->lock);
+        PyThread_free_lock(r->lock);
+    }
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyObject *rlock_acquire(RLock *r, PyObject *args, PyObject *kw) {
+    static char *names[] = {"blocking", "timeout", NULL};
+    int blocking = 1;
+    double timeout = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|pd:acquire", names, &blocking, &timeout)) return NULL;
+    if (!blocking && timeout != -1) {
+        PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
+        return NULL;
+    }
+    if (timeout < 0 && timeout != -1) {
+        PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
+        return NULL;
+    }
+    PY_TIMEOUT_T us = !blocking ? 0 : timeout < 0 ? -1 : (PY_TIMEOUT_T)(timeout * 1e6);
+    int got = rlock_take(r, us);
+    if (got < 0) return NULL;
+    return PyBool_FromLong(got);
+}
+
+static PyObject *rlock_enter(RLock *r, PyObject *unused) {
+    if (rlock_take(r, -1) < 0) return NULL;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *rlock_release(RLock *r, PyObject *unused) {
+    if (rlock_give(r) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *rlock_exit(RLock *r, PyObject *args) {
+    if (rlock_give(r) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *rlock_is_owned(RLock *r, PyObject *unused) {
+    return PyBool_FromLong(r->count > 0 && r->owner == PyThread_get_thread_ident());
+}
+
+static PyObject *rlock_repr(RLock *r) {
+    return PyUnicode_FromFormat("<%s %s object owner=%lu count=%lu at %p>", r->count ? "locked" : "unlocked",
+                                Py_TYPE(r)->tp_name, r->owner, r->count, r);
+}
+
+static PyMethodDef rlock_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))rlock_acquire, METH_VARARGS | METH_KEYWORDS, NULL},
+    {"release", (PyCFunction)rlock_release, METH_NOARGS, NULL},
+    {"__enter__", (PyCFunction)rlock_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)rlock_exit, METH_VARARGS, NULL},
+    {"_is_owned", (PyCFunction)rlock_is_owned, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RLockType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vrrl_gpu.recorder._vrrl_fast.RLock",
+    .tp_basicsize = sizeof(RLock),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = rlock_new,
+    .tp_dealloc = (destructor)rlock_dealloc,
+    .tp_methods = rlock_methods,
+    .tp_repr = (reprfunc)rlock_repr,
+    .tp_doc = "threading.RLock for the recorder's lock, with C entry points for the launch path",
+};
+
+/* ------------------------------------------------------------------------------------------------- Hot */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *rec_cells, *st_cells, *st_dict, *acquire, *release, *window, *pack, *launch, *probe, *words_fn, *room,
+        *slow, *pack_failed, *launch_failed, *note_slot, *zero_words, *lock, *produced_obj, *begin, *completed;
+    Py_buffer produced;
+    Py_ssize_t wmask;
+    long long end;
+} Hot;
+
+#define HOT_FIELDS(X)                                                                                        \
+    X(rec_cells) X(st_cells) X(st_dict) X(acquire) X(release) X(window) X(pack) X(launch) X(probe) X(words_fn) X(room)   \
+    X(slow) X(pack_failed) X(launch_failed) X(note_slot) X(zero_words) X(lock) X(produced_obj) X(begin)       \
+    X(completed)
+
+static int hot_traverse(Hot *h, visitproc visit, void *arg) {
+#define V(f) Py_VISIT(h->f);
+    HOT_FIELDS(V)
+#undef V
+    return 0;
+}
+
+static int hot_clear(Hot *h) {
+#define C(f) Py_CLEAR(h->f);
+    HOT_FIELDS(C)
+#undef C
+    return 0;
+}
+
+static void hot_dealloc(Hot *h) {
+    PyObject_GC_UnTrack(h);
+    if (h->produced.obj != NULL) PyBuffer_Release(&h->produced);
+    hot_clear(h);
+    Py_TYPE(h)->tp_free((PyObject *)h);
+}
+
+static PyObject *hot_slow(Hot *h, PyObject *const *a, PyObject *w, PyObject *captured) {
+    PyObject *args[10] = {a[0], a[1], a[2], a[3], a[4], w, a[6], a[7], a[8], captured};
+    return PyObject_Vectorcall(h->slow, args, 10, NULL);
+}
+
+/* The body, with the lock held. Returns a new reference (None) or NULL with an exception set. */
+static PyObject *hot_locked(Hot *h, PyObject *const *a, PyObject *w) {
+    PyObject *kernel = a[0], *grid = a[1], *block = a[2], *args = a[3], *opcode = a[4], *stream = a[6];
+    PyObject *shared_mem = a[7], *outputs = a[8];
+    int t = cell_true(h->st_cells, ST_FAST);
+    if (t < 0) return NULL;
+    int general = !t || !PyLong_CheckExact(opcode);
+    if (!general) {
+        int overflow = 0;
+        long long op = PyLong_AsLongLongAndOverflow(opcode, &overflow);
+        general = overflow || op < 0 || op >= META_OPCODE_BASE;
+    }
+    if (!general) {
+        t = cell_true(h->rec_cells, REC_USABLE);
+        if (t < 0) return NULL;
+        general = !t;
+    }
+    if (general) return hot_slow(h, a, w, Py_None);
+    if (h->probe != Py_None) {
+        PyObject *r = PyObject_Vectorcall(h->probe, &stream, 1, NULL);
+        if (r == NULL) return NULL;
+        t = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (t < 0) return NULL;
+        if (t) return hot_slow(h, a, w, Py_True);
+    }
+    long long seq = cell_ll(h->st_cells, ST_NEXT_SEQ), limit = cell_ll(h->st_cells, ST_LIMIT);
+    long long counter = cell_ll(h->rec_cells, REC_SLOT_COUNTER);
+    PyObject *epoch = PyList_GET_ITEM(h->rec_cells, REC_EPOCH);
+    if (seq < 0 || limit < 0 || counter < 0) return hot_slow(h, a, w, Py_None);  /* not the plain ints kept */
+    Py_INCREF(epoch);
+    PyObject *res = NULL, *slot = NULL, *seq_o = NULL, *s1 = NULL;
+    if (seq + h->end >= limit) {
+        PyObject *s = PyLong_FromLongLong(seq + h->end);
+        if (s == NULL) goto done;
+        PyObject *r = PyObject_Vectorcall(h->room, &s, 1, NULL);
+        Py_DECREF(s);
+        if (r == NULL) goto done;
+        t = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (t < 0) goto done;
+        if (!t) {
+            res = hot_slow(h, a, w, Py_None);
+            goto done;
+        }
+    }
+    slot = PyLong_FromLongLong(counter % UNKNOWN_SLOT);
+    seq_o = PyLong_FromLongLong(seq);
+    if (slot == NULL || seq_o == NULL) goto done;
+    {
+        /* A slot before the arguments: a bound method (or an instance's __call__) needs no copy for self. */
+        PyObject *pargs[7] = {NULL, seq_o, slot, opcode, w, epoch, h->begin};
+        PyObject *r = PyObject_Vectorcall(h->pack, pargs + 1, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (r == NULL) {
+            PyObject *fargs[2] = {NULL, NULL};
+            fail_with(h->pack_failed, fargs, 1);
+            goto done;
+        }
+        Py_DECREF(r);
+    }
+    if (store_entry(h->window, seq & h->wmask, seq_o, slot, opcode, w, epoch, outputs, seq_o) < 0) goto done;
+    s1 = PyLong_FromLongLong(seq + 1);
+    if (s1 == NULL || cell_set(h->st_cells, ST_NEXT_SEQ, s1) < 0) goto done;
+    *(uint64_t *)h->produced.buf = (uint64_t)(seq + 1);
+    if (cell_set_ll(h->rec_cells, REC_SLOT_COUNTER, counter + 1) < 0) goto done;
+    {
+        PyObject *run = PyDict_GetItemWithError(h->st_dict, s_run);  /* borrowed; note_slot replaces it */
+        int extended = 0;
+        if (run != NULL && PyList_CheckExact(run) && PyList_GET_SIZE(run) == 3) {
+            int o0 = 0, o1 = 0, o2 = 0;
+            long long r0 = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(run, 0), &o0);
+            long long r1 = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(run, 1), &o1);
+            long long r2 = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(run, 2), &o2);
+            if (PyErr_Occurred()) goto done;
+            if (!o0 && !o1 && !o2 && (__int128)r0 + (__int128)r1 * r2 == counter % UNKNOWN_SLOT) {
+                PyObject *n = PyLong_FromLongLong(r2 + 1);
+                if (n == NULL) goto done;
+                Py_INCREF(run);
+                int bad = PyList_SetItem(run, 2, n);
+                Py_DECREF(run);
+                if (bad < 0) goto done;
+                extended = 1;
+            } else if (o0 || o1 || o2) {
+                /* Not the small ints the runs hold: Python decides (note_slot compares exactly too). */
+            }
+        } else if (PyErr_Occurred()) {
+            goto done;
+        }
+        if (!extended) {
+            PyObject *nargs[2] = {NULL, slot};
+            PyObject *r = PyObject_Vectorcall(h->note_slot, nargs + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            if (r == NULL) goto done;
+            Py_DECREF(r);
+        }
+    }
+    if (cell_set(h->st_cells, ST_OUTSTANDING, Py_True) < 0) goto done;
+    {
+        PyObject *largs[7] = {NULL, kernel, grid, block, args, stream, shared_mem};
+        PyObject *r = PyObject_Vectorcall(h->launch, largs + 1, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw_launch);
+        if (r == NULL) {
+            PyObject *fargs[8] = {NULL, slot, opcode, w, epoch, seq_o, outputs, Py_False};
+            fail_with(h->launch_failed, fargs, 8);
+            goto done;
+        }
+        Py_DECREF(r);
+    }
+    if (h->end) {
+        PyObject *pargs[7] = {NULL, s1, slot, opcode, w, epoch, h->completed};
+        PyObject *r = PyObject_Vectorcall(h->pack, pargs + 1, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (r == NULL) {
+            /* The kernel was enqueued: the device may have run it and faulted in it (launched=True). */
+            PyObject *fargs[8] = {NULL, slot, opcode, w, epoch, seq_o, outputs, Py_True};
+            fail_with(h->launch_failed, fargs, 8);
+            goto done;
+        }
+        Py_DECREF(r);
+        if (store_entry(h->window, (seq + 1) & h->wmask, s1, slot, opcode, w, epoch, outputs, seq_o) < 0 ||
+            cell_set_ll(h->st_cells, ST_NEXT_SEQ, seq + 2) < 0)
+            goto done;
+        *(uint64_t *)h->produced.buf = (uint64_t)(seq + 2);
+    }
+    res = Py_None;
+    Py_INCREF(res);
+done:
+    Py_XDECREF(s1);
+    Py_XDECREF(slot);
+    Py_XDECREF(seq_o);
+    Py_DECREF(epoch);
+    return res;
+}
+
+static PyObject *hot_vectorcall(PyObject *self, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
+    Hot *h = (Hot *)self;
+    if (PyVectorcall_NARGS(nargsf) != 9 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "hot(kernel, grid, block, args, opcode, words, stream, shared_mem, outputs)");
+        return NULL;
+    }
+    PyObject *w = a[5];
+    if (w == Py_None) {
+        w = h->zero_words;
+        Py_INCREF(w);
+    } else if (words_ok(w)) {
+        Py_INCREF(w);
+    } else {
+        w = PyObject_Vectorcall(h->words_fn, &a[5], 1, NULL);  /* raises what _words raises */
+        if (w == NULL) return NULL;
+    }
+    RLock *fast_lock = Py_TYPE(h->lock) == &RLockType ? (RLock *)h->lock : NULL;
+    if (fast_lock != NULL) {
+        if (rlock_take(fast_lock, -1) < 0) {
+            Py_DECREF(w);
+            return NULL;
+        }
+    } else {
+        PyObject *r = call0(h->acquire);
+        if (r == NULL) {
+            Py_DECREF(w);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    PyObject *res = hot_locked(h, a, w);
+    Py_DECREF(w);
+    /* `finally: lock.release()`: an exception from release replaces the body's, as in Python. Our own lock
+     * cannot fail to release here (this thread holds it). */
+    if (fast_lock != NULL) {
+        rlock_give(fast_lock);
+        return res;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *r = call0(h->release);
+    if (r == NULL) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        Py_XDECREF(res);
+        return NULL;
+    }
+    Py_DECREF(r);
+    PyErr_Restore(type, value, tb);
+    return res;
+}
+
+static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *rec_cells, *st_cells, *st_dict, *lock, *window, *pack, *produced, *launch, *probe, *words_fn, *room, *slow,
+        *pack_failed, *launch_failed, *note_slot, *zero, *begin, *completed;
+    Py_ssize_t wmask;
+    long long end;
+    if (!PyArg_ParseTuple(args, "O!O!O!OO!nOOOOLOOOOOOOOO", &PyList_Type, &rec_cells, &PyList_Type, &st_cells,
+                          &PyDict_Type, &st_dict, &lock, &PyList_Type, &window, &wmask, &pack, &produced, &launch, &probe, &end,
+                          &words_fn, &room, &slow, &pack_failed, &launch_failed, &note_slot, &zero, &begin,
+                          &completed))
+        return NULL;
+    if (PyList_GET_SIZE(rec_cells) != REC_CELLS || PyList_GET_SIZE(st_cells) != ST_CELLS) {
+        PyErr_SetString(PyExc_ValueError, "unexpected cells");
+        return NULL;
+    }
+    if (wmask < 0 || PyList_GET_SIZE(window) != wmask + 1) {
+        PyErr_SetString(PyExc_ValueError, "the window's length must be wmask + 1");
+        return NULL;
+    }
+    Hot *h = (Hot *)type->tp_alloc(type, 0);
+    if (h == NULL) return NULL;
+    h->vectorcall = hot_vectorcall;
+    if (PyObject_GetBuffer(produced, &h->produced, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        h->produced.obj = NULL;
+        Py_DECREF(h);
+        return NULL;
+    }
+    if (h->produced.len < 8) {
+        PyErr_SetString(PyExc_ValueError, "the producer cell must hold a u64");
+        Py_DECREF(h);
+        return NULL;
+    }
+    h->acquire = PyObject_GetAttrString(lock, "acquire");
+    h->release = PyObject_GetAttrString(lock, "release");
+    if (h->acquire == NULL || h->release == NULL) {
+        Py_DECREF(h);
+        return NULL;
+    }
+#define SET(f, v) Py_INCREF(v); h->f = v;
+    SET(rec_cells, rec_cells) SET(st_cells, st_cells) SET(st_dict, st_dict) SET(window, window) SET(pack, pack) SET(launch, launch)
+    SET(probe, probe) SET(words_fn, words_fn) SET(room, room) SET(slow, slow) SET(pack_failed, pack_failed)
+    SET(launch_failed, launch_failed) SET(note_slot, note_slot) SET(zero_words, zero) SET(lock, lock)
+    SET(produced_obj, produced) SET(begin, begin) SET(completed, completed)
+#undef SET
+    h->wmask = wmask;
+    h->end = end ? 1 : 0;
+    return (PyObject *)h;
+}
+
+static PyTypeObject HotType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vrrl_gpu.recorder._vrrl_fast.Hot",
+    .tp_basicsize = sizeof(Hot),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Hot, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = hot_new,
+    .tp_dealloc = (destructor)hot_dealloc,
+    .tp_traverse = (traverseproc)hot_traverse,
+    .tp_clear = (inquiry)hot_clear,
+    .tp_doc = "rec.launch's inline path for one stream (recorder/_hot.py: make_hot)",
+};
+
+/* ----------------------------------------------------------------------------------------------- Bound */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *hot, *kernel, *opcode, *words, *stream, *outputs;
+} Bound;
+
+static int bound_traverse(Bound *b, visitproc visit, void *arg) {
+    Py_VISIT(b->hot);
+    Py_VISIT(b->kernel);
+    Py_VISIT(b->opcode);
+    Py_VISIT(b->words);
+    Py_VISIT(b->stream);
+    Py_VISIT(b->outputs);
+    return 0;
+}
+
+static int bound_clear(Bound *b) {
+    Py_CLEAR(b->hot);
+    Py_CLEAR(b->kernel);
+    Py_CLEAR(b->opcode);
+    Py_CLEAR(b->words);
+    Py_CLEAR(b->stream);
+    Py_CLEAR(b->outputs);
+    return 0;
+}
+
+static void bound_dealloc(Bound *b) {
+    PyObject_GC_UnTrack(b);
+    bound_clear(b);
+    Py_TYPE(b)->tp_free((PyObject *)b);
+}
+
+static PyObject *zero_int;
+
+static PyObject *bound_vectorcall(PyObject *self, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
+    Bound *b = (Bound *)self;
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf), nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *shm = zero_int;
+    if (n == 4 && nk == 0) {
+        shm = a[3];
+    } else if (n == 3 && nk == 1 && PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), s_shared_mem) == 0) {
+        shm = a[3];
+    } else if (!(n == 3 && nk == 0)) {
+        PyErr_SetString(PyExc_TypeError, "launcher(grid, block, args, shared_mem=0)");
+        return NULL;
+    }
+    PyObject *args[9] = {b->kernel, a[0], a[1], a[2], b->opcode, b->words, b->stream, shm, b->outputs};
+    return PyObject_Vectorcall(b->hot, args, 9, NULL);
+}
+
+static PyObject *bound_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *hot, *kernel, *opcode, *words, *stream, *outputs;
+    if (!PyArg_ParseTuple(args, "OOOOOO", &hot, &kernel, &opcode, &words, &stream, &outputs)) return NULL;
+    Bound *b = (Bound *)type->tp_alloc(type, 0);
+    if (b == NULL) return NULL;
+    b->vectorcall = bound_vectorcall;
+#define SET(f) Py_INCREF(f); b->f = f;
+    SET(hot) SET(kernel) SET(opcode) SET(words) SET(stream) SET(outputs)
+#undef SET
+    return (PyObject *)b;
+}
+
+static PyTypeObject BoundType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vrrl_gpu.recorder._vrrl_fast.Bound",
+    .tp_basicsize = sizeof(Bound),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Bound, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = bound_new,
+    .tp_dealloc = (destructor)bound_dealloc,
+    .tp_traverse = (traverseproc)bound_traverse,
+    .tp_clear = (inquiry)bound_clear,
+    .tp_doc = "rec.launcher's launcher(grid, block, args, shared_mem=0) (recorder/_hot.py: make_launcher)",
+};
+
+/* ---------------------------------------------------------------------------------------------- Launch */
+
+/* `rec.launch` itself (Recorder.launch): a known stream object's state with an inline path takes it, C to C;
+ * everything else (and any call shape but the documented one) is the Python method, which does the same. */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *by_id, *general;
+} Launch;
+
+static PyObject *s_hot, *s_opcode, *s_words, *s_outputs;
+
+static int launch_traverse(Launch *l, visitproc visit, void *arg) {
+    Py_VISIT(l->by_id);
+    Py_VISIT(l->general);
+    return 0;
+}
+
+static int launch_clear(Launch *l) {
+    Py_CLEAR(l->by_id);
+    Py_CLEAR(l->general);
+    return 0;
+}
+
+static void launch_dealloc(Launch *l) {
+    PyObject_GC_UnTrack(l);
+    launch_clear(l);
+    Py_TYPE(l)->tp_free((PyObject *)l);
+}
+
+static PyTypeObject HotType;
+
+static PyObject *launch_vectorcall(PyObject *self, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
+    Launch *l = (Launch *)self;
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf), nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *opcode = NULL, *words = Py_None, *stream = Py_None, *shm = zero_int, *outputs = Py_None;
+    int plain = n == 4;
+    for (Py_ssize_t i = 0; plain && i < nk; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i), *v = a[n + i];
+        /* Keyword names from a call site are interned: pointers first, then by value. */
+        if (k == s_opcode) opcode = v;
+        else if (k == s_stream) stream = v;
+        else if (k == s_words) words = v;
+        else if (k == s_shared_mem) shm = v;
+        else if (k == s_outputs) outputs = v;
+        else if (PyUnicode_Compare(k, s_opcode) == 0) opcode = v;
+        else if (PyUnicode_Compare(k, s_stream) == 0) stream = v;
+        else if (PyUnicode_Compare(k, s_words) == 0) words = v;
+        else if (PyUnicode_Compare(k, s_shared_mem) == 0) shm = v;
+        else if (PyUnicode_Compare(k, s_outputs) == 0) outputs = v;
+        else plain = 0;
+        if (PyErr_Occurred()) return NULL;
+    }
+    if (plain && opcode != NULL) {
+        PyObject *key = PyLong_FromVoidPtr(stream);
+        if (key == NULL) return NULL;
+        PyObject *st = PyDict_GetItemWithError(l->by_id, key);  /* borrowed */
+        Py_DECREF(key);
+        if (st == NULL && PyErr_Occurred()) return NULL;
+        if (st != NULL) {
+            /* st.hot from the instance dict (a dataclass field: always there, never a descriptor). */
+            PyObject **dp = _PyObject_GetDictPtr(st);
+            PyObject *hot = dp != NULL && *dp != NULL ? PyDict_GetItemWithError(*dp, s_hot) : NULL;
+            if (hot == NULL && PyErr_Occurred()) return NULL;
+            if (hot != NULL && Py_TYPE(hot) == &HotType) {
+                Py_INCREF(hot);
+                PyObject *args[9] = {a[0], a[1], a[2], a[3], opcode, words, stream, shm, outputs};
+                PyObject *r = hot_vectorcall(hot, args, 9, NULL);
+                Py_DECREF(hot);
+                return r;
+            }
+        }
+    }
+    return PyObject_Vectorcall(l->general, a, nargsf, kwnames);
+}
+
+static PyObject *launch_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *by_id, *general;
+    if (!PyArg_ParseTuple(args, "O!O", &PyDict_Type, &by_id, &general)) return NULL;
+    Launch *l = (Launch *)type->tp_alloc(type, 0);
+    if (l == NULL) return NULL;
+    l->vectorcall = launch_vectorcall;
+    Py_INCREF(by_id);
+    l->by_id = by_id;
+    Py_INCREF(general);
+    l->general = general;
+    return (PyObject *)l;
+}
+
+static PyTypeObject LaunchType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vrrl_gpu.recorder._vrrl_fast.Launch",
+    .tp_basicsize = sizeof(Launch),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Launch, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = launch_new,
+    .tp_dealloc = (destructor)launch_dealloc,
+    .tp_traverse = (traverseproc)launch_traverse,
+    .tp_clear = (inquiry)launch_clear,
+    .tp_doc = "Recorder.launch for one recorder (the Python method for everything but a known stream)",
+};
+
+/* ----------------------------------------------------------------------------------------------- Instr */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *rec_cells, *rec_dict, *by_id, *bound, *words, *wfn, *slots, *first, *failed, *words_fn, *coop;
+    long long mask;
+} Instr;
+
+#define INSTR_FIELDS(X)                                                                                      \
+    X(rec_cells) X(rec_dict) X(by_id) X(bound) X(words) X(wfn) X(slots) X(first) X(failed) X(words_fn) X(coop)
+
+static int instr_traverse(Instr *x, visitproc visit, void *arg) {
+#define V(f) Py_VISIT(x->f);
+    INSTR_FIELDS(V)
+#undef V
+    return 0;
+}
+
+static int instr_clear(Instr *x) {
+#define C(f) Py_CLEAR(x->f);
+    INSTR_FIELDS(C)
+#undef C
+    return 0;
+}
+
+static void instr_dealloc(Instr *x) {
+    PyObject_GC_UnTrack(x);
+    instr_clear(x);
+    Py_TYPE(x)->tp_free((PyObject *)x);
+}
+
+static PyObject *instr_vectorcall(PyObject *self, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
+    Instr *x = (Instr *)self;
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf), nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (n != 3) {
+        PyErr_SetString(PyExc_TypeError, "expected (grid, block, args, *, shared_mem=0, stream=None)");
+        return NULL;
+    }
+    PyObject *shm = zero_int, *stream = Py_None, *coop = Py_False;
+    for (Py_ssize_t i = 0; i < nk; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_Compare(k, s_stream) == 0) stream = a[3 + i];
+        else if (PyUnicode_Compare(k, s_shared_mem) == 0) shm = a[3 + i];
+        else if (PyUnicode_Compare(k, s_coop) == 0) coop = a[3 + i];
+        else {
+            PyErr_Format(PyExc_TypeError, "unexpected keyword argument %R", k);
+            return NULL;
+        }
+    }
+    int t = PyObject_IsTrue(coop);
+    if (t < 0) return NULL;
+    if (t) {
+        PyObject *err = call0(x->coop);  /* the same error the Python reference raises */
+        if (err == NULL) return NULL;
+        PyErr_SetObject((PyObject *)Py_TYPE(err), err);
+        Py_DECREF(err);
+        return NULL;
+    }
+    PyObject *w;
+    if (x->words != Py_None) {
+        w = x->words;
+        Py_INCREF(w);
+    } else {
+        PyObject *tup = PySequence_Tuple(a[2]);
+        if (tup == NULL) return NULL;
+        PyObject *raw = PyObject_Vectorcall(x->wfn, &tup, 1, NULL);
+        Py_DECREF(tup);
+        if (raw == NULL) return NULL;
+        w = PyObject_Vectorcall(x->words_fn, &raw, 1, NULL);
+        Py_DECREF(raw);
+        if (w == NULL) return NULL;
+    }
+    PyObject *st = NULL, *res = NULL, *slot = NULL, *varying = NULL, *epoch = NULL;
+    Py_INCREF(stream);
+    {
+        PyObject *key = PyLong_FromVoidPtr(stream);
+        if (key == NULL) goto done;
+        st = PyDict_GetItemWithError(x->by_id, key);
+        Py_DECREF(key);
+        if (st == NULL && PyErr_Occurred()) goto done;
+        Py_XINCREF(st);
+    }
+    t = cell_true(x->rec_cells, REC_USABLE);
+    if (t < 0) goto done;
+    if (st == NULL || !t) {
+        Py_XDECREF(st);
+        st = PyObject_Vectorcall(x->first, &stream, 1, NULL);  /* the state, under the lock, or raises */
+        if (st == NULL) goto done;
+        PyObject *s = PyObject_GetAttr(st, s_stream);
+        if (s == NULL) goto done;
+        Py_DECREF(stream);
+        stream = s;
+    }
+    slot = PyIter_Next(x->slots);
+    if (slot == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "the slot counter ended");
+        goto done;
+    }
+    {
+        PyObject *m = PyLong_FromLongLong(x->mask), *v = PyNumber_And(slot, m);
+        Py_DECREF(m);
+        Py_DECREF(slot);
+        slot = v;
+        if (slot == NULL) goto done;
+    }
+    epoch = PyList_GET_ITEM(x->rec_cells, REC_EPOCH);
+    Py_INCREF(epoch);
+    {
+        PyObject *items = PySequence_Fast(w, "words");
+        if (items == NULL) goto done;
+        Py_ssize_t nw = PySequence_Fast_GET_SIZE(items);
+        varying = PyTuple_New(nw + 2);
+        if (varying == NULL) {
+            Py_DECREF(items);
+            goto done;
+        }
+        Py_INCREF(slot);
+        PyTuple_SET_ITEM(varying, 0, slot);
+        for (Py_ssize_t i = 0; i < nw; i++) {
+            PyObject *v = PySequence_Fast_GET_ITEM(items, i);
+            Py_INCREF(v);
+            PyTuple_SET_ITEM(varying, 1 + i, v);
+        }
+        Py_INCREF(epoch);
+        PyTuple_SET_ITEM(varying, nw + 1, epoch);
+        Py_DECREF(items);
+    }
+    {
+        PyObject *bargs[7] = {NULL, a[0], a[1], a[2], varying, stream, shm};
+        PyObject *r = PyObject_Vectorcall(x->bound, bargs + 1, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (r == NULL) {
+            PyObject *fargs[5] = {NULL, st, w, epoch, NULL};
+            fail_with(x->failed, fargs, 4);
+            goto done;
+        }
+        Py_DECREF(r);
+    }
+    {
+        PyObject *cells = PyObject_GetAttr(st, s_cells);
+        if (cells == NULL) goto done;
+        int bad = !PyList_CheckExact(cells) || PyList_GET_SIZE(cells) != ST_CELLS;
+        if (bad) PyErr_SetString(PyExc_ValueError, "unexpected cells");
+        else bad = cell_set(cells, ST_OUTSTANDING, Py_False) < 0;
+        Py_DECREF(cells);
+        if (bad) goto done;
+    }
+    if (PyDict_SetItem(x->rec_dict, s_instr_outstanding, Py_True) < 0) goto done;
+    res = Py_None;
+    Py_INCREF(res);
+done:
+    Py_XDECREF(st);
+    Py_XDECREF(slot);
+    Py_XDECREF(varying);
+    Py_XDECREF(epoch);
+    Py_DECREF(stream);
+    Py_DECREF(w);
+    return res;
+}
+
+static PyObject *instr_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *rec_cells, *rec_dict, *by_id, *bound, *words, *wfn, *slots, *first, *failed, *words_fn, *coop;
+    long long mask;
+    if (!PyArg_ParseTuple(args, "O!O!O!OOOOLOOOO", &PyList_Type, &rec_cells, &PyDict_Type, &rec_dict, &PyDict_Type,
+                          &by_id, &bound, &words, &wfn, &slots, &mask, &first, &failed, &words_fn, &coop))
+        return NULL;
+    if (PyList_GET_SIZE(rec_cells) != REC_CELLS) {
+        PyErr_SetString(PyExc_ValueError, "unexpected cells");
+        return NULL;
+    }
+    Instr *x = (Instr *)type->tp_alloc(type, 0);
+    if (x == NULL) return NULL;
+    x->vectorcall = instr_vectorcall;
+#define SET(f) Py_INCREF(f); x->f = f;
+    SET(rec_cells) SET(rec_dict) SET(by_id) SET(bound) SET(words) SET(wfn) SET(slots) SET(first) SET(failed) SET(words_fn)
+    SET(coop)
+#undef SET
+    x->mask = mask;
+    return (PyObject *)x;
+}
+
+static PyMemberDef instr_members[] = {
+    {"bound", T_OBJECT_EX, offsetof(Instr, bound), READONLY, "the backend's bound launcher (benchmarks)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject InstrType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vrrl_gpu.recorder._vrrl_fast.Instr",
+    .tp_basicsize = sizeof(Instr),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Instr, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = instr_new,
+    .tp_dealloc = (destructor)instr_dealloc,
+    .tp_traverse = (traverseproc)instr_traverse,
+    .tp_clear = (inquiry)instr_clear,
+    .tp_doc = "an instrumented kernel's call (recorder/_hot.py: make_instr)",
+    .tp_members = instr_members,
+};
+
+/* ------------------------------------------------------------------------------------------------ module */
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_vrrl_fast", NULL, -1, NULL};
+
+PyMODINIT_FUNC PyInit__vrrl_fast(void) {
+#define INTERN(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return NULL;
+    INTERN(s_run, "run") INTERN(s_cells, "cells") INTERN(s_hot, "hot") INTERN(s_opcode, "opcode")
+    INTERN(s_words, "words") INTERN(s_outputs, "outputs") INTERN(s_instr_outstanding, "_instr_outstanding") INTERN(s_shared_mem, "shared_mem")
+    INTERN(s_stream, "stream") INTERN(s_coop, "enable_cooperative_groups")
+#undef INTERN
+    if ((kw_launch = PyTuple_Pack(2, s_stream, s_shared_mem)) == NULL) return NULL;
+    if ((zero_int = PyLong_FromLong(0)) == NULL) return NULL;
+    if (PyType_Ready(&HotType) < 0 || PyType_Ready(&BoundType) < 0 || PyType_Ready(&InstrType) < 0 ||
+        PyType_Ready(&LaunchType) < 0 || PyType_Ready(&RLockType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&moddef);
+    if (m == NULL) return NULL;
+    Py_INCREF(&HotType);
+    Py_INCREF(&BoundType);
+    Py_INCREF(&InstrType);
+    Py_INCREF(&LaunchType);
+    Py_INCREF(&RLockType);
+    if (PyModule_AddObject(m, "Launch", (PyObject *)&LaunchType) < 0 ||
+        PyModule_AddObject(m, "RLock", (PyObject *)&RLockType) < 0 ||
+        PyModule_AddObject(m, "Hot", (PyObject *)&HotType) < 0 ||
+        PyModule_AddObject(m, "Bound", (PyObject *)&BoundType) < 0 ||
+        PyModule_AddObject(m, "Instr", (PyObject *)&InstrType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
