@@ -197,12 +197,44 @@ def test_lines_pick_names_of_any_width(idx: list[int], wide: int) -> None:
     assert text.tobytes() == b"".join(b"<" + names[i] + b">\n" for i in idx)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0, 1, 2, 3]), st.integers(0, (1 << 64) - 1), st.booleans()), min_size=1
+    ),
+    st.integers(1, 12),
+)
+def test_lines_mix_nul_texts_with_padded_parts(rows: list[tuple[int, int, bool]], width: int) -> None:
+    # Padded parts are kept as "not NUL"; a text holding a NUL (a name, a literal, a part with garbage left
+    # of its text) must keep its exact bytes beside them, and a null with empty text must leave nothing.
+    names = [b"", b"a\0b", b"\0", b"gemm"]
+    idx = np.array([r[0] for r in rows])
+    v = np.array([r[1] for r in rows], np.uint64)
+    null = np.array([r[2] for r in rows])
+    small = v % np.uint64(10**width)
+    garbage = np.full((len(rows), 4), ord("#"), np.uint8)
+    garbage[:, 3] = ord("0") + (idx % 10).astype(np.uint8)
+    lines = Lines(len(rows)).lit("\0[").pick(idx, choice_table(names)).lit("|").uint(v, null=null)
+    lines.lit("|").hex(v, null=null, null_text=b"-").lit("|").fixed(small, width).lit("|")
+    lines.part(garbage, np.ones(len(rows), np.intp)).lit("|").hex(small, width=width).lit("]\n")
+    expected = b"".join(
+        b"\0["
+        + names[i]
+        + f"|{'' if z else x}|{'-' if z else f'{x:x}'}|{x % 10**width:0{width}d}|{i % 10}|".encode()
+        + f"{x % 10**width:0{width}x}]\n".encode()
+        for i, x, z in rows
+    )
+    assert lines.render().tobytes() == expected
+
+
 def test_datetime_text_covers_the_u64_range() -> None:
     from vrrl_gpu._cli._output import format_timestamp
 
     ts = np.array([0, 1_700_000_000_123_456_789, (1 << 63) - 1, 1 << 63, (1 << 64) - 1], np.uint64)
-    got = Lines(len(ts)).part(*datetime_text(ts)).lit("\n").render().tobytes().decode().splitlines()
-    assert got == [format_timestamp(int(t)) for t in ts.tolist()]
+    for padded in (False, True):
+        lines = Lines(len(ts)).part(*datetime_text(ts), padded=padded).lit("\n")
+        got = lines.render().tobytes().decode().splitlines()
+        assert got == [format_timestamp(int(t)) for t in ts.tolist()]
 
 
 # ------------------------------------------------------- info and verify, streamed

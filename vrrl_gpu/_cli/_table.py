@@ -73,7 +73,7 @@ class DumpRows:
         strm = streams if streams is not None else np.full(n, -1, np.int32)
         lines = Lines(n)
         lines.uint(np.arange(self.rows, self.rows + n, dtype=np.uint64)).lit("\t")
-        lines.part(*datetime_text(r["timestamp_ns"])).lit("\t")
+        lines.part(*datetime_text(r["timestamp_ns"]), padded=True).lit("\t")
         slot = r["slot_idx"]
         lines.uint(slot, null=slot == UNKNOWN_SLOT, null_text=b"unknown").lit("\t")
         lines.uint(r["tenant_id"]).lit("\t").uint(strm, null=strm < 0, null_text=b"-").lit("\t")

@@ -1,9 +1,14 @@
 """Lines of text built a column at a time with numpy: the text formats' engine (no per-record Python).
 
 A :class:`Lines` holds ``n`` rows and a list of parts, each a byte matrix of one width with each row's text
-right-aligned in it and its length. :meth:`Lines.render` lays the parts side by side and keeps, by one
-boolean mask, the bytes that are text: the rows' lines, concatenated. Names (opcodes, statuses, paths) are
-formatted once per distinct value by the caller and picked per row (:meth:`Lines.pick`).
+right-aligned in it. :meth:`Lines.render` lays the parts side by side and keeps, by one boolean mask, the
+bytes that are text: the rows' lines, concatenated. Names (opcodes, statuses, paths) are formatted once per
+distinct value by the caller and picked per row (:meth:`Lines.pick`).
+
+Most parts are *padded*: the bytes left of each row's text are NUL and the text holds none (digits, JSON,
+escaped names), so the mask is just "not NUL", one compare over the whole matrix. Only a part whose text
+may hold a NUL keeps its lengths and gets its own range of the mask (a compare per byte against them: that
+took about a third of the text formats' time when every part did it).
 """
 
 from __future__ import annotations
@@ -17,14 +22,19 @@ __all__ = ["Lines", "choice_table", "datetime_text"]
 
 # Four decimal digits as one little-endian u32 (byte 0 the thousands digit): one gather writes four bytes.
 _QUADS = np.frombuffer("".join(f"{i:04d}" for i in range(10000)).encode(), np.uint32)
-_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
-_POW10 = np.array([10**i for i in range(1, 20)], np.uint64)
-_POW10_32 = _POW10[:9].astype(np.uint32)
-_POW16 = np.array([16**i for i in range(1, 16)], np.uint64)
+# The same with the leading zeros as NUL: the quad that starts a number (``_LEAD``; 0 is four NULs, the
+# quad of a number's higher digits that are all zero) and the last quad of all (``_LEAD0``: 0 is "0").
+_LEAD = np.frombuffer(
+    "".join(f"{i:>4}" if i else "    " for i in range(10000)).replace(" ", "\0").encode(), np.uint32
+)
+_LEAD0 = _LEAD.copy()
+_LEAD0[0] = np.frombuffer(b"\0\0\0" + b"0", np.uint32)[0]
+_BOTH, _BOTH0 = np.concatenate([_LEAD, _QUADS]), np.concatenate([_LEAD0, _QUADS])
+_HEX_LEAD = np.frombuffer(b"0123456789abcdef" + bytes(16), np.uint8)
 
-# A part: u32 words (n or 1, q) holding each row's text right-aligned, and the rows' lengths (None: a
-# literal, whose length is the int).
-_Part = tuple[npt.NDArray[np.uint32], npt.NDArray[np.intp] | int]
+# A part: u32 words (n or 1, q) holding each row's text right-aligned, and what is text in it: None (padded:
+# every byte but NUL), the rows' lengths, or an int (a literal's length, the same on every row).
+_Part = tuple[npt.NDArray[np.uint32], npt.NDArray[np.intp] | int | None]
 
 
 def choice_table(texts: Sequence[bytes]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.intp]]:
@@ -67,15 +77,30 @@ def datetime_text(ns: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.uint8], np
     return mat, lens
 
 
-def _decimal(v: npt.NDArray[np.unsignedinteger], digits: int, min_quads: int) -> npt.NDArray[np.uint8]:
-    """(n, 4q) digit bytes of ``v``, zero-padded on the left; 8 digits at a time in u32 (it is faster)."""
+def _decimal(
+    v: npt.NDArray[np.unsignedinteger], digits: int, min_quads: int, *, lead: bool = False
+) -> npt.NDArray[np.uint8]:
+    """(n, 4q) digit bytes of ``v``, zero-padded on the left (``lead``: NUL-padded, the text right-aligned);
+    8 digits at a time in u32 (it is faster)."""
     quads = max(min_quads, -(-digits // 4))
     mat = np.empty((v.shape[0], quads), np.uint32)
+    top, bottom = (int(v.max()), int(v.min())) if lead and v.size else (0, 0)
+
+    def put(c: int, q: npt.NDArray[np.unsignedinteger]) -> None:
+        limit = 10 ** (4 * (quads - c))  # a value has digits left of quad c when it is this or more
+        if not lead or bottom >= limit:
+            mat[:, c] = _QUADS[q]
+        elif top < limit:
+            mat[:, c] = (_LEAD0 if c == quads - 1 else _LEAD)[q]
+        else:  # one gather: the quad starts the number, or is inside it
+            both = _BOTH0 if c == quads - 1 else _BOTH
+            mat[:, c] = both[q + (v >= v.dtype.type(limit)).astype(np.uint32) * np.uint32(10000)]
+
     rest: npt.NDArray[np.unsignedinteger] | None = v
     e8, e4 = np.uint32(10**8), np.uint32(10**4)
     for k in range(0, quads, 2):
         if rest is None:
-            mat[:, : quads - k] = _QUADS[0]
+            mat[:, : quads - k] = 0 if lead else _QUADS[0]
             break
         if rest.dtype == np.uint64 and digits - 4 * k > 8:
             big = rest.dtype.type(10**8)
@@ -85,9 +110,9 @@ def _decimal(v: npt.NDArray[np.unsignedinteger], digits: int, min_quads: int) ->
             lo, rest = rest % e8, rest // e8
         else:
             lo, rest = rest.astype(np.uint32), None
-        mat[:, quads - 1 - k] = _QUADS[lo % e4]
+        put(quads - 1 - k, lo % e4)
         if k + 1 < quads:
-            mat[:, quads - 2 - k] = _QUADS[lo // e4]
+            put(quads - 2 - k, lo // e4)
     return mat.view(np.uint8)
 
 
@@ -121,13 +146,17 @@ class Lines:
 
     def _flush(self) -> None:
         if self._lit:
-            self._parts.append((_quads(np.frombuffer(self._lit, np.uint8).reshape(1, -1)), len(self._lit)))
+            mat = _quads(np.frombuffer(self._lit, np.uint8).reshape(1, -1))
+            self._parts.append((mat, len(self._lit) if b"\0" in self._lit else None))
             self._lit = b""
 
-    def part(self, mat: npt.NDArray[np.uint8], lens: npt.NDArray[np.intp]) -> Lines:
-        """A ready part: ``mat`` (n, w) with each row's text right-aligned, ``lens`` its lengths."""
+    def part(self, mat: npt.NDArray[np.uint8], lens: npt.NDArray[np.intp], *, padded: bool = False) -> Lines:
+        """A ready part: ``mat`` (n, w) with each row's text right-aligned, ``lens`` its lengths.
+
+        ``padded``: the bytes left of each row's text are NUL and no text holds one (``lens`` then unused).
+        """
         self._flush()
-        self._parts.append((_quads(mat), lens))
+        self._parts.append((_quads(mat), None if padded else lens))
         return self
 
     def pick(
@@ -135,7 +164,9 @@ class Lines:
     ) -> Lines:
         """Row i gets text ``idx[i]`` of a :func:`choice_table`."""
         mat, lens = table
-        return self.part(mat[idx], lens[idx])
+        # choice_table pads with NUL: the table is padded unless a text holds a NUL itself.
+        padded = int(np.count_nonzero(mat)) == int(lens.sum())
+        return self.part(mat[idx], lens[idx], padded=padded)
 
     def uint(
         self,
@@ -151,22 +182,17 @@ class Lines:
             if null is not None:
                 v[null] = 0
         top = int(v.max()) if v.size else 0
-        mat = _decimal(v, len(str(top)), max(1, -(-len(null_text) // 4)))
-        lens = (
-            np.searchsorted(_POW10 if v.dtype == np.uint64 else _POW10_32, v, side="right").astype(np.intp)
-            + 1
-        )
+        mat = _decimal(v, len(str(top)), max(1, -(-len(null_text) // 4)), lead=True)
         if null is not None and null.any():
-            w = mat.shape[1]
-            mat[null, w - len(null_text) :] = np.frombuffer(null_text, np.uint8)
-            lens[null] = len(null_text)
-        return self.part(mat, lens)
+            self._null(mat, null, null_text)
+        return self._padded(mat)
 
     def fixed(self, values: npt.NDArray[np.integer], width: int) -> Lines:
         """Decimal zero-padded to ``width`` digits (values below ``10**width``)."""
         v = np.asarray(values)
         mat = _decimal(v if v.dtype.kind == "u" else v.astype(np.uint64), width, 1)
-        return self.part(mat, np.full(self.n, width, np.intp))
+        mat[:, : mat.shape[1] - width] = 0
+        return self._padded(mat)
 
     def hex(
         self,
@@ -180,23 +206,31 @@ class Lines:
         v = np.asarray(values).astype(np.uint64, copy=True)
         top = int(v.max()) if v.size else 0
         digits = width if width is not None else max(1, len(f"{top:x}"))
-        digits = max(digits, len(null_text))
-        w = -(-digits // 4) * 4  # whole words: the leading digits past ``digits`` are never kept
+        w = -(-max(digits, len(null_text)) // 4) * 4  # whole words
         mat = np.empty((self.n, w), np.uint8)
         for k in range(w):
-            mat[:, w - 1 - k] = _HEX[(v & np.uint64(15)).astype(np.intp)]
+            if k < digits:
+                nib = (v & np.uint64(15)).astype(np.intp)
+                if width is None and k:  # a leading zero (nothing left above it) is NUL
+                    nib += (v == 0) * 16
+                mat[:, w - 1 - k] = _HEX_LEAD[nib]
+            else:
+                mat[:, w - 1 - k] = 0
             v >>= np.uint64(4)
-        if width is not None:
-            lens = np.full(self.n, width, np.intp)
-        else:
-            lens = (
-                np.searchsorted(_POW16, np.asarray(values).astype(np.uint64), side="right").astype(np.intp)
-                + 1
-            )
         if null is not None and null.any():
-            mat[null, w - len(null_text) :] = np.frombuffer(null_text, np.uint8)
-            lens[null] = len(null_text)
-        return self.part(mat, lens)
+            self._null(mat, null, null_text)
+        return self._padded(mat)
+
+    @staticmethod
+    def _null(mat: npt.NDArray[np.uint8], null: npt.NDArray[np.bool_], null_text: bytes) -> None:
+        mat[null] = 0
+        if null_text:
+            mat[null, mat.shape[1] - len(null_text) :] = np.frombuffer(null_text, np.uint8)
+
+    def _padded(self, mat: npt.NDArray[np.uint8]) -> Lines:
+        self._flush()
+        self._parts.append((np.ascontiguousarray(mat).view(np.uint32), None))
+        return self
 
     # ----------------------------------------------------------- render
 
@@ -208,25 +242,20 @@ class Lines:
         # Every part is whole u32 words wide, so the layout is copied a word at a time.
         words = sum(m.shape[1] for m, _ in self._parts)
         out = np.empty((self.n, words), np.uint32)
-        keep = np.empty((self.n, 4 * words), np.bool_)
-        # The literals keep the same bytes on every row: one row for all of them, copied to every row at once;
-        # a part of varying length keeps its last ``lens`` bytes: one compare per byte (gathering a mask row
-        # per row instead took about a third of the text formats' time).
-        fixed = np.zeros(4 * words, np.bool_)
-        varying: list[tuple[int, int, npt.NDArray[np.intp]]] = []
         c = 0
+        exact: list[tuple[int, int, npt.NDArray[np.intp] | int]] = []
         for mat, lens in self._parts:
             q = mat.shape[1]
-            w = 4 * q
             out[:, c : c + q] = mat
-            if isinstance(lens, int):
-                fixed[4 * c + w - lens : 4 * c + w] = True
-            else:
-                varying.append((4 * c, w, lens))
+            if lens is not None:
+                exact.append((4 * c, 4 * q, lens))
             c += q
-        keep[:] = fixed
-        for at, w, lens in varying:
+        text = out.view(np.uint8)
+        keep = text != 0
+        for at, w, lens in exact:
             col = _COLUMN[:w] if w <= _COLUMN.shape[0] else np.arange(w, dtype=np.intp)
-            np.greater_equal(col[None, :], (w - lens)[:, None], out=keep[:, at : at + w])
+            np.greater_equal(
+                col[None, :], w - (lens if isinstance(lens, int) else lens[:, None]), out=keep[:, at : at + w]
+            )
         # A 1-D boolean mask, not np.compress: compress goes through an index array 8x the text's size.
-        return np.asarray(out.view(np.uint8).reshape(-1)[keep.reshape(-1)])
+        return np.asarray(text.reshape(-1)[keep.reshape(-1)])
