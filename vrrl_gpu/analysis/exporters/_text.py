@@ -30,7 +30,14 @@ _LEAD = np.frombuffer(
 _LEAD0 = _LEAD.copy()
 _LEAD0[0] = np.frombuffer(b"\0\0\0" + b"0", np.uint32)[0]
 _BOTH, _BOTH0 = np.concatenate([_LEAD, _QUADS]), np.concatenate([_LEAD0, _QUADS])
-_HEX_LEAD = np.frombuffer(b"0123456789abcdef" + bytes(16), np.uint8)
+# Hex two digits (one byte) at a time as u16; the lead tables as above: "\0" for a leading zero digit.
+_HEX2 = np.frombuffer(b"".join(b"%02x" % i for i in range(256)), np.uint16)
+_HEX2_LEAD = np.frombuffer(
+    b"".join(b"%2x" % i if i else b"  " for i in range(256)).replace(b" ", b"\0"), np.uint16
+)
+_HEX2_BOTH = np.concatenate([_HEX2_LEAD, _HEX2])
+_HEX2_BOTH0 = _HEX2_BOTH.copy()
+_HEX2_BOTH0[0] = _HEX2[0] & np.frombuffer(b"\0\xff", np.uint16)[0]
 
 # A part: u32 words (n or 1, q) holding each row's text right-aligned, and what is text in it: None (padded:
 # every byte but NUL), the rows' lengths, or an int (a literal's length, the same on every row).
@@ -63,8 +70,11 @@ def datetime_text(ns: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.uint8], np
     ok = secs < np.uint64(_YEAR_10000)
     mat = np.zeros((n, w), np.uint8)
     if n:
-        day = np.datetime_as_string(np.where(ok, secs, 0).astype(np.int64).astype("datetime64[s]"), unit="s")
-        mat[:, 2:21] = np.frombuffer(day.astype("S19").tobytes(), np.uint8).reshape(n, 19)
+        # A log's records share their seconds: each distinct second is written once (it was a third of
+        # the dump table's time).
+        whole, at = np.unique(np.where(ok, secs, 0).astype(np.int64), return_inverse=True)
+        day = np.datetime_as_string(whole.astype("datetime64[s]"), unit="s").astype("S19")
+        mat[:, 2:21] = np.frombuffer(day.tobytes(), np.uint8).reshape(-1, 19)[at.reshape(-1)]
         mat[:, 21] = ord(".")
         mat[:, 22:31] = _decimal(ns % np.uint64(1_000_000_000), 9, 3)[:, -9:]
         mat[:, 31] = ord("Z")
@@ -203,20 +213,28 @@ class Lines:
         null_text: bytes = b"",
     ) -> Lines:
         """Lower-case hex: the fewest digits (one at least), or zero-padded to ``width``; ``null`` as uint."""
-        v = np.asarray(values).astype(np.uint64, copy=True)
+        v = np.asarray(values).astype("<u8")
         top = int(v.max()) if v.size else 0
         digits = width if width is not None else max(1, len(f"{top:x}"))
         w = -(-max(digits, len(null_text)) // 4) * 4  # whole words
         mat = np.empty((self.n, w), np.uint8)
-        for k in range(w):
-            if k < digits:
-                nib = (v & np.uint64(15)).astype(np.intp)
-                if width is None and k:  # a leading zero (nothing left above it) is NUL
-                    nib += (v == 0) * 16
-                mat[:, w - 1 - k] = _HEX_LEAD[nib]
-            else:
-                mat[:, w - 1 - k] = 0
-            v >>= np.uint64(4)
+        pairs = mat.view(np.uint16)
+        bottom = int(v.min()) if v.size else 0
+        octets = v.view(np.uint8).reshape(-1, 8)  # little-endian: column j is byte j
+        for j in range(w // 2):
+            col = w // 2 - 1 - j
+            if j >= 8:
+                pairs[:, col] = 0
+            elif width is not None or bottom >= 256 ** (j + 1):
+                pairs[:, col] = _HEX2[octets[:, j]]
+            else:  # one gather: the pair starts the number (leading zeros NUL), or is inside it
+                both = _HEX2_BOTH0 if j == 0 else _HEX2_BOTH
+                full = (
+                    (v >= np.uint64(256 ** (j + 1))) if 256 ** (j + 1) <= top else np.zeros(self.n, np.bool_)
+                )
+                pairs[:, col] = both[octets[:, j] + full * 256]
+        if width is not None:
+            mat[:, : w - width] = 0
         if null is not None and null.any():
             self._null(mat, null, null_text)
         return self._padded(mat)
