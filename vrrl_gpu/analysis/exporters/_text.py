@@ -45,7 +45,7 @@ _Part = tuple[npt.NDArray[np.uint32], npt.NDArray[np.intp] | int | None]
 
 
 def choice_table(texts: Sequence[bytes]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.intp]]:
-    """The matrix (right-aligned) and lengths of ``texts``, for :meth:`Lines.pick`."""
+    """The matrix (right-aligned, NUL-padded) and lengths of ``texts``, for :meth:`Lines.pick`."""
     w = max((len(t) for t in texts), default=0)
     table = np.zeros((len(texts), max(4, -(-w // 4) * 4)), np.uint8)  # whole words (see render)
     lens = np.array([len(t) for t in texts], np.intp)
@@ -60,7 +60,7 @@ _YEAR_10000 = 253_402_300_800
 
 
 def datetime_text(ns: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.intp]]:
-    """UTC ISO 8601 with nanoseconds and a ``Z`` for each timestamp (a part for :meth:`Lines.part`).
+    """UTC ISO 8601 with nanoseconds and a ``Z`` for each timestamp (a padded part for :meth:`Lines.part`).
 
     The whole u64 range: past the year 9999 a timestamp is written ``<n>ns``.
     """
