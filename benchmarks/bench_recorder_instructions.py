@@ -8,9 +8,10 @@ thread only (the twin's worker and the drain thread are not), so these are host-
 
 * the recorder's own work per launch, as bench_recorder.py defines it (backend launches no-ops through a
   CountingBackend, minus the no-op user launch and pack(s)), in bare 4-argument Python calls (target <= 5),
-  for ``rec.launch``, a pre-bound ``rec.launcher`` and an instrumented kernel;
+  for ``rec.launch``, a pre-bound ``rec.launcher``, ``rec.slot`` around one launch and an instrumented kernel;
 * the calling thread's instructions per call on the real twin: a bare launch, rec.launch, rec.launcher,
-  rec.instrument, as ratios to the bare launch (targets <= 2x pack, <= 1.2x instrumented).
+  rec.slot around a bare launch, rec.instrument, as ratios to the bare launch (targets <= 2x pack, <= 1.2x
+  instrumented).
 
 Both implementations of the launch path are measured: with the C accelerator (recorder/_fast.c, when it
 builds) and pure Python (``VRRL_NO_ACCEL=1``).
@@ -66,6 +67,12 @@ def _cases(mode: str, noop: bool, tmp: str) -> tuple[Any, dict[str, Callable[[],
     def noop4(a: object, b: object, c: object, d: object) -> None:
         return None
 
+    slot = rec.slot
+
+    def in_slot() -> None:
+        with slot(op, zw, stream=s):
+            cb.launch(k, 1, 1, a, stream=s)
+
     # Every case is one direct call from a closure of the same shape, so what is subtracted (the loop, the
     # closure's own call) is the same for all; a bare Python call is the unit.
     return rec, {
@@ -76,6 +83,7 @@ def _cases(mode: str, noop: bool, tmp: str) -> tuple[Any, dict[str, Callable[[],
         "rec.launch": lambda: rec.launch(k, 1, 1, a, opcode=op, stream=s),
         "rec.launcher": lambda: launcher(1, 1, a),
         "rec.instrument": lambda: ik(1, 1, a, stream=s),
+        "rec.slot": in_slot,
         "bound": lambda: bound(1, 1, a, varying, s, 0),
     }
 
@@ -132,7 +140,7 @@ def _report(ir: dict[str, int], calls: int) -> None:
         unit = noop["unit"]
         print(f"\n{mode}: the recorder's own work (no-op backend: the case minus its no-op launch and "
               f"packs); a bare 4-argument call = {unit:.0f}")  # fmt: skip
-        for label in ("rec.launch", "rec.launcher"):
+        for label in ("rec.launch", "rec.launcher", "rec.slot"):
             v = noop[label] - noop["bare"] - packs * noop["pack"]
             print(f"  {label:<15} {v:8.0f} = {v / unit:6.1f} bare calls  (target <= {TARGET_PY_CALLS:g})")
         v = noop["rec.instrument"] - noop["bound"]
@@ -143,8 +151,9 @@ def _report(ir: dict[str, int], calls: int) -> None:
         print(f"{mode}: the calling thread on the twin, instructions per call (x a bare launch)")
         print(f"  {'bare launch':<15} {bare:8.0f}")
         print(f"  {'one bound pack':<15} {twin['pack']:8.0f}")
-        for label, target in (("rec.launch", TARGET_PACK), ("rec.launcher", TARGET_PACK),
-                              ("rec.instrument", TARGET_INSTRUMENTED)):  # fmt: skip
+        pairs = (("rec.launch", TARGET_PACK), ("rec.launcher", TARGET_PACK), ("rec.slot", TARGET_PACK),
+                 ("rec.instrument", TARGET_INSTRUMENTED))  # fmt: skip
+        for label, target in pairs:
             print(f"  {label:<15} {twin[label]:8.0f}  {twin[label] / bare:5.2f}x  (target <= {target:g}x)")
 
 

@@ -867,7 +867,8 @@ class Recorder:
         )
 
     def _pack(self, st: _StreamState, info: _Launch, status: int) -> int:
-        seq = st.next_seq
+        cells = st.cells  # [next_seq, limit, fast, outstanding]
+        seq: int = cells[0]
         window = st.window
         mask = st.wmask
         if self._backpressure and seq - st.ring.consumer_position >= mask:
@@ -875,8 +876,10 @@ class Recorder:
         pack = st.pack
         assert pack is not None
         pack(seq, info.slot_idx, info.opcode, info.words, info.epoch, status)
-        st.next_seq = seq + 1
-        st.ring.note_produced(seq)
+        cells[0] = seq + 1
+        # StagingRing.note_produced without its comparison: this stream's sequences are claimed in order,
+        # one producer under the lock (the inline path stores the cell the same way).
+        st.produced[0] = seq + 1
         begin = seq if status == _BEGIN else info.begin_seq
         window[seq & mask] = (seq, info.slot_idx, info.opcode, info.words, info.epoch, info.outputs, begin)
         return seq
@@ -913,7 +916,8 @@ class Recorder:
         The launch path, in one function on purpose: each Python call on it costs about as much as the
         work it does. The slow cases (a new stream, a capture, backpressure, a bad opcode) call out.
         """
-        if self._closed or self._poison is not None or self._watchdog_error is not None:
+        cells = self._cells  # [slot counter, epoch, usable]: the properties' storage, read once here
+        if not cells[2]:
             self._require_usable()
         try:
             st = self._by_id.get(id(stream)) if stream is not None else None
@@ -921,8 +925,8 @@ class Recorder:
                 st = self._state_of(stream)
             if type(opcode) is not int or not 0 <= opcode < META_OPCODE_BASE:
                 opcode = _checked_opcode(opcode)
-            slot = self._slot_counter % UNKNOWN_SLOT  # never UNKNOWN_SLOT itself
-            info = _Launch(slot, opcode, words, self._epoch, -1, outputs)
+            slot = cells[0] % UNKNOWN_SLOT  # never UNKNOWN_SLOT itself
+            info = _Launch(slot, opcode, words, cells[1], -1, outputs)
             if captured is None:
                 probe = self._probe_capture
                 captured = bool(st.capturing) or (probe and self._backend.is_capturing(st.stream))
@@ -930,15 +934,15 @@ class Recorder:
                 # A host-chosen sequence would be frozen into every replay of the graph: the device claims it.
                 info.captured = True
                 self._pack_devseq(st, info, SlotStatus.BEGIN)
-                self._slot_counter += 1
+                cells[0] += 1
                 return st, info
             info.begin_seq = self._pack(st, info, _BEGIN)
         except BaseException as exc:
             self._enqueue_failed(exc)
             raise
-        self._slot_counter += 1
+        cells[0] += 1
         st.note_slot(slot)
-        st.outstanding = True
+        st.cells[3] = True  # outstanding
         return st, info
 
     def _end(self, st: _StreamState, info: _Launch) -> None:
