@@ -200,13 +200,7 @@ def make_instr(rec: Recorder, bound: Callable[..., None], opcode: int, words: An
     def first(stream: Any) -> Any:
         """First sight of the stream (its checks), stream=None (the current one) or an unusable recorder."""
         with rec._lock:
-            rec._require_usable()
-            try:
-                st = rec._state_of(stream)
-            except BaseException as exc:
-                rec._enqueue_failed(exc)
-                raise
-            return st
+            return rec._first_sight(stream)
 
     def failed(exc: BaseException, st: _StreamState, w: Any, epoch: int) -> None:
         with rec._lock:

@@ -395,13 +395,7 @@ class Recorder:
         op = _checked_opcode(opcode)
         w = _words(words)
         with self._lock:
-            self._require_usable()
-            try:
-                st = self._state_of(stream)
-            except BaseException as exc:
-                self._enqueue_failed(exc)
-                raise
-            hot = st.hot
+            hot = self._first_sight(stream).hot
         if hot is None:  # a capturing stream, NVTX or digests: every call takes the general path
 
             def general(grid: Any, block: Any, args: Sequence[Any], shared_mem: int = 0) -> None:
@@ -812,6 +806,16 @@ class Recorder:
 
     def _raise_drain_errors(self) -> None:
         self._drainer.check()
+
+    def _first_sight(self, stream: Any) -> _StreamState:
+        """The recorder's checks, then ``stream``'s state (caller holds the lock); a failure to make the
+        stream's ring is attributed like any enqueue (a sticky error is an earlier fault)."""
+        self._require_usable()
+        try:
+            return self._state_of(stream)
+        except BaseException as exc:
+            self._enqueue_failed(exc)
+            raise
 
     def _state_of(self, stream: Any) -> _StreamState:
         """The state of ``stream`` (None: the current one) on the launch path: a dict lookup once known."""
