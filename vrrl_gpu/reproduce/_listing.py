@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from vrrl_gpu.errors import RecordValueError
 from vrrl_gpu.format._layout import META_OPCODE_BASE, UNKNOWN_SLOT, FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu.format._reader import Records, iter_record_chunks
 from vrrl_gpu.format._ringlog import read_header
-from vrrl_gpu.reproduce._plan import RecordedFailure
+from vrrl_gpu.reproduce._plan import RecordedFailure, launch_range
 
 __all__ = ["LaunchColumns", "LaunchIndex", "scan_launches"]
 
@@ -99,15 +98,7 @@ class LaunchIndex:
 
     def check_range(self, start: int | None, stop: int | None) -> tuple[int, int]:
         """The positions ``start ..= stop`` as a half-open range, refused like :meth:`ReplayPlan.select`."""
-        n = self.launches
-        lo = 0 if start is None else start
-        hi = n - 1 if stop is None else stop
-        if lo < 0 or hi < 0 or (n and (lo >= n or hi >= n)) or lo > hi:
-            raise RecordValueError(
-                f"{self.path}: launch range {lo}..{hi} is outside the log's launches 0..{n - 1}; "
-                f"see 'vrrl replay --list' for the positions"
-            )
-        return lo, hi + 1
+        return launch_range(self.path, self.launches, start, stop)
 
     def columns(
         self, lo: int = 0, hi: int | None = None, progress: Progress | None = None

@@ -25,6 +25,7 @@ __all__ = [
     "Device",
     "REPLAY_DEVICES",
     "read_plan",
+    "launch_range",
 ]
 
 
@@ -115,16 +116,21 @@ class ReplayPlan:
 
     def select(self, start: int | None = None, stop: int | None = None) -> tuple[Launch, ...]:
         """Launches at positions ``start ..= stop`` (both optional, inclusive)."""
-        n = len(self.launches)
-        lo = 0 if start is None else start
-        hi = n - 1 if stop is None else stop
-        if lo < 0 or hi < 0 or (n and (lo >= n or hi >= n)) or lo > hi:
-            raise RecordValueError(
-                f"{self.path}: launch range {lo}..{hi} is outside the log's launches 0..{n - 1}; "
-                f"see 'vrrl replay --list' for the positions"
-            )
-        return self.launches[lo : hi + 1]
+        lo, hi = launch_range(self.path, len(self.launches), start, stop)
+        return self.launches[lo:hi]
 
+
+def launch_range(path: str, n: int, start: int | None, stop: int | None) -> tuple[int, int]:
+    """Positions ``start ..= stop`` (both optional, inclusive) of a log's ``n`` launches as a half-open
+    range; a range outside them raises :class:`RecordValueError` naming ``path``."""
+    lo = 0 if start is None else start
+    hi = n - 1 if stop is None else stop
+    if lo < 0 or hi < 0 or (n and (lo >= n or hi >= n)) or lo > hi:
+        raise RecordValueError(
+            f"{path}: launch range {lo}..{hi} is outside the log's launches 0..{n - 1}; "
+            f"see 'vrrl replay --list' for the positions"
+        )
+    return lo, hi + 1
 
 def read_plan(path: str | os.PathLike[str], *, salvage: bool = False) -> ReplayPlan:
     """Read ``path`` for replay (see the module docstring for which records count)."""
