@@ -33,7 +33,7 @@ from vrrl_gpu.format._layout import FailureClass, MetaOpcode, SlotStatus
 from vrrl_gpu.format._reader import Records
 from vrrl_gpu.format._sidecar import opcode_label, slot_label
 
-__all__ = ["CRASH_TID_BASE", "FleetTraceSummary", "track_events", "write_fleet_trace"]
+__all__ = ["CRASH_TID_BASE", "FleetTraceSummary", "track_events", "where_label", "write_fleet_trace"]
 
 #: Thread id of stream ``s``'s crash-window track: ``CRASH_TID_BASE + s + 1`` (a launch track is ``s + 1``).
 CRASH_TID_BASE = 1 << 20
@@ -123,12 +123,13 @@ def track_events(
     return events
 
 
+def where_label(host: str, device: str) -> str:
+    """`` · host · device`` (each part only when known): a trace process's name after its rank or file."""
+    return (f" · {host}" if host else "") + (f" · {device}" if device else "")
+
+
 def _meta(pid: int, log: RankLog, tids: Sequence[int]) -> list[dict[str, Any]]:
-    name = (
-        f"rank {log.rank}"
-        + (f" · {log.host}" if log.host else "")
-        + (f" · {log.device}" if log.device else "")
-    )
+    name = f"rank {log.rank}{where_label(log.host, log.device)}"
     out: list[dict[str, Any]] = [
         {"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": name}},
         {"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": log.rank}},

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from vrrl_gpu.analysis._fleet_chrome import CRASH_TID_BASE
+from vrrl_gpu.analysis._fleet_chrome import CRASH_TID_BASE, where_label
 from vrrl_gpu.analysis._launches import (
     clip_to_next,
     code_label,
@@ -208,7 +208,7 @@ def process_of(side: Sidecar | None, source: str) -> tuple[int, str]:
     trace's convention, so traces of several ranks load side by side), else ``(1, "vrrl FILE …")``."""
     host = side.host if side is not None else ""
     dev = side.device.get("name") if side is not None and isinstance(side.device, dict) else None
-    where = (f" · {host}" if host else "") + (f" · {dev}" if isinstance(dev, str) and dev else "")
+    where = where_label(host, dev if isinstance(dev, str) else "")
     rank = side.extra.get("rank") if side is not None else None
     if type(rank) is int and 0 <= rank < 1 << 31:
         return rank, f"rank {rank}{where}"
