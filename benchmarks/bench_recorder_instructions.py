@@ -110,13 +110,16 @@ def _per_call(ir: dict[str, int], prefix: str, calls: int) -> dict[str, float]:
     return {k[len(prefix) + 1 :]: (v - empty) / calls for k, v in ir.items() if k.startswith(prefix + " ")}
 
 
-def _measure(calls: int, accel: bool, tmp: Path) -> tuple[bool, dict[str, int]] | None:
-    """One callgrind run of :func:`child` (``accel``: whether the C accelerator may load)."""
+def _measure(calls: int, accel: bool, tmp: Path, seed: str | None) -> tuple[bool, dict[str, int]] | None:
+    """One callgrind run of :func:`child` (``accel``: whether the C accelerator may load; ``seed``: the
+    child's PYTHONHASHSEED, which moves dict probes and so the counts by ~100 instructions a call)."""
     out = tmp / f"cg-{int(accel)}.out"
     cmd = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=builtin_exec",
            "--dump-after=builtin_exec", f"--callgrind-out-file={out}", sys.executable, __file__, "--child",
            "--calls", str(calls)]  # fmt: skip
     env = dict(os.environ, VRRL_NO_ACCEL="0" if accel else "1")
+    if seed is not None:
+        env["PYTHONHASHSEED"] = seed
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     names = [line.split(" ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("case ")]
     if proc.returncode != 0 or not names:
@@ -162,6 +165,8 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--python-only", action="store_true", help="skip the run with the C accelerator")
+    ap.add_argument("--c-only", action="store_true", help="skip the pure-Python run")
+    ap.add_argument("--seed", default=None, help="PYTHONHASHSEED of the measured process (default: random)")
     opts = ap.parse_args()
     if opts.child:
         child(opts.calls)
@@ -170,10 +175,12 @@ def main() -> int:
         print("valgrind not found: skipped (apt-get install valgrind)")
         return 0
     print(f"instructions per call (callgrind, calling thread only; {opts.calls} calls per case; Python "
-          f"{sys.version.split()[0]}; load average {os.getloadavg()[0]:.2f})")  # fmt: skip
+          f"{sys.version.split()[0]}; PYTHONHASHSEED {opts.seed or 'random'}; load average "
+          f"{os.getloadavg()[0]:.2f})")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        for accel in (False,) if opts.python_only else (True, False):
-            got = _measure(opts.calls, accel, Path(tmp))
+        runs = (False,) if opts.python_only else (True,) if opts.c_only else (True, False)
+        for accel in runs:
+            got = _measure(opts.calls, accel, Path(tmp), opts.seed)
             if got is None:
                 return 1
             used, ir = got

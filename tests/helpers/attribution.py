@@ -73,6 +73,7 @@ def run_schedule(
     poll: Sequence[bool] | bool = False,
     backpressure: bool = True,
     device: str = "twin",
+    via: str = "launch",
 ) -> Outcome:
     """Hold every stream, launch workload ``j`` on stream ``streams_of[j]`` (``fault_at`` misbehaves), judge.
 
@@ -102,7 +103,7 @@ def run_schedule(
             timer.start()
         try:
             for j, s_no in enumerate(streams_of):
-                w.launch(n_streams + j, fault=1 if j == fault_at else 0, stream=streams[s_no], tag=s_no)
+                w.launch(n_streams + j, fault=1 if j == fault_at else 0, stream=streams[s_no], tag=s_no, via=via)
                 if poll if isinstance(poll, bool) else poll[j]:
                     rec.check()
             hold.release()
@@ -134,8 +135,9 @@ def run_schedule(
     return out
 
 
-def run_case(path: str | os.PathLike[str], case: Case, *, device: str = "twin") -> Outcome:
-    """The matrix case: fault at K = 3 launches per stream in, on the last stream, ratio x slots behind."""
+def run_case(path: str | os.PathLike[str], case: Case, *, device: str = "twin", via: str = "launch") -> Outcome:
+    """The matrix case: fault at K = 3 launches per stream in, on the last stream, ratio x slots behind
+    (``via="slot"``: each workload launch inside ``rec.slot``)."""
     n = case.streams
     fault_at = 3 * n + (n - 1)
     total = fault_at + 1 + case.ratio * case.slots
@@ -150,6 +152,7 @@ def run_case(path: str | os.PathLike[str], case: Case, *, device: str = "twin") 
         poll=case.poll,
         backpressure=case.backpressure,
         device=device,
+        via=via,
     )
 
 

@@ -60,16 +60,16 @@ class Axpy:
             opcode=rec.opcode("axpy"),
         )
 
-    def launch(self, i: int, *, fault: int = 0, stream: Any = None, tag: int = 0, block: int = N) -> None:
-        self.rec.launch(
-            self.kernel,
-            1,
-            block,
-            (self.y, self.x, 1.0, N, fault),
-            opcode=self.opcode,
-            words=(i, fault, tag, 0),
-            stream=stream,
-        )
+    def launch(
+        self, i: int, *, fault: int = 0, stream: Any = None, tag: int = 0, block: int = N, via: str = "launch"
+    ) -> None:
+        """``rec.launch`` (``via="slot"``: an unrecorded launch inside ``rec.slot``, the same records)."""
+        args = (self.y, self.x, 1.0, N, fault)
+        if via == "slot":
+            with self.rec.slot(self.opcode, (i, fault, tag, 0), stream=stream):
+                self.rec.backend.launch(self.kernel, 1, block, args, stream=stream)
+            return
+        self.rec.launch(self.kernel, 1, block, args, opcode=self.opcode, words=(i, fault, tag, 0), stream=stream)
 
 
 class Hold:

@@ -171,6 +171,106 @@ def test_attribution_matrix_quick_cases(tmp_path: Path, impl: str, case: Any) ->
         assert out.verdict == "exact", out.detail
 
 
+SLOT_CASES = [c for c in QUICK if c.streams > 1 and not c.poll]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in SLOT_CASES])
+def test_attribution_matrix_through_slots(tmp_path: Path, impl: str, case: Any) -> None:
+    """The matrix's workload as unrecorded launches inside ``rec.slot`` (the inline slot path on every
+    stream object, its end breadcrumb waiting under backpressure): the same verdicts as ``rec.launch``."""
+    out = run_case(tmp_path / "run.vrrl", case, via="slot")
+    assert out.verdict in ("exact", "unknown"), out.detail
+    if case.backpressure:
+        assert out.verdict == "exact", out.detail
+
+
+def _slot_session(path: Path, mode: str, general: bool) -> dict[str, Any]:
+    """Slots through every route of the inline slot path and out of it (``general``: every slot by the
+    general ``_Slot``, the reference); what each did."""
+    from vrrl_gpu.recorder._slot import _Slot
+
+    seen: dict[str, Any] = {}
+    rec = Recorder(path, device="twin", breadcrumbs=mode, capture_check="declared", capacity=4096,
+                   staging_slots=64)  # fmt: skip
+
+    def slot(opcode: Any, words: Any = None, *, stream: Any = None, outputs: Any = None) -> Any:
+        return _Slot(rec, opcode, words, stream, outputs) if general else rec.slot(
+            opcode, words, stream=stream, outputs=outputs)  # fmt: skip
+
+    try:
+        w = Axpy.on(rec)
+        s = rec.backend.new_stream()
+        args = (w.y, w.x, 1.0, 32, 0)
+        w.launch(0, stream=s)  # the stream's first sight
+        seen["slot"] = type(slot(w.opcode, stream=s)).__name__
+        seen["with_outputs"] = type(slot(w.opcode, stream=s, outputs=w.y)).__name__
+        got = []
+        for i in range(3):
+            with slot(w.opcode, (i, 1, 2, 3), stream=s) as k:
+                rec.backend.launch(w.kernel, 1, 32, args, stream=s)
+            got.append(k)
+        with slot(w.opcode, stream=s) as k:  # a recorded launch inside a slot: its own slot, in between
+            w.launch(9, stream=s)
+        got.append(k)
+        with slot(w.opcode, words=[np.uint32(5), 6, 7, 8], stream=s) as k:  # checked words
+            pass
+        got.append(k)
+        with pytest.raises(RecordValueError):
+            with slot(w.opcode, (1, 2, 3), stream=s):
+                pass
+        with pytest.raises(RecordValueError):
+            with slot(-1, stream=s):
+                pass
+        with pytest.raises(ValueError, match="body"):
+            with slot(w.opcode, (7, 0, 0, 0), stream=s):  # the body raises: FAILED_AT_LAUNCH, raised as is
+                raise ValueError("body")
+        with slot(w.opcode, stream=s, outputs=w.y):
+            pass
+        with slot(w.opcode, (4, 0, 0, 0)):  # the current stream
+            rec.backend.launch(w.kernel, 1, 32, args)
+        rec.epoch = 3
+        with slot(w.opcode, (5, 0, 0, 0), stream=s) as k:
+            pass
+        got.append(k)
+        with rec.capturing(s):
+            s.begin_capture()
+            with slot(w.opcode, (6, 0, 0, 0), stream=s):  # captured: the device-sequenced path
+                rec.backend.launch(w.kernel, 1, 32, args, stream=s)
+            seen["graph"] = len(s.end_capture())
+        with slot(w.opcode, (8, 0, 0, 0), stream=s) as k:
+            pass
+        got.append(k)
+        seen["slots"] = got
+        rec.synchronize()
+        seen["next_seq"] = rec._state_of(s).next_seq
+    finally:
+        rec.close()
+    from vrrl_gpu.errors import RecorderClosedError
+
+    with pytest.raises(RecorderClosedError):
+        with slot(w.opcode, stream=s):
+            pass
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["begin", "begin+end"])
+def test_a_slot_records_the_same_by_every_implementation(tmp_path: Path, mode: str, impl: str) -> None:
+    """rec.slot on a known stream (the inline slot path, C or Python) writes exactly what the general
+    ``_Slot`` writes, through every route: words checked or not, bad words and opcodes, a body that
+    raises, outputs, the current stream, an epoch, a declared capture, a recorded launch inside a slot."""
+    inline = _slot_session(tmp_path / "inline.vrrl", mode, general=False)
+    reference = _slot_session(tmp_path / "general.vrrl", mode, general=True)
+    assert inline["slot"] == ("Slot" if impl == "c" else "HotSlot")
+    assert inline["with_outputs"] == reference["slot"] == "_Slot"
+    assert inline["slots"] == reference["slots"] == [1, 2, 3, 4, 6, 10, 12]
+    assert inline["graph"] == reference["graph"] == (3 if mode == "begin+end" else 2)
+    assert inline["next_seq"] == reference["next_seq"]
+    # Two streams: the drain interleaves them in any order.
+    assert sorted(_fields(tmp_path / "inline.vrrl")) == sorted(_fields(tmp_path / "general.vrrl"))
+    failed = [r for r in _fields(tmp_path / "inline.vrrl") if r[7] == int(SlotStatus.FAILED_AT_LAUNCH)]
+    assert [r[2] for r in failed] == [7]  # the slot whose body raised, by its words
+
+
 def test_without_a_compiler_the_python_path_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VRRL_NO_ACCEL", raising=False)
     monkeypatch.setenv("CC", "vrrl-no-such-compiler")
@@ -261,3 +361,50 @@ def test_an_end_breadcrumb_that_meets_the_fault_blames_the_launch(tmp_path: Path
     statuses = [(int(r["slot_idx"]), int(r["slot_status"])) for r in recs if int(r["opcode"]) == w.opcode]
     assert (1, int(SlotStatus.FAULTED)) in statuses
     assert all(st != int(SlotStatus.FAILED_AT_LAUNCH) for _, st in statuses)
+
+
+def test_the_remembered_stream_never_names_another_streams_state(tmp_path: Path, impl: str) -> None:
+    """rec.launch and rec.slot remember the last stream's inline path (C): short-lived streams (dead, their
+    states retired, new objects perhaps at their addresses) never share a state; after a capture on the
+    remembered stream its launches take the inline path again."""
+    import gc
+
+    from vrrl_gpu.analysis._streams import streams_of
+
+    rec = Recorder(tmp_path / "r.vrrl", device="twin", capture_check="declared", capacity=4096,
+                   staging_slots=64)  # fmt: skip
+    w = Axpy.on(rec)
+    args = (w.y, w.x, 1.0, 32, 0)
+    for i in range(40):
+        s = rec.backend.new_stream()
+        rec.launch(w.kernel, 1, 32, args, opcode=w.opcode, words=(2 * i, 0, 0, 0), stream=s)
+        with rec.slot(w.opcode, (2 * i + 1, 0, 0, 0), stream=s):
+            pass
+        del s
+        gc.collect()
+        if i % 8 == 7:
+            rec.synchronize()  # retires the dead streams' states
+    keep = rec.backend.new_stream()
+    rec.launch(w.kernel, 1, 32, args, opcode=w.opcode, words=(100, 0, 0, 0), stream=keep)
+    rec.close()
+    recs = log_records(rec.path)
+    recs = recs[recs["opcode"] == w.opcode]
+    named = streams_of(rec.path, recs)
+    by_word = dict(zip(recs["args"][:, 0].tolist(), named.tolist(), strict=True))
+    # Each short-lived stream has one state of its own (launch and slot on it), no two share one.
+    assert [by_word[2 * i] for i in range(40)] == [by_word[2 * i + 1] for i in range(40)]
+    assert len({by_word[2 * i] for i in range(40)}) == 40
+    assert by_word[100] not in {by_word[2 * i] for i in range(40)}
+    # A capture on the remembered stream, then the inline path again (a graph session: a recorder of its own).
+    with Recorder(tmp_path / "g.vrrl", device="twin", capture_check="declared", capacity=4096) as rec:
+        w = Axpy.on(rec)
+        keep = rec.backend.new_stream()
+        rec.launch(w.kernel, 1, 32, args, opcode=w.opcode, words=(100, 0, 0, 0), stream=keep)
+        with rec.capturing(keep):
+            keep.begin_capture()
+            rec.launch(w.kernel, 1, 32, args, opcode=w.opcode, words=(101, 0, 0, 0), stream=keep)
+            assert len(keep.end_capture()) == 2
+        rec.launch(w.kernel, 1, 32, args, opcode=w.opcode, words=(102, 0, 0, 0), stream=keep)
+        with rec.slot(w.opcode, (103, 0, 0, 0), stream=keep):
+            pass
+        assert rec._state_of(keep).next_seq == 3  # host sequences again after the capture

@@ -19,7 +19,8 @@
 #define UNKNOWN_SLOT 0xFFFFFFFFLL
 #define U32 0xFFFFFFFFLL
 
-static PyObject *s_run, *s_cells, *s_instr_outstanding, *kw_launch, *s_shared_mem, *s_stream, *s_coop;
+static PyObject *zero_int;  /* CPython's cached small int 0 */
+static PyObject *s_run, *s_cells, *s_instr_outstanding, *kw_launch, *kw_stream, *s_shared_mem, *s_stream, *s_coop;
 
 static int words_ok(PyObject *w) {
     if (!PyTuple_CheckExact(w) || PyTuple_GET_SIZE(w) != 4) return 0;
@@ -265,7 +266,8 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *rec_cells, *st_cells, *st_dict, *acquire, *release, *window, *pack, *launch, *probe, *words_fn, *room,
-        *slow, *pack_failed, *launch_failed, *note_slot, *zero_words, *lock, *produced_obj, *begin, *completed;
+        *slow, *pack_failed, *launch_failed, *note_slot, *zero_words, *lock, *produced_obj, *begin, *completed,
+        *slow_end, *general_slot;
     Py_buffer produced;
     Py_ssize_t wmask;
     long long end;
@@ -274,7 +276,7 @@ typedef struct {
 #define HOT_FIELDS(X)                                                                                        \
     X(rec_cells) X(st_cells) X(st_dict) X(acquire) X(release) X(window) X(pack) X(launch) X(probe) X(words_fn) X(room)   \
     X(slow) X(pack_failed) X(launch_failed) X(note_slot) X(zero_words) X(lock) X(produced_obj) X(begin)       \
-    X(completed)
+    X(completed) X(slow_end) X(general_slot)
 
 static int hot_traverse(Hot *h, visitproc visit, void *arg) {
 #define V(f) Py_VISIT(h->f);
@@ -302,12 +304,27 @@ static PyObject *hot_slow(Hot *h, PyObject *const *a, PyObject *w, PyObject *cap
     return PyObject_Vectorcall(h->slow, args, 10, NULL);
 }
 
-/* The body, with the lock held. Returns a new reference (None) or NULL with an exception set. */
-static PyObject *hot_locked(Hot *h, PyObject *const *a, PyObject *w) {
-    PyObject *kernel = a[0], *grid = a[1], *block = a[2], *args = a[3], *opcode = a[4], *stream = a[6];
-    PyObject *shared_mem = a[7], *outputs = a[8];
+/* A claimed slot: its index, epoch and begin sequence (new references) and the begin sequence + 1. */
+typedef struct {
+    PyObject *slot, *epoch, *seq, *s1;
+    long long seq_ll;
+} Claim;
+
+static void claim_clear(Claim *c) {
+    Py_CLEAR(c->slot);
+    Py_CLEAR(c->epoch);
+    Py_CLEAR(c->seq);
+    Py_CLEAR(c->s1);
+}
+
+/* `_py_hot`'s `claim`, with the lock held: a new slot and its begin breadcrumb, room left for `need` more
+ * sequences after it. Returns 1 (claimed: `c` filled), 0 (the general path: `*captured` is what it is told,
+ * borrowed None or True) or -1 (an exception). */
+static int hot_claim(Hot *h, PyObject *opcode, PyObject *w, PyObject *stream, long long need, PyObject *outputs,
+                     Claim *c, PyObject **captured) {
+    *captured = Py_None;
     int t = cell_true(h->st_cells, ST_FAST);
-    if (t < 0) return NULL;
+    if (t < 0) return -1;
     int general = !t || !PyLong_CheckExact(opcode);
     if (!general) {
         int overflow = 0;
@@ -316,57 +333,58 @@ static PyObject *hot_locked(Hot *h, PyObject *const *a, PyObject *w) {
     }
     if (!general) {
         t = cell_true(h->rec_cells, REC_USABLE);
-        if (t < 0) return NULL;
+        if (t < 0) return -1;
         general = !t;
     }
-    if (general) return hot_slow(h, a, w, Py_None);
+    if (general) return 0;
     if (h->probe != Py_None) {
         PyObject *r = PyObject_Vectorcall(h->probe, &stream, 1, NULL);
-        if (r == NULL) return NULL;
+        if (r == NULL) return -1;
         t = PyObject_IsTrue(r);
         Py_DECREF(r);
-        if (t < 0) return NULL;
-        if (t) return hot_slow(h, a, w, Py_True);
+        if (t < 0) return -1;
+        if (t) {
+            *captured = Py_True;
+            return 0;
+        }
     }
     long long seq = cell_ll(h->st_cells, ST_NEXT_SEQ), limit = cell_ll(h->st_cells, ST_LIMIT);
     long long counter = cell_ll(h->rec_cells, REC_SLOT_COUNTER);
-    PyObject *epoch = PyList_GET_ITEM(h->rec_cells, REC_EPOCH);
-    if (seq < 0 || limit < 0 || counter < 0) return hot_slow(h, a, w, Py_None);  /* not the plain ints kept */
-    Py_INCREF(epoch);
-    PyObject *res = NULL, *slot = NULL, *seq_o = NULL, *s1 = NULL;
-    if (seq + h->end >= limit) {
-        PyObject *s = PyLong_FromLongLong(seq + h->end);
-        if (s == NULL) goto done;
+    if (seq < 0 || limit < 0 || counter < 0) return 0;  /* not the plain ints kept */
+    if (seq + need >= limit) {
+        PyObject *s = PyLong_FromLongLong(seq + need);
+        if (s == NULL) return -1;
         PyObject *r = PyObject_Vectorcall(h->room, &s, 1, NULL);
         Py_DECREF(s);
-        if (r == NULL) goto done;
+        if (r == NULL) return -1;
         t = PyObject_IsTrue(r);
         Py_DECREF(r);
-        if (t < 0) goto done;
-        if (!t) {
-            res = hot_slow(h, a, w, Py_None);
-            goto done;
-        }
+        if (t < 0) return -1;
+        if (!t) return 0;
     }
-    slot = PyLong_FromLongLong(counter % UNKNOWN_SLOT);
-    seq_o = PyLong_FromLongLong(seq);
-    if (slot == NULL || seq_o == NULL) goto done;
+    PyObject *epoch = PyList_GET_ITEM(h->rec_cells, REC_EPOCH);
+    Py_INCREF(epoch);
+    c->epoch = epoch;
+    c->seq_ll = seq;
+    c->slot = PyLong_FromLongLong(counter % UNKNOWN_SLOT);  /* never UNKNOWN_SLOT itself */
+    c->seq = PyLong_FromLongLong(seq);
+    if (c->slot == NULL || c->seq == NULL) goto fail;
     {
         /* A slot before the arguments: a bound method (or an instance's __call__) needs no copy for self. */
-        PyObject *pargs[7] = {NULL, seq_o, slot, opcode, w, epoch, h->begin};
+        PyObject *pargs[7] = {NULL, c->seq, c->slot, opcode, w, epoch, h->begin};
         PyObject *r = PyObject_Vectorcall(h->pack, pargs + 1, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         if (r == NULL) {
             PyObject *fargs[2] = {NULL, NULL};
             fail_with(h->pack_failed, fargs, 1);
-            goto done;
+            goto fail;
         }
         Py_DECREF(r);
     }
-    if (store_entry(h->window, seq & h->wmask, seq_o, slot, opcode, w, epoch, outputs, seq_o) < 0) goto done;
-    s1 = PyLong_FromLongLong(seq + 1);
-    if (s1 == NULL || cell_set(h->st_cells, ST_NEXT_SEQ, s1) < 0) goto done;
+    if (store_entry(h->window, seq & h->wmask, c->seq, c->slot, opcode, w, epoch, outputs, c->seq) < 0) goto fail;
+    c->s1 = PyLong_FromLongLong(seq + 1);
+    if (c->s1 == NULL || cell_set(h->st_cells, ST_NEXT_SEQ, c->s1) < 0) goto fail;
     *(uint64_t *)h->produced.buf = (uint64_t)(seq + 1);
-    if (cell_set_ll(h->rec_cells, REC_SLOT_COUNTER, counter + 1) < 0) goto done;
+    if (cell_set_ll(h->rec_cells, REC_SLOT_COUNTER, counter + 1) < 0) goto fail;
     {
         PyObject *run = PyDict_GetItemWithError(h->st_dict, s_run);  /* borrowed; note_slot replaces it */
         int extended = 0;
@@ -375,101 +393,94 @@ static PyObject *hot_locked(Hot *h, PyObject *const *a, PyObject *w) {
             long long r0 = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(run, 0), &o0);
             long long r1 = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(run, 1), &o1);
             long long r2 = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(run, 2), &o2);
-            if (PyErr_Occurred()) goto done;
+            if (PyErr_Occurred()) goto fail;
+            /* Not the small ints the runs hold (o0..o2): Python decides (note_slot compares exactly too). */
             if (!o0 && !o1 && !o2 && (__int128)r0 + (__int128)r1 * r2 == counter % UNKNOWN_SLOT) {
                 PyObject *n = PyLong_FromLongLong(r2 + 1);
-                if (n == NULL) goto done;
+                if (n == NULL) goto fail;
                 Py_INCREF(run);
                 int bad = PyList_SetItem(run, 2, n);
                 Py_DECREF(run);
-                if (bad < 0) goto done;
+                if (bad < 0) goto fail;
                 extended = 1;
-            } else if (o0 || o1 || o2) {
-                /* Not the small ints the runs hold: Python decides (note_slot compares exactly too). */
             }
         } else if (PyErr_Occurred()) {
-            goto done;
+            goto fail;
         }
         if (!extended) {
-            PyObject *nargs[2] = {NULL, slot};
+            PyObject *nargs[2] = {NULL, c->slot};
             PyObject *r = PyObject_Vectorcall(h->note_slot, nargs + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-            if (r == NULL) goto done;
+            if (r == NULL) goto fail;
             Py_DECREF(r);
         }
     }
-    if (cell_set(h->st_cells, ST_OUTSTANDING, Py_True) < 0) goto done;
+    if (cell_set(h->st_cells, ST_OUTSTANDING, Py_True) < 0) goto fail;
+    return 1;
+fail:
+    claim_clear(c);
+    return -1;
+}
+
+/* The body, with the lock held. Returns a new reference (None) or NULL with an exception set. */
+static PyObject *hot_locked(Hot *h, PyObject *const *a, PyObject *w) {
+    PyObject *kernel = a[0], *grid = a[1], *block = a[2], *args = a[3], *opcode = a[4], *stream = a[6];
+    PyObject *shared_mem = a[7], *outputs = a[8];
+    Claim c = {NULL, NULL, NULL, NULL, 0};
+    PyObject *captured;
+    int got = hot_claim(h, opcode, w, stream, h->end, outputs, &c, &captured);
+    if (got < 0) return NULL;
+    if (got == 0) return hot_slow(h, a, w, captured);
+    PyObject *res = NULL;
     {
+        /* shared_mem=0 is the backends' default (Backend.launch): left out, a keyword less to bind. */
+        int no_shm = shared_mem == zero_int;  /* CPython's cached 0: what a literal or a default 0 is */
         PyObject *largs[7] = {NULL, kernel, grid, block, args, stream, shared_mem};
-        PyObject *r = PyObject_Vectorcall(h->launch, largs + 1, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw_launch);
+        PyObject *r = PyObject_Vectorcall(h->launch, largs + 1, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                          no_shm ? kw_stream : kw_launch);
         if (r == NULL) {
-            PyObject *fargs[8] = {NULL, slot, opcode, w, epoch, seq_o, outputs, Py_False};
+            PyObject *fargs[8] = {NULL, c.slot, opcode, w, c.epoch, c.seq, outputs, Py_False};
             fail_with(h->launch_failed, fargs, 8);
             goto done;
         }
         Py_DECREF(r);
     }
     if (h->end) {
-        PyObject *pargs[7] = {NULL, s1, slot, opcode, w, epoch, h->completed};
+        PyObject *pargs[7] = {NULL, c.s1, c.slot, opcode, w, c.epoch, h->completed};
         PyObject *r = PyObject_Vectorcall(h->pack, pargs + 1, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         if (r == NULL) {
             /* The kernel was enqueued: the device may have run it and faulted in it (launched=True). */
-            PyObject *fargs[8] = {NULL, slot, opcode, w, epoch, seq_o, outputs, Py_True};
+            PyObject *fargs[8] = {NULL, c.slot, opcode, w, c.epoch, c.seq, outputs, Py_True};
             fail_with(h->launch_failed, fargs, 8);
             goto done;
         }
         Py_DECREF(r);
-        if (store_entry(h->window, (seq + 1) & h->wmask, s1, slot, opcode, w, epoch, outputs, seq_o) < 0 ||
-            cell_set_ll(h->st_cells, ST_NEXT_SEQ, seq + 2) < 0)
+        if (store_entry(h->window, (c.seq_ll + 1) & h->wmask, c.s1, c.slot, opcode, w, c.epoch, outputs, c.seq) < 0 ||
+            cell_set_ll(h->st_cells, ST_NEXT_SEQ, c.seq_ll + 2) < 0)
             goto done;
-        *(uint64_t *)h->produced.buf = (uint64_t)(seq + 2);
+        *(uint64_t *)h->produced.buf = (uint64_t)(c.seq_ll + 2);
     }
     res = Py_None;
     Py_INCREF(res);
 done:
-    Py_XDECREF(s1);
-    Py_XDECREF(slot);
-    Py_XDECREF(seq_o);
-    Py_DECREF(epoch);
+    claim_clear(&c);
     return res;
 }
 
-static PyObject *hot_vectorcall(PyObject *self, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
-    Hot *h = (Hot *)self;
-    if (PyVectorcall_NARGS(nargsf) != 9 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
-        PyErr_SetString(PyExc_TypeError,
-                        "hot(kernel, grid, block, args, opcode, words, stream, shared_mem, outputs)");
-        return NULL;
-    }
-    PyObject *w = a[5];
-    if (w == Py_None) {
-        w = h->zero_words;
-        Py_INCREF(w);
-    } else if (words_ok(w)) {
-        Py_INCREF(w);
-    } else {
-        w = PyObject_Vectorcall(h->words_fn, &a[5], 1, NULL);  /* raises what _words raises */
-        if (w == NULL) return NULL;
-    }
-    RLock *fast_lock = Py_TYPE(h->lock) == &RLockType ? (RLock *)h->lock : NULL;
-    if (fast_lock != NULL) {
-        if (rlock_take(fast_lock, -1) < 0) {
-            Py_DECREF(w);
-            return NULL;
-        }
-    } else {
-        PyObject *r = call0(h->acquire);
-        if (r == NULL) {
-            Py_DECREF(w);
-            return NULL;
-        }
-        Py_DECREF(r);
-    }
-    PyObject *res = hot_locked(h, a, w);
-    Py_DECREF(w);
-    /* `finally: lock.release()`: an exception from release replaces the body's, as in Python. Our own lock
-     * cannot fail to release here (this thread holds it). */
-    if (fast_lock != NULL) {
-        rlock_give(fast_lock);
+/* Take the recorder's lock: our RLock C to C, any other lock by its acquire(). 0, or -1 with an exception. */
+static int hot_lock(Hot *h) {
+    if (Py_TYPE(h->lock) == &RLockType) return rlock_take((RLock *)h->lock, -1) < 0 ? -1 : 0;
+    PyObject *r = call0(h->acquire);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* `finally: lock.release()` after a body that returned `res` (NULL: an exception is set): an exception from
+ * release replaces the body's, as in Python. Our own lock cannot fail to release here (this thread holds
+ * it). Returns `res`, or NULL. */
+static PyObject *hot_unlock(Hot *h, PyObject *res) {
+    if (Py_TYPE(h->lock) == &RLockType) {
+        rlock_give((RLock *)h->lock);
         return res;
     }
     PyObject *type, *value, *tb;
@@ -487,15 +498,51 @@ static PyObject *hot_vectorcall(PyObject *self, PyObject *const *a, size_t nargs
     return res;
 }
 
+/* `_words` of a launch's words: a new reference, or NULL with what `_words` raises. */
+static PyObject *hot_words(Hot *h, PyObject *words) {
+    if (words == Py_None) {
+        Py_INCREF(h->zero_words);
+        return h->zero_words;
+    }
+    if (words_ok(words)) {
+        Py_INCREF(words);
+        return words;
+    }
+    return PyObject_Vectorcall(h->words_fn, &words, 1, NULL);
+}
+
+/* `hot(kernel, grid, block, args, opcode, words, stream, shared_mem, outputs)`; `checked`: the words are
+ * `_words`' already (a launcher's, checked when it was made: `body` in the Python reference). */
+static PyObject *hot_run(Hot *h, PyObject *const *a, int checked) {
+    PyObject *w = checked ? Py_NewRef(a[5]) : hot_words(h, a[5]);
+    if (w == NULL) return NULL;
+    if (hot_lock(h) < 0) {
+        Py_DECREF(w);
+        return NULL;
+    }
+    PyObject *res = hot_unlock(h, hot_locked(h, a, w));
+    Py_DECREF(w);
+    return res;
+}
+
+static PyObject *hot_vectorcall(PyObject *self, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
+    if (PyVectorcall_NARGS(nargsf) != 9 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "hot(kernel, grid, block, args, opcode, words, stream, shared_mem, outputs)");
+        return NULL;
+    }
+    return hot_run((Hot *)self, a, 0);
+}
+
 static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *rec_cells, *st_cells, *st_dict, *lock, *window, *pack, *produced, *launch, *probe, *words_fn, *room, *slow,
-        *pack_failed, *launch_failed, *note_slot, *zero, *begin, *completed;
+        *pack_failed, *launch_failed, *note_slot, *zero, *begin, *completed, *slow_end, *general_slot;
     Py_ssize_t wmask;
     long long end;
-    if (!PyArg_ParseTuple(args, "O!O!O!OO!nOOOOLOOOOOOOOO", &PyList_Type, &rec_cells, &PyList_Type, &st_cells,
+    if (!PyArg_ParseTuple(args, "O!O!O!OO!nOOOOLOOOOOOOOOOO", &PyList_Type, &rec_cells, &PyList_Type, &st_cells,
                           &PyDict_Type, &st_dict, &lock, &PyList_Type, &window, &wmask, &pack, &produced, &launch, &probe, &end,
                           &words_fn, &room, &slow, &pack_failed, &launch_failed, &note_slot, &zero, &begin,
-                          &completed))
+                          &completed, &slow_end, &general_slot))
         return NULL;
     if (PyList_GET_SIZE(rec_cells) != REC_CELLS || PyList_GET_SIZE(st_cells) != ST_CELLS) {
         PyErr_SetString(PyExc_ValueError, "unexpected cells");
@@ -528,12 +575,20 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     SET(rec_cells, rec_cells) SET(st_cells, st_cells) SET(st_dict, st_dict) SET(window, window) SET(pack, pack) SET(launch, launch)
     SET(probe, probe) SET(words_fn, words_fn) SET(room, room) SET(slow, slow) SET(pack_failed, pack_failed)
     SET(launch_failed, launch_failed) SET(note_slot, note_slot) SET(zero_words, zero) SET(lock, lock)
-    SET(produced_obj, produced) SET(begin, begin) SET(completed, completed)
+    SET(produced_obj, produced) SET(begin, begin) SET(completed, completed) SET(slow_end, slow_end)
+    SET(general_slot, general_slot)
 #undef SET
     h->wmask = wmask;
     h->end = end ? 1 : 0;
     return (PyObject *)h;
 }
+
+static PyObject *hot_slot_method(Hot *h, PyObject *const *a, Py_ssize_t n);
+
+static PyMethodDef hot_methods[] = {
+    {"slot", (PyCFunction)(void (*)(void))hot_slot_method, METH_FASTCALL, "slot(opcode, words, stream)"},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyTypeObject HotType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vrrl_gpu.recorder._vrrl_fast.Hot",
@@ -546,6 +601,7 @@ static PyTypeObject HotType = {
     .tp_traverse = (traverseproc)hot_traverse,
     .tp_clear = (inquiry)hot_clear,
     .tp_doc = "rec.launch's inline path for one stream (recorder/_hot.py: make_hot)",
+    .tp_methods = hot_methods,
 };
 
 /* ----------------------------------------------------------------------------------------------- Bound */
@@ -582,8 +638,6 @@ static void bound_dealloc(Bound *b) {
     Py_TYPE(b)->tp_free((PyObject *)b);
 }
 
-static PyObject *zero_int;
-
 static PyObject *bound_vectorcall(PyObject *self, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
     Bound *b = (Bound *)self;
     Py_ssize_t n = PyVectorcall_NARGS(nargsf), nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
@@ -597,12 +651,13 @@ static PyObject *bound_vectorcall(PyObject *self, PyObject *const *a, size_t nar
         return NULL;
     }
     PyObject *args[9] = {b->kernel, a[0], a[1], a[2], b->opcode, b->words, b->stream, shm, b->outputs};
-    return PyObject_Vectorcall(b->hot, args, 9, NULL);
+    /* The words were checked when the launcher was made (rec.launcher), as `body` takes them in Python. */
+    return hot_run((Hot *)b->hot, args, 1);
 }
 
 static PyObject *bound_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *hot, *kernel, *opcode, *words, *stream, *outputs;
-    if (!PyArg_ParseTuple(args, "OOOOOO", &hot, &kernel, &opcode, &words, &stream, &outputs)) return NULL;
+    if (!PyArg_ParseTuple(args, "O!OOOOO", &HotType, &hot, &kernel, &opcode, &words, &stream, &outputs)) return NULL;
     Bound *b = (Bound *)type->tp_alloc(type, 0);
     if (b == NULL) return NULL;
     b->vectorcall = bound_vectorcall;
@@ -625,28 +680,42 @@ static PyTypeObject BoundType = {
     .tp_doc = "rec.launcher's launcher(grid, block, args, shared_mem=0) (recorder/_hot.py: make_launcher)",
 };
 
+static PyObject *s_hot, *s_opcode, *s_words, *s_outputs;
+
 /* ---------------------------------------------------------------------------------------------- Launch */
 
 /* `rec.launch` itself (Recorder.launch): a known stream object's state with an inline path takes it, C to C;
  * everything else (and any call shape but the documented one) is the Python method, which does the same. */
 
+/* The last stream object seen and its inline path: a weak reference to the stream (alive and the same
+ * object: the same state, whose inline path is `hot`) and `hot`. A state retired while its stream lives
+ * clears its fast cell (StreamTable.sweep), and so does a capture, so a kept `hot` that is not fast is looked
+ * up again; a stream that died leaves a dead reference, never equal to a live object. */
+typedef struct {
+    PyObject *ref, *hot;
+} HotCache;
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *by_id, *general;
+    HotCache cache;
 } Launch;
 
-static PyObject *s_hot, *s_opcode, *s_words, *s_outputs;
 
 static int launch_traverse(Launch *l, visitproc visit, void *arg) {
     Py_VISIT(l->by_id);
     Py_VISIT(l->general);
+    Py_VISIT(l->cache.ref);
+    Py_VISIT(l->cache.hot);
     return 0;
 }
 
 static int launch_clear(Launch *l) {
     Py_CLEAR(l->by_id);
     Py_CLEAR(l->general);
+    Py_CLEAR(l->cache.ref);
+    Py_CLEAR(l->cache.hot);
     return 0;
 }
 
@@ -657,6 +726,7 @@ static void launch_dealloc(Launch *l) {
 }
 
 static PyTypeObject HotType;
+static PyObject *hot_of(PyObject *by_id, PyObject *stream, HotCache *cache);
 
 static PyObject *launch_vectorcall(PyObject *self, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
     Launch *l = (Launch *)self;
@@ -680,26 +750,48 @@ static PyObject *launch_vectorcall(PyObject *self, PyObject *const *a, size_t na
         if (PyErr_Occurred()) return NULL;
     }
     if (plain && opcode != NULL) {
-        PyObject *key = PyLong_FromVoidPtr(stream);
-        if (key == NULL) return NULL;
-        PyObject *st = PyDict_GetItemWithError(l->by_id, key);  /* borrowed */
-        Py_DECREF(key);
-        if (st == NULL && PyErr_Occurred()) return NULL;
-        if (st != NULL) {
-            /* st.hot from the instance dict (a dataclass field: always there, never a descriptor). */
-            PyObject **dp = _PyObject_GetDictPtr(st);
-            PyObject *hot = dp != NULL && *dp != NULL ? PyDict_GetItemWithError(*dp, s_hot) : NULL;
-            if (hot == NULL && PyErr_Occurred()) return NULL;
-            if (hot != NULL && Py_TYPE(hot) == &HotType) {
-                Py_INCREF(hot);
-                PyObject *args[9] = {a[0], a[1], a[2], a[3], opcode, words, stream, shm, outputs};
-                PyObject *r = hot_vectorcall(hot, args, 9, NULL);
-                Py_DECREF(hot);
-                return r;
-            }
+        PyObject *hot = hot_of(l->by_id, stream, &l->cache);
+        if (hot == NULL && PyErr_Occurred()) return NULL;
+        if (hot != NULL) {
+            PyObject *args[9] = {a[0], a[1], a[2], a[3], opcode, words, stream, shm, outputs};
+            PyObject *r = hot_run((Hot *)hot, args, 0);
+            Py_DECREF(hot);
+            return r;
         }
     }
     return PyObject_Vectorcall(l->general, a, nargsf, kwnames);
+}
+
+/* The C inline path of a known stream object (a new reference), or NULL: none (no exception set) or an
+ * exception. `cache`: the last one found (see HotCache). */
+static PyObject *hot_of(PyObject *by_id, PyObject *stream, HotCache *cache) {
+    if (stream == Py_None) return NULL;  /* the current stream: a query, the Python method's */
+    if (cache->hot != NULL && PyWeakref_GET_OBJECT(cache->ref) == stream &&
+        PyList_GET_ITEM(((Hot *)cache->hot)->st_cells, ST_FAST) == Py_True) {
+        Py_INCREF(cache->hot);
+        return cache->hot;
+    }
+    PyObject *key = PyLong_FromVoidPtr(stream);
+    if (key == NULL) return NULL;
+    PyObject *st = PyDict_GetItemWithError(by_id, key);  /* borrowed */
+    Py_DECREF(key);
+    if (st == NULL) return NULL;
+    /* st.hot from the instance dict (a dataclass field: always there, never a descriptor). */
+    PyObject **dp = _PyObject_GetDictPtr(st);
+    PyObject *hot = dp != NULL && *dp != NULL ? PyDict_GetItemWithError(*dp, s_hot) : NULL;
+    if (hot == NULL || Py_TYPE(hot) != &HotType) return NULL;
+    Py_INCREF(hot);
+    if (PyType_SUPPORTS_WEAKREFS(Py_TYPE(stream))) {
+        PyObject *ref = PyWeakref_NewRef(stream, NULL);  /* the object's shared plain reference, if any */
+        if (ref == NULL) {
+            Py_DECREF(hot);
+            return NULL;
+        }
+        Py_XSETREF(cache->ref, ref);
+        Py_INCREF(hot);
+        Py_XSETREF(cache->hot, hot);
+    }
+    return hot;
 }
 
 static PyObject *launch_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
@@ -726,6 +818,289 @@ static PyTypeObject LaunchType = {
     .tp_traverse = (traverseproc)launch_traverse,
     .tp_clear = (inquiry)launch_clear,
     .tp_doc = "Recorder.launch for one recorder (the Python method for everything but a known stream)",
+};
+
+/* ------------------------------------------------------------------------------------------------ Slot */
+
+/* `rec.slot(...)` on a known stream without outputs (recorder/_hot.py: HotSlot): the begin and end
+ * breadcrumbs by the stream's inline path, or the general `_Slot` (made by `general_slot`) when the inline
+ * route does not apply at `__enter__`. */
+
+typedef struct {
+    PyObject_HEAD
+    Hot *hot;
+    PyObject *opcode, *words, *stream, *general;
+    Claim c;  /* the inline slot, while entered */
+    PyObject *w;
+} Slot;
+
+static PyTypeObject SlotType;
+
+static int slot_traverse(Slot *x, visitproc visit, void *arg) {
+    Py_VISIT(x->hot);
+    Py_VISIT(x->opcode);
+    Py_VISIT(x->words);
+    Py_VISIT(x->stream);
+    Py_VISIT(x->general);
+    Py_VISIT(x->w);
+    return 0;
+}
+
+static int slot_clear(Slot *x) {
+    Py_CLEAR(x->hot);
+    Py_CLEAR(x->opcode);
+    Py_CLEAR(x->words);
+    Py_CLEAR(x->stream);
+    Py_CLEAR(x->general);
+    Py_CLEAR(x->w);
+    claim_clear(&x->c);
+    return 0;
+}
+
+static void slot_dealloc(Slot *x) {
+    PyObject_GC_UnTrack(x);
+    slot_clear(x);
+    PyObject_GC_Del(x);
+}
+
+static PyObject *slot_make(Hot *h, PyObject *opcode, PyObject *words, PyObject *stream) {
+    Slot *x = PyObject_GC_New(Slot, &SlotType);
+    if (x == NULL) return NULL;
+    Py_INCREF(h);
+    x->hot = h;
+    Py_INCREF(opcode);
+    x->opcode = opcode;
+    Py_INCREF(words);
+    x->words = words;
+    Py_INCREF(stream);
+    x->stream = stream;
+    x->general = NULL;
+    x->w = NULL;
+    x->c = (Claim){NULL, NULL, NULL, NULL, 0};
+    PyObject_GC_Track(x);
+    return (PyObject *)x;
+}
+
+static PyObject *slot_enter(Slot *x, PyObject *unused) {
+    Hot *h = x->hot;
+    PyObject *w = hot_words(h, x->words);
+    if (w == NULL) return NULL;
+    Py_CLEAR(x->general);
+    Py_CLEAR(x->w);
+    claim_clear(&x->c);
+    PyObject *captured;
+    if (hot_lock(h) < 0) {
+        Py_DECREF(w);
+        return NULL;
+    }
+    int got = hot_claim(h, x->opcode, w, x->stream, 0, Py_None, &x->c, &captured);
+    PyObject *r = hot_unlock(h, got < 0 ? NULL : Py_NewRef(Py_None));
+    if (r == NULL) got = -1;
+    else Py_DECREF(r);
+    if (got < 0) {
+        claim_clear(&x->c);
+        Py_DECREF(w);
+        return NULL;
+    }
+    if (got == 0) {
+        PyObject *gargs[4] = {NULL, x->opcode, w, x->stream};
+        x->general = PyObject_Vectorcall(h->general_slot, gargs + 1, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_DECREF(w);
+        if (x->general == NULL) return NULL;
+        return PyObject_CallMethod(x->general, "__enter__", NULL);
+    }
+    x->w = w;
+    Py_INCREF(x->c.slot);
+    return x->c.slot;
+}
+
+/* The inline slot's end breadcrumb, with the lock held (`slot_end` in recorder/_hot.py). */
+static PyObject *slot_end_locked(Slot *x) {
+    Hot *h = x->hot;
+    Claim *c = &x->c;
+    int t = cell_true(h->st_cells, ST_FAST);
+    if (t > 0) t = cell_true(h->rec_cells, REC_USABLE);
+    if (t < 0) return NULL;
+    long long seq = cell_ll(h->st_cells, ST_NEXT_SEQ), limit = cell_ll(h->st_cells, ST_LIMIT);
+    if (t && (seq < 0 || limit < 0)) t = 0;
+    PyObject *s = NULL, *res = NULL;
+    if (t && seq >= limit) {
+        s = PyLong_FromLongLong(seq);
+        if (s == NULL) return NULL;
+        PyObject *r = PyObject_Vectorcall(h->room, &s, 1, NULL);
+        if (r == NULL) goto done;
+        t = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (t < 0) goto done;
+    }
+    if (!t) {
+        PyObject *eargs[6] = {NULL, c->slot, x->opcode, x->w, c->epoch, c->seq};
+        res = PyObject_Vectorcall(h->slow_end, eargs + 1, 5 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        goto done;
+    }
+    if (s == NULL && (s = PyLong_FromLongLong(seq)) == NULL) goto done;
+    {
+        PyObject *pargs[7] = {NULL, s, c->slot, x->opcode, x->w, c->epoch, h->completed};
+        PyObject *r = PyObject_Vectorcall(h->pack, pargs + 1, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (r == NULL) {
+            PyObject *fargs[2] = {NULL, NULL};
+            fail_with(h->pack_failed, fargs, 1);
+            goto done;
+        }
+        Py_DECREF(r);
+    }
+    if (store_entry(h->window, seq & h->wmask, s, c->slot, x->opcode, x->w, c->epoch, Py_None, c->seq) < 0 ||
+        cell_set_ll(h->st_cells, ST_NEXT_SEQ, seq + 1) < 0)
+        goto done;
+    *(uint64_t *)h->produced.buf = (uint64_t)(seq + 1);
+    res = Py_None;
+    Py_INCREF(res);
+done:
+    Py_XDECREF(s);
+    return res;
+}
+
+static PyObject *slot_exit(Slot *x, PyObject *const *a, Py_ssize_t n) {
+    if (n != 3) {
+        PyErr_SetString(PyExc_TypeError, "__exit__(exc_type, exc, tb)");
+        return NULL;
+    }
+    if (x->general != NULL) return PyObject_CallMethod(x->general, "__exit__", "OOO", a[0], a[1], a[2]);
+    if (x->c.slot == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the slot was not entered");
+        return NULL;
+    }
+    Hot *h = x->hot;
+    PyObject *exc = a[1];
+    if (exc == Py_None && !h->end) {
+        claim_clear(&x->c);
+        Py_CLEAR(x->w);
+        Py_RETURN_NONE;
+    }
+    if (hot_lock(h) < 0) return NULL;
+    PyObject *res;
+    if (exc != Py_None) {
+        /* The body may have enqueued work before it raised: a fault the device met after the slot's begin is
+         * the slot's own (FAULTED), not a failure of the call (launched=True). */
+        PyObject *fargs[9] = {NULL, exc, x->c.slot, x->opcode, x->w, x->c.epoch, x->c.seq, Py_None, Py_True};
+        res = PyObject_Vectorcall(h->launch_failed, fargs + 1, 8 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    } else {
+        res = slot_end_locked(x);
+    }
+    res = hot_unlock(h, res);
+    claim_clear(&x->c);
+    Py_CLEAR(x->w);
+    if (res == NULL) return NULL;
+    Py_DECREF(res);
+    Py_RETURN_NONE;  /* never suppresses the body's exception */
+}
+
+static PyMethodDef slot_methods[] = {
+    {"__enter__", (PyCFunction)slot_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))slot_exit, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SlotType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vrrl_gpu.recorder._vrrl_fast.Slot",
+    .tp_basicsize = sizeof(Slot),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = (destructor)slot_dealloc,
+    .tp_traverse = (traverseproc)slot_traverse,
+    .tp_clear = (inquiry)slot_clear,
+    .tp_methods = slot_methods,
+    .tp_doc = "rec.slot(...) on a known stream (recorder/_hot.py: HotSlot)",
+};
+
+/* Hot.slot(opcode, words, stream): what Recorder.slot returns for a known stream without outputs. */
+static PyObject *hot_slot_method(Hot *h, PyObject *const *a, Py_ssize_t n) {
+    if (n != 3) {
+        PyErr_SetString(PyExc_TypeError, "slot(opcode, words, stream)");
+        return NULL;
+    }
+    return slot_make(h, a[0], a[1], a[2]);
+}
+
+/* `rec.slot` itself: `(opcode, words=None, *, stream=None, outputs=None)`; a known stream object with an
+ * inline path and no outputs makes a Slot here, everything else is the Python method (`general`). */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *by_id, *general;
+    HotCache cache;
+} SlotEntry;
+
+static PyObject *entry_vectorcall(PyObject *self, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
+    SlotEntry *e = (SlotEntry *)self;
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf), nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *words = n == 2 ? a[1] : Py_None, *stream = Py_None, *outputs = Py_None;
+    int plain = n == 1 || n == 2;
+    for (Py_ssize_t i = 0; plain && i < nk; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i), *v = a[n + i];
+        if (k == s_stream || PyUnicode_Compare(k, s_stream) == 0) stream = v;
+        else if (n == 1 && (k == s_words || PyUnicode_Compare(k, s_words) == 0)) words = v;
+        else if (k == s_outputs || PyUnicode_Compare(k, s_outputs) == 0) outputs = v;
+        else plain = 0;
+        if (PyErr_Occurred()) return NULL;
+    }
+    if (plain && outputs == Py_None) {
+        PyObject *hot = hot_of(e->by_id, stream, &e->cache);
+        if (hot == NULL && PyErr_Occurred()) return NULL;
+        if (hot != NULL) {
+            PyObject *r = slot_make((Hot *)hot, a[0], words, stream);
+            Py_DECREF(hot);
+            return r;
+        }
+    }
+    return PyObject_Vectorcall(e->general, a, nargsf, kwnames);
+}
+
+static int entry_traverse(SlotEntry *e, visitproc visit, void *arg) {
+    Py_VISIT(e->by_id);
+    Py_VISIT(e->general);
+    Py_VISIT(e->cache.ref);
+    Py_VISIT(e->cache.hot);
+    return 0;
+}
+
+static int entry_clear(SlotEntry *e) {
+    Py_CLEAR(e->by_id);
+    Py_CLEAR(e->general);
+    Py_CLEAR(e->cache.ref);
+    Py_CLEAR(e->cache.hot);
+    return 0;
+}
+
+static void entry_dealloc(SlotEntry *e) {
+    PyObject_GC_UnTrack(e);
+    entry_clear(e);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *by_id, *general;
+    if (!PyArg_ParseTuple(args, "O!O", &PyDict_Type, &by_id, &general)) return NULL;
+    SlotEntry *e = (SlotEntry *)type->tp_alloc(type, 0);
+    if (e == NULL) return NULL;
+    e->vectorcall = entry_vectorcall;
+    Py_INCREF(by_id);
+    e->by_id = by_id;
+    Py_INCREF(general);
+    e->general = general;
+    return (PyObject *)e;
+}
+
+static PyTypeObject SlotEntryType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vrrl_gpu.recorder._vrrl_fast.SlotEntry",
+    .tp_basicsize = sizeof(SlotEntry),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(SlotEntry, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = entry_new,
+    .tp_dealloc = (destructor)entry_dealloc,
+    .tp_traverse = (traverseproc)entry_traverse,
+    .tp_clear = (inquiry)entry_clear,
+    .tp_doc = "Recorder.slot for one recorder (the Python method for everything but a known stream)",
 };
 
 /* ----------------------------------------------------------------------------------------------- Instr */
@@ -939,9 +1314,11 @@ PyMODINIT_FUNC PyInit__vrrl_fast(void) {
     INTERN(s_stream, "stream") INTERN(s_coop, "enable_cooperative_groups")
 #undef INTERN
     if ((kw_launch = PyTuple_Pack(2, s_stream, s_shared_mem)) == NULL) return NULL;
+    if ((kw_stream = PyTuple_Pack(1, s_stream)) == NULL) return NULL;
     if ((zero_int = PyLong_FromLong(0)) == NULL) return NULL;
     if (PyType_Ready(&HotType) < 0 || PyType_Ready(&BoundType) < 0 || PyType_Ready(&InstrType) < 0 ||
-        PyType_Ready(&LaunchType) < 0 || PyType_Ready(&RLockType) < 0)
+        PyType_Ready(&LaunchType) < 0 || PyType_Ready(&RLockType) < 0 || PyType_Ready(&SlotType) < 0 ||
+        PyType_Ready(&SlotEntryType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (m == NULL) return NULL;
@@ -949,12 +1326,16 @@ PyMODINIT_FUNC PyInit__vrrl_fast(void) {
     Py_INCREF(&BoundType);
     Py_INCREF(&InstrType);
     Py_INCREF(&LaunchType);
+    Py_INCREF(&SlotEntryType);
     Py_INCREF(&RLockType);
+    Py_INCREF(&SlotType);
     if (PyModule_AddObject(m, "Launch", (PyObject *)&LaunchType) < 0 ||
         PyModule_AddObject(m, "RLock", (PyObject *)&RLockType) < 0 ||
         PyModule_AddObject(m, "Hot", (PyObject *)&HotType) < 0 ||
         PyModule_AddObject(m, "Bound", (PyObject *)&BoundType) < 0 ||
-        PyModule_AddObject(m, "Instr", (PyObject *)&InstrType) < 0) {
+        PyModule_AddObject(m, "Instr", (PyObject *)&InstrType) < 0 ||
+        PyModule_AddObject(m, "Slot", (PyObject *)&SlotType) < 0 ||
+        PyModule_AddObject(m, "SlotEntry", (PyObject *)&SlotEntryType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

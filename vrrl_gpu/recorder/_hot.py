@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from vrrl_gpu.format._layout import META_OPCODE_BASE, UNKNOWN_SLOT, SlotStatus
 from vrrl_gpu.recorder import _accel
+from vrrl_gpu.recorder._slot import _Slot
 from vrrl_gpu.recorder._state import _ZERO_WORDS, _Launch, _StreamState, _words
 
 if TYPE_CHECKING:
     from vrrl_gpu.recorder._recorder import Recorder
 
-__all__ = ["HotLaunch", "install_launch", "new_lock", "make_hot", "make_launcher", "make_instr", "DONE_SLOTS"]
+__all__ = ["HotLaunch", "HotSlot", "install_launch", "new_lock", "make_hot", "make_launcher", "make_instr", "DONE_SLOTS"]
 
 _BEGIN = int(SlotStatus.BEGIN)
 _COMPLETED = int(SlotStatus.COMPLETED)
@@ -57,13 +58,25 @@ def _helpers(rec: Recorder, st: _StreamState) -> tuple[Callable[..., Any], ...]:
         """The launch raised (``launched`` False), or the end breadcrumb's enqueue after it (True)."""
         rec._launch_failed(st, _Launch(slot, opcode, w, epoch, seq, outputs), exc, launched=launched)
 
-    return room, slow, pack_failed, launch_failed
+    def slow_end(slot: int, opcode: int, w: Any, epoch: int, seq: int) -> None:
+        """An inline slot's end when the inline route does not apply (``_Slot.__exit__``'s, lock held)."""
+        if rec._poison is None:
+            try:
+                rec._end(st, _Launch(slot, opcode, w, epoch, seq))
+            except BaseException as e:
+                rec._enqueue_failed(e)
+                raise
+
+    def general_slot(opcode: Any, w: Any, stream: Any) -> _Slot:
+        return _Slot(rec, opcode, w, stream, None)
+
+    return room, slow, pack_failed, launch_failed, slow_end, general_slot
 
 
 def make_hot(rec: Recorder, st: _StreamState) -> HotLaunch:
     """The inline path of ``st`` (see the module docstring); C when ``_accel`` loads, else Python."""
     assert st.pack is not None
-    room, slow, pack_failed, launch_failed = _helpers(rec, st)
+    room, slow, pack_failed, launch_failed, slow_end, general_slot = _helpers(rec, st)
     be = rec._backend
     probe = be.is_capturing if rec._probe_capture else None
     end = 1 if rec._end_crumbs else 0
@@ -72,51 +85,61 @@ def make_hot(rec: Recorder, st: _StreamState) -> HotLaunch:
         hot: HotLaunch = fast.Hot(
             rec._cells, st.cells, st.__dict__, rec._lock, st.window, st.wmask, st.pack, st.produced,
             be.launch, probe, end, _words, room, slow, pack_failed, launch_failed, st.note_slot, _ZERO_WORDS,
-            _BEGIN, _COMPLETED,
+            _BEGIN, _COMPLETED, slow_end, general_slot,
         )  # fmt: skip
         return hot
-    return _py_hot(rec, st, probe, end, room, slow, pack_failed, launch_failed)
+    return _py_hot(rec, st, probe, end, room, slow, pack_failed, launch_failed, slow_end, general_slot)
 
 
 def _py_hot(rec: Recorder, st: _StreamState, probe: Callable[[Any], bool] | None, end: int,
             room: Callable[..., Any], slow: Callable[..., Any], pack_failed: Callable[..., Any],
-            launch_failed: Callable[..., Any]) -> HotLaunch:  # fmt: skip
+            launch_failed: Callable[..., Any], slow_end: Callable[..., Any],
+            general_slot: Callable[..., Any]) -> HotLaunch:  # fmt: skip
     lock = rec._lock
     window, wmask, pack, produced = st.window, st.wmask, st.pack, st.produced
     cells, rc = st.cells, rec._cells  # [next_seq, limit, fast, outstanding], [slot counter, epoch, usable]
     launch = rec._backend.launch
     assert pack is not None
 
+    def claim(opcode: Any, w: Any, stream: Any, need: int, outputs: Any) -> tuple[int, int, int] | bool | None:
+        """With the lock held: a new slot and its begin breadcrumb, room left for ``need`` more sequences
+        after it: ``(slot, epoch, seq)``; else what the general path is told (None, or True: capturing)."""
+        if not cells[2] or type(opcode) is not int or not 0 <= opcode < META_OPCODE_BASE or not rc[2]:
+            return None
+        if probe is not None and probe(stream):
+            return True
+        seq = cells[0]
+        if seq + need >= cells[1] and not room(seq + need):
+            return None
+        counter = rc[0]
+        slot = counter % UNKNOWN_SLOT  # never UNKNOWN_SLOT itself
+        epoch = rc[1]
+        try:
+            pack(seq, slot, opcode, w, epoch, _BEGIN)
+        except BaseException as exc:
+            pack_failed(exc)
+            raise
+        window[seq & wmask] = (seq, slot, opcode, w, epoch, outputs, seq)
+        cells[0] = seq + 1
+        produced[0] = seq + 1
+        rc[0] = counter + 1
+        run = st.run
+        if slot == run[0] + run[1] * run[2]:
+            run[2] += 1
+        else:
+            st.note_slot(slot)
+        cells[3] = True
+        return slot, epoch, seq
+
     def body(kernel: Any, grid: Any, block: Any, args: Any, opcode: Any, w: Any, stream: Any,
              shared_mem: int, outputs: Any) -> None:  # fmt: skip
         """``hot`` with ``w`` already checked (``_words``): what a launcher with bound words calls."""
         lock.acquire()
         try:
-            if not cells[2] or type(opcode) is not int or not 0 <= opcode < META_OPCODE_BASE or not rc[2]:
-                return slow(kernel, grid, block, args, opcode, w, stream, shared_mem, outputs, None)  # type: ignore[no-any-return]
-            if probe is not None and probe(stream):
-                return slow(kernel, grid, block, args, opcode, w, stream, shared_mem, outputs, True)  # type: ignore[no-any-return]
-            seq = cells[0]
-            if seq + end >= cells[1] and not room(seq + end):
-                return slow(kernel, grid, block, args, opcode, w, stream, shared_mem, outputs, None)  # type: ignore[no-any-return]
-            counter = rc[0]
-            slot = counter % UNKNOWN_SLOT  # never UNKNOWN_SLOT itself
-            epoch = rc[1]
-            try:
-                pack(seq, slot, opcode, w, epoch, _BEGIN)
-            except BaseException as exc:
-                pack_failed(exc)
-                raise
-            window[seq & wmask] = (seq, slot, opcode, w, epoch, outputs, seq)
-            cells[0] = seq + 1
-            produced[0] = seq + 1
-            rc[0] = counter + 1
-            run = st.run
-            if slot == run[0] + run[1] * run[2]:
-                run[2] += 1
-            else:
-                st.note_slot(slot)
-            cells[3] = True
+            got = claim(opcode, w, stream, end, outputs)
+            if type(got) is not tuple:
+                return slow(kernel, grid, block, args, opcode, w, stream, shared_mem, outputs, got)  # type: ignore[no-any-return]
+            slot, epoch, seq = got
             try:
                 launch(kernel, grid, block, args, stream=stream, shared_mem=shared_mem)
             except BaseException as exc:
@@ -137,13 +160,85 @@ def _py_hot(rec: Recorder, st: _StreamState, probe: Callable[[Any], bool] | None
         finally:
             lock.release()
 
+    def slot_begin(opcode: Any, w: Any, stream: Any) -> tuple[int, int, int] | None:
+        """``rec.slot``'s begin breadcrumb inline: ``(slot, epoch, seq)``, or None (the general path)."""
+        lock.acquire()
+        try:
+            got = claim(opcode, w, stream, 0, None)
+            return got if type(got) is tuple else None
+        finally:
+            lock.release()
+
+    def slot_end(exc: BaseException | None, slot: int, opcode: int, w: Any, epoch: int, seq: int) -> None:
+        """The end of an inline slot: its end breadcrumb, or (``exc``: the body raised) its failure."""
+        lock.acquire()
+        try:
+            if exc is not None:
+                # The body may have enqueued work before it raised: a fault the device met after the slot's
+                # begin is the slot's own (FAULTED), not a failure of the call.
+                launch_failed(exc, slot, opcode, w, epoch, seq, None, True)
+                return
+            if not end:
+                return
+            s2 = cells[0]
+            if not cells[2] or not rc[2] or (s2 >= cells[1] and not room(s2)):
+                return slow_end(slot, opcode, w, epoch, seq)
+            try:
+                pack(s2, slot, opcode, w, epoch, _COMPLETED)
+            except BaseException as e:
+                pack_failed(e)
+                raise
+            window[s2 & wmask] = (s2, slot, opcode, w, epoch, None, seq)
+            cells[0] = s2 + 1
+            produced[0] = s2 + 1
+        finally:
+            lock.release()
+
+    paths = (slot_begin, slot_end, general_slot)
+
     def hot(kernel: Any, grid: Any, block: Any, args: Any, opcode: Any, words: Any, stream: Any,
             shared_mem: int, outputs: Any) -> None:  # fmt: skip
         w = _ZERO_WORDS if words is None else _words(words)
         body(kernel, grid, block, args, opcode, w, stream, shared_mem, outputs)
 
+    def slot_of(opcode: Any, words: Any, stream: Any) -> HotSlot:
+        return HotSlot(paths, opcode, words, stream)
+
     hot.body = body  # type: ignore[attr-defined]
+    hot.slot = slot_of  # type: ignore[attr-defined]
     return hot
+
+
+class HotSlot:
+    """``rec.slot(...)`` on a known stream without ``outputs``: its breadcrumbs by the stream's inline path
+    (no per-slot state but this object), or the general :class:`~vrrl_gpu.recorder._slot._Slot` when the
+    inline route does not apply. ``_fast.c``'s ``Slot`` does the same."""
+
+    __slots__ = ("_paths", "_opcode", "_words", "_stream", "_general", "_state")
+
+    def __init__(self, paths: tuple[Callable[..., Any], ...], opcode: Any, words: Any, stream: Any) -> None:
+        self._paths = paths
+        self._opcode = opcode
+        self._words = words
+        self._stream = stream
+        self._general: Any = None
+
+    def __enter__(self) -> int:
+        w = _ZERO_WORDS if self._words is None else _words(self._words)
+        begin, _end, general = self._paths
+        got = begin(self._opcode, w, self._stream)
+        if got is None:
+            self._general = general(self._opcode, w, self._stream)
+            return self._general.__enter__()  # type: ignore[no-any-return]
+        self._general = None
+        self._state = (got[0], w, got[1], got[2])
+        return got[0]  # type: ignore[no-any-return]
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self._general is not None:
+            return self._general.__exit__(exc_type, exc, tb)  # type: ignore[no-any-return]
+        slot, w, epoch, seq = self._state
+        self._paths[1](exc, slot, self._opcode, w, epoch, seq)
 
 
 def new_lock() -> Any:
@@ -154,13 +249,18 @@ def new_lock() -> Any:
     return threading.RLock() if fast is None else fast.RLock()
 
 
-def install_launch(rec: Recorder, method: Callable[..., None]) -> None:
-    """With the accelerator, ``rec.launch`` is a C callable (an instance attribute over the method): a known
-    stream object's inline path is then taken without a Python frame; any other call is ``method`` (bound),
-    the Python ``Recorder.launch``, which stays the reference. Not for subclasses that override it."""
+def install_launch(rec: Recorder, method: Callable[..., None], slot: Callable[..., Any]) -> None:
+    """With the accelerator, ``rec.launch`` and ``rec.slot`` are C callables (instance attributes over the
+    methods): a known stream object's inline path is then taken without a Python frame; any other call is
+    the bound method (``method``, ``slot``: the Python ``Recorder.launch`` and ``Recorder.slot``, which stay
+    the reference). Not for subclasses that override them."""
     fast = _accel.module()
-    if fast is not None and getattr(type(rec), "launch", None) is method:
+    if fast is None:
+        return
+    if getattr(type(rec), "launch", None) is method:
         rec.__dict__["launch"] = fast.Launch(rec._by_id, types.MethodType(method, rec))
+    if getattr(type(rec), "slot", None) is slot:
+        rec.__dict__["slot"] = fast.SlotEntry(rec._by_id, types.MethodType(slot, rec))
 
 
 def make_launcher(hot: HotLaunch, kernel: Any, opcode: int, words: Any, stream: Any,

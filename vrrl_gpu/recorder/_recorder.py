@@ -190,7 +190,7 @@ class Recorder:
                 )  # fmt: skip
                 self._clock_thread.start()
                 undo.callback(self._stop_clock)
-            install_launch(self, Recorder.launch)
+            install_launch(self, Recorder.launch, Recorder.slot)
             undo.pop_all()
 
     # ------------------------------------------------- the launch path's state
@@ -525,6 +525,12 @@ class Recorder:
         into failure evidence, and with ``digests`` into a COMPLETED record)
         may be a callable with no arguments, called when the body ends.
         """
+        if outputs is None:
+            # A known stream object: its inline path (recorder/_hot.py, C when the accelerator loads) writes
+            # the breadcrumbs, with the general _Slot for every uncommon case (same records).
+            st = self._by_id.get(id(stream))
+            if st is not None and st.hot is not None:
+                return st.hot.slot(opcode, words, stream)  # type: ignore[no-any-return]
         return _Slot(self, opcode, words, stream, outputs)
 
     def recorded(self, opcode: int, words: Sequence[int] | None = None) -> Callable[[F], F]:
