@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <structmember.h>
 #include <stdint.h>
+#include <time.h>
 
 #define META_OPCODE_BASE 0xFFFFFF00LL
 #define UNKNOWN_SLOT 0xFFFFFFFFLL
@@ -22,13 +23,35 @@
 static PyObject *zero_int;  /* CPython's cached small int 0 */
 static PyObject *s_run, *s_cells, *s_instr_outstanding, *kw_launch, *kw_stream, *s_shared_mem, *s_stream, *s_coop;
 
+/* PyLong_AsLongLongAndOverflow(v, overflow), without its call and checks for the common case: an exact int
+ * of at most two digits (CPython's own compact ints, read as longobject.c reads them). */
+static inline long long ll_of(PyObject *v, int *overflow) {
+    *overflow = 0;
+    if (PyLong_CheckExact(v)) {
+#if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)v)) return PyUnstable_Long_CompactValue((PyLongObject *)v);
+#else
+        Py_ssize_t size = Py_SIZE(v);
+        const digit *d = ((PyLongObject *)v)->ob_digit;
+        switch (size) {
+            case 0: return 0;
+            case 1: return (long long)d[0];
+            case -1: return -(long long)d[0];
+            case 2: return (long long)d[0] | ((long long)d[1] << PyLong_SHIFT);
+            default: break;
+        }
+#endif
+    }
+    return PyLong_AsLongLongAndOverflow(v, overflow);
+}
+
 static int words_ok(PyObject *w) {
     if (!PyTuple_CheckExact(w) || PyTuple_GET_SIZE(w) != 4) return 0;
     for (int i = 0; i < 4; i++) {
         PyObject *x = PyTuple_GET_ITEM(w, i);
         if (!PyLong_CheckExact(x)) return 0;
-        int overflow = 0;
-        long long v = PyLong_AsLongLongAndOverflow(x, &overflow);
+        int overflow;
+        long long v = ll_of(x, &overflow);
         if (overflow || v < 0 || v > U32) return 0;
     }
     return 1;
@@ -41,8 +64,8 @@ static int words_ok(PyObject *w) {
 static long long cell_ll(PyObject *cells, Py_ssize_t i) {
     PyObject *v = PyList_GET_ITEM(cells, i);
     if (!PyLong_CheckExact(v)) return -1;
-    int overflow = 0;
-    long long r = PyLong_AsLongLongAndOverflow(v, &overflow);
+    int overflow;
+    long long r = ll_of(v, &overflow);
     return overflow ? -1 : r;
 }
 
@@ -122,16 +145,31 @@ static int store_entry(PyObject *window, Py_ssize_t at, PyObject *seq, PyObject 
 
 /* threading.RLock's semantics (owner thread, recursion count; a blocking acquire releases the GIL and runs
  * signal handlers when interrupted, as _thread.RLock does), with C entry points for Hot: taking the
- * recorder's lock is then two C calls instead of two method calls that parse arguments. */
+ * recorder's lock is then two C calls instead of two method calls that parse arguments.
+ *
+ * Every caller holds the GIL, so the lock's state (owner, count, waiters) is plain fields read and written
+ * under it: taking a free lock and giving it back touch no OS primitive (that was most of a launch's lock
+ * cost). Only a thread that must wait blocks, without the GIL, on `wake`, a lock used as a binary
+ * semaphore: held while no wake-up is pending (`posted` 0), released by the thread that frees the lock while
+ * someone waits. A woken waiter takes the lock only if it is free when it holds the GIL again, else waits
+ * again, so a wake-up that another thread beat it to is never lost nor double-counted. */
 
 typedef struct {
     PyObject_HEAD
-    PyThread_type_lock lock;
+    PyThread_type_lock wake;
     unsigned long owner;
     unsigned long count;
+    unsigned long waiters;
+    int posted;
 } RLock;
 
 static PyTypeObject RLockType;
+
+static long long monotonic_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
 
 /* timeout_us < 0: wait forever; 0: do not wait. Returns 1 acquired, 0 not (timeout), -1 error. */
 static int rlock_take(RLock *r, PY_TIMEOUT_T timeout_us) {
@@ -144,17 +182,32 @@ static int rlock_take(RLock *r, PY_TIMEOUT_T timeout_us) {
         r->count++;
         return 1;
     }
-    if (!PyThread_acquire_lock(r->lock, NOWAIT_LOCK)) {
+    if (r->count > 0) {
         if (timeout_us == 0) return 0;
+        long long deadline = timeout_us > 0 ? monotonic_us() + (long long)timeout_us : 0;
+        r->waiters++;
         for (;;) {
+            PY_TIMEOUT_T left = -1;
+            if (timeout_us > 0) {
+                long long rest = deadline - monotonic_us();
+                left = rest > 0 ? (PY_TIMEOUT_T)rest : 0;
+            }
             PyLockStatus st;
             Py_BEGIN_ALLOW_THREADS
-            st = PyThread_acquire_lock_timed(r->lock, timeout_us, 1);
+            st = PyThread_acquire_lock_timed(r->wake, left, 1);
             Py_END_ALLOW_THREADS
-            if (st == PY_LOCK_ACQUIRED) break;
-            if (st == PY_LOCK_FAILURE) return 0;
-            if (Py_MakePendingCalls() < 0) return -1;  /* PY_LOCK_INTR: a signal handler raised */
+            if (st == PY_LOCK_ACQUIRED) r->posted = 0;
+            if (r->count == 0) break;
+            if (st == PY_LOCK_INTR && Py_MakePendingCalls() < 0) {  /* a signal handler raised */
+                r->waiters--;
+                return -1;
+            }
+            if (st == PY_LOCK_FAILURE && left == 0) {
+                r->waiters--;
+                return 0;
+            }
         }
+        r->waiters--;
     }
     r->owner = me;
     r->count = 1;
@@ -168,7 +221,10 @@ static int rlock_give(RLock *r) {
     }
     if (--r->count == 0) {
         r->owner = 0;
-        PyThread_release_lock(r->lock);
+        if (r->waiters > 0 && !r->posted) {
+            r->posted = 1;
+            PyThread_release_lock(r->wake);
+        }
     }
     return 0;
 }
@@ -180,19 +236,20 @@ static PyObject *rlock_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     }
     RLock *r = (RLock *)type->tp_alloc(type, 0);
     if (r == NULL) return NULL;
-    r->lock = PyThread_allocate_lock();
-    if (r->lock == NULL) {
+    r->wake = PyThread_allocate_lock();
+    if (r->wake == NULL) {
         Py_DECREF(r);
         PyErr_SetString(PyExc_MemoryError, "cannot allocate lock");
         return NULL;
     }
+    PyThread_acquire_lock(r->wake, WAIT_LOCK);  /* new and unshared: no wait */
     return (PyObject *)r;
 }
 
 static void rlock_dealloc(RLock *r) {
-    if (r->lock != NULL) {
-        if (r->count > 0) PyThread_release_lock(r->lock);
-        PyThread_free_lock(r->lock);
+    if (r->wake != NULL) {
+        if (!r->posted) PyThread_release_lock(r->wake);  /* as _thread's lock_dealloc: never free it held */
+        PyThread_free_lock(r->wake);
     }
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
@@ -327,8 +384,8 @@ static int hot_claim(Hot *h, PyObject *opcode, PyObject *w, PyObject *stream, lo
     if (t < 0) return -1;
     int general = !t || !PyLong_CheckExact(opcode);
     if (!general) {
-        int overflow = 0;
-        long long op = PyLong_AsLongLongAndOverflow(opcode, &overflow);
+        int overflow;
+        long long op = ll_of(opcode, &overflow);
         general = overflow || op < 0 || op >= META_OPCODE_BASE;
     }
     if (!general) {
@@ -351,24 +408,33 @@ static int hot_claim(Hot *h, PyObject *opcode, PyObject *w, PyObject *stream, lo
     long long seq = cell_ll(h->st_cells, ST_NEXT_SEQ), limit = cell_ll(h->st_cells, ST_LIMIT);
     long long counter = cell_ll(h->rec_cells, REC_SLOT_COUNTER);
     if (seq < 0 || limit < 0 || counter < 0) return 0;  /* not the plain ints kept */
+    /* The cells hold these very values (exact ints, just read): taken now, no new int for either. */
+    c->seq = Py_NewRef(PyList_GET_ITEM(h->st_cells, ST_NEXT_SEQ));
+    if (counter < UNKNOWN_SLOT) {
+        c->slot = Py_NewRef(PyList_GET_ITEM(h->rec_cells, REC_SLOT_COUNTER));
+    } else {
+        c->slot = PyLong_FromLongLong(counter % UNKNOWN_SLOT);  /* never UNKNOWN_SLOT itself */
+        if (c->slot == NULL) goto fail;
+    }
     if (seq + need >= limit) {
         PyObject *s = PyLong_FromLongLong(seq + need);
-        if (s == NULL) return -1;
+        if (s == NULL) goto fail;
         PyObject *r = PyObject_Vectorcall(h->room, &s, 1, NULL);
         Py_DECREF(s);
-        if (r == NULL) return -1;
+        if (r == NULL) goto fail;
         t = PyObject_IsTrue(r);
         Py_DECREF(r);
-        if (t < 0) return -1;
-        if (!t) return 0;
+        if (t < 0) goto fail;
+        if (!t) {
+            claim_clear(c);
+            return 0;
+        }
     }
     PyObject *epoch = PyList_GET_ITEM(h->rec_cells, REC_EPOCH);
     Py_INCREF(epoch);
     c->epoch = epoch;
     c->seq_ll = seq;
-    c->slot = PyLong_FromLongLong(counter % UNKNOWN_SLOT);  /* never UNKNOWN_SLOT itself */
-    c->seq = PyLong_FromLongLong(seq);
-    if (c->slot == NULL || c->seq == NULL) goto fail;
+
     {
         /* A slot before the arguments: a bound method (or an instance's __call__) needs no copy for self. */
         PyObject *pargs[7] = {NULL, c->seq, c->slot, opcode, w, epoch, h->begin};
@@ -390,9 +456,9 @@ static int hot_claim(Hot *h, PyObject *opcode, PyObject *w, PyObject *stream, lo
         int extended = 0;
         if (run != NULL && PyList_CheckExact(run) && PyList_GET_SIZE(run) == 3) {
             int o0 = 0, o1 = 0, o2 = 0;
-            long long r0 = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(run, 0), &o0);
-            long long r1 = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(run, 1), &o1);
-            long long r2 = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(run, 2), &o2);
+            long long r0 = ll_of(PyList_GET_ITEM(run, 0), &o0);
+            long long r1 = ll_of(PyList_GET_ITEM(run, 1), &o1);
+            long long r2 = ll_of(PyList_GET_ITEM(run, 2), &o2);
             if (PyErr_Occurred()) goto fail;
             /* Not the small ints the runs hold (o0..o2): Python decides (note_slot compares exactly too). */
             if (!o0 && !o1 && !o2 && (__int128)r0 + (__int128)r1 * r2 == counter % UNKNOWN_SLOT) {
@@ -938,7 +1004,7 @@ static PyObject *slot_end_locked(Slot *x) {
         res = PyObject_Vectorcall(h->slow_end, eargs + 1, 5 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         goto done;
     }
-    if (s == NULL && (s = PyLong_FromLongLong(seq)) == NULL) goto done;
+    if (s == NULL) s = Py_NewRef(PyList_GET_ITEM(h->st_cells, ST_NEXT_SEQ));  /* the exact int `seq`, just read */
     {
         PyObject *pargs[7] = {NULL, s, c->slot, x->opcode, x->w, c->epoch, h->completed};
         PyObject *r = PyObject_Vectorcall(h->pack, pargs + 1, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
