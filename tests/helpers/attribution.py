@@ -103,7 +103,8 @@ def run_schedule(
             timer.start()
         try:
             for j, s_no in enumerate(streams_of):
-                w.launch(n_streams + j, fault=1 if j == fault_at else 0, stream=streams[s_no], tag=s_no, via=via)
+                fault = 1 if j == fault_at else 0
+                w.launch(n_streams + j, fault=fault, stream=streams[s_no], tag=s_no, via=via)
                 if poll if isinstance(poll, bool) else poll[j]:
                     rec.check()
             hold.release()
@@ -135,7 +136,9 @@ def run_schedule(
     return out
 
 
-def run_case(path: str | os.PathLike[str], case: Case, *, device: str = "twin", via: str = "launch") -> Outcome:
+def run_case(
+    path: str | os.PathLike[str], case: Case, *, device: str = "twin", via: str = "launch"
+) -> Outcome:
     """The matrix case: fault at K = 3 launches per stream in, on the last stream, ratio x slots behind
     (``via="slot"``: each workload launch inside ``rec.slot``)."""
     n = case.streams

@@ -69,7 +69,8 @@ class Axpy:
             with self.rec.slot(self.opcode, (i, fault, tag, 0), stream=stream):
                 self.rec.backend.launch(self.kernel, 1, block, args, stream=stream)
             return
-        self.rec.launch(self.kernel, 1, block, args, opcode=self.opcode, words=(i, fault, tag, 0), stream=stream)
+        words = (i, fault, tag, 0)
+        self.rec.launch(self.kernel, 1, block, args, opcode=self.opcode, words=words, stream=stream)
 
 
 class Hold:

@@ -215,15 +215,13 @@ def _slot_session(path: Path, mode: str, general: bool) -> dict[str, Any]:
         with slot(w.opcode, words=[np.uint32(5), 6, 7, 8], stream=s) as k:  # checked words
             pass
         got.append(k)
-        with pytest.raises(RecordValueError):
-            with slot(w.opcode, (1, 2, 3), stream=s):
-                pass
-        with pytest.raises(RecordValueError):
-            with slot(-1, stream=s):
-                pass
-        with pytest.raises(ValueError, match="body"):
-            with slot(w.opcode, (7, 0, 0, 0), stream=s):  # the body raises: FAILED_AT_LAUNCH, raised as is
-                raise ValueError("body")
+        with pytest.raises(RecordValueError), slot(w.opcode, (1, 2, 3), stream=s):
+            pass
+        with pytest.raises(RecordValueError), slot(-1, stream=s):
+            pass
+        # The body raises: FAILED_AT_LAUNCH, raised as is.
+        with pytest.raises(ValueError, match="body"), slot(w.opcode, (7, 0, 0, 0), stream=s):
+            raise ValueError("body")
         with slot(w.opcode, stream=s, outputs=w.y):
             pass
         with slot(w.opcode, (4, 0, 0, 0)):  # the current stream
@@ -247,9 +245,8 @@ def _slot_session(path: Path, mode: str, general: bool) -> dict[str, Any]:
         rec.close()
     from vrrl_gpu.errors import RecorderClosedError
 
-    with pytest.raises(RecorderClosedError):
-        with slot(w.opcode, stream=s):
-            pass
+    with pytest.raises(RecorderClosedError), slot(w.opcode, stream=s):
+        pass
     return seen
 
 
@@ -449,6 +446,29 @@ def test_an_end_breadcrumb_that_meets_the_fault_blames_the_launch(tmp_path: Path
     statuses = [(int(r["slot_idx"]), int(r["slot_status"])) for r in recs if int(r["opcode"]) == w.opcode]
     assert (1, int(SlotStatus.FAULTED)) in statuses
     assert all(st != int(SlotStatus.FAILED_AT_LAUNCH) for _, st in statuses)
+
+
+def test_a_finished_slot_holds_nothing(tmp_path: Path, impl: str) -> None:
+    """Slots are recycled (C): once a slot is gone it keeps no reference to its stream (the launch map keeps
+    the words), and slots made one after another record their own words."""
+    import sys
+
+    with Recorder(tmp_path / "r.vrrl", device="twin", capacity=4096, staging_slots=64) as rec:
+        w = Axpy.on(rec)
+        s = rec.backend.new_stream()
+        words = [(i, 7, 0, 0) for i in range(6)]
+        with rec.slot(w.opcode, words[0], stream=s):  # the stream's state made and kept from here on
+            pass
+        before = sys.getrefcount(s)
+        for ws in words[1:]:
+            slot = rec.slot(w.opcode, ws, stream=s)
+            with slot:
+                pass
+            del slot
+        assert sys.getrefcount(s) == before
+    recs = log_records(rec.path)
+    got = recs[recs["opcode"] == w.opcode]["args"][:, :2].tolist()
+    assert got == [[i, 7] for i in range(6)]
 
 
 def test_the_remembered_stream_never_names_another_streams_state(tmp_path: Path, impl: str) -> None:

@@ -324,7 +324,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *rec_cells, *st_cells, *st_dict, *acquire, *release, *window, *pack, *launch, *probe, *words_fn, *room,
         *slow, *pack_failed, *launch_failed, *note_slot, *zero_words, *lock, *produced_obj, *begin, *completed,
-        *slow_end, *general_slot;
+        *slow_end, *general_slot, *checked;
     Py_buffer produced;
     Py_ssize_t wmask;
     long long end;
@@ -333,7 +333,7 @@ typedef struct {
 #define HOT_FIELDS(X)                                                                                        \
     X(rec_cells) X(st_cells) X(st_dict) X(acquire) X(release) X(window) X(pack) X(launch) X(probe) X(words_fn) X(room)   \
     X(slow) X(pack_failed) X(launch_failed) X(note_slot) X(zero_words) X(lock) X(produced_obj) X(begin)       \
-    X(completed) X(slow_end) X(general_slot)
+    X(completed) X(slow_end) X(general_slot) X(checked)
 
 static int hot_traverse(Hot *h, visitproc visit, void *arg) {
 #define V(f) Py_VISIT(h->f);
@@ -570,9 +570,11 @@ static PyObject *hot_words(Hot *h, PyObject *words) {
         Py_INCREF(h->zero_words);
         return h->zero_words;
     }
+    /* A tuple of ints never changes: the one checked last (often the same object again) is not checked again. */
+    if (words == h->checked) return Py_NewRef(words);
     if (words_ok(words)) {
-        Py_INCREF(words);
-        return words;
+        Py_XSETREF(h->checked, Py_NewRef(words));
+        return Py_NewRef(words);
     }
     return PyObject_Vectorcall(h->words_fn, &words, 1, NULL);
 }
@@ -923,15 +925,28 @@ static int slot_clear(Slot *x) {
     return 0;
 }
 
+/* A slot lives for one `with` block: a few freed ones are kept for the next (as CPython keeps freed tuples
+ * and frames), cleared first, so no reference outlives the slot (a stream dies when its last user lets go). */
+#define SLOT_SPARES 4
+static Slot *slot_spares[SLOT_SPARES];
+static int slot_nspares;
+
 static void slot_dealloc(Slot *x) {
     PyObject_GC_UnTrack(x);
     slot_clear(x);
-    PyObject_GC_Del(x);
+    if (slot_nspares < SLOT_SPARES) slot_spares[slot_nspares++] = x;
+    else PyObject_GC_Del(x);
 }
 
 static PyObject *slot_make(Hot *h, PyObject *opcode, PyObject *words, PyObject *stream) {
-    Slot *x = PyObject_GC_New(Slot, &SlotType);
-    if (x == NULL) return NULL;
+    Slot *x;
+    if (slot_nspares > 0) {
+        x = slot_spares[--slot_nspares];
+        (void)PyObject_Init((PyObject *)x, &SlotType);
+    } else {
+        x = PyObject_GC_New(Slot, &SlotType);
+        if (x == NULL) return NULL;
+    }
     Py_INCREF(h);
     x->hot = h;
     Py_INCREF(opcode);

@@ -30,7 +30,16 @@ from vrrl_gpu.recorder._state import _ZERO_WORDS, _Launch, _StreamState, _words
 if TYPE_CHECKING:
     from vrrl_gpu.recorder._recorder import Recorder
 
-__all__ = ["HotLaunch", "HotSlot", "install_launch", "new_lock", "make_hot", "make_launcher", "make_instr", "DONE_SLOTS"]
+__all__ = [
+    "DONE_SLOTS",
+    "HotLaunch",
+    "HotSlot",
+    "install_launch",
+    "make_hot",
+    "make_instr",
+    "make_launcher",
+    "new_lock",
+]
 
 _BEGIN = int(SlotStatus.BEGIN)
 _COMPLETED = int(SlotStatus.COMPLETED)
@@ -101,7 +110,9 @@ def _py_hot(rec: Recorder, st: _StreamState, probe: Callable[[Any], bool] | None
     launch = rec._backend.launch
     assert pack is not None
 
-    def claim(opcode: Any, w: Any, stream: Any, need: int, outputs: Any) -> tuple[int, int, int] | bool | None:
+    def claim(
+        opcode: Any, w: Any, stream: Any, need: int, outputs: Any
+    ) -> tuple[int, int, int] | bool | None:
         """With the lock held: a new slot and its begin breadcrumb, room left for ``need`` more sequences
         after it: ``(slot, epoch, seq)``; else what the general path is told (None, or True: capturing)."""
         if not cells[2] or type(opcode) is not int or not 0 <= opcode < META_OPCODE_BASE or not rc[2]:
@@ -177,12 +188,13 @@ def _py_hot(rec: Recorder, st: _StreamState, probe: Callable[[Any], bool] | None
                 # The body may have enqueued work before it raised: a fault the device met after the slot's
                 # begin is the slot's own (FAULTED), not a failure of the call.
                 launch_failed(exc, slot, opcode, w, epoch, seq, None, True)
-                return
+                return None
             if not end:
-                return
+                return None
             s2 = cells[0]
             if not cells[2] or not rc[2] or (s2 >= cells[1] and not room(s2)):
-                return slow_end(slot, opcode, w, epoch, seq)
+                slow_end(slot, opcode, w, epoch, seq)
+                return None
             try:
                 pack(s2, slot, opcode, w, epoch, _COMPLETED)
             except BaseException as e:
@@ -214,7 +226,7 @@ class HotSlot:
     (no per-slot state but this object), or the general :class:`~vrrl_gpu.recorder._slot._Slot` when the
     inline route does not apply. ``_fast.c``'s ``Slot`` does the same."""
 
-    __slots__ = ("_paths", "_opcode", "_words", "_stream", "_general", "_state")
+    __slots__ = ("_general", "_opcode", "_paths", "_state", "_stream", "_words")
 
     def __init__(self, paths: tuple[Callable[..., Any], ...], opcode: Any, words: Any, stream: Any) -> None:
         self._paths = paths
@@ -239,6 +251,7 @@ class HotSlot:
             return self._general.__exit__(exc_type, exc, tb)  # type: ignore[no-any-return]
         slot, w, epoch, seq = self._state
         self._paths[1](exc, slot, self._opcode, w, epoch, seq)
+        return None
 
 
 def new_lock() -> Any:
