@@ -144,10 +144,10 @@ def test_text_columns() -> None:
     assert set(text_columns(parquet_schema(with_origin=True))) == TEXT | {"origin.path"}
 
 
-def test_strings_equal_arrows_own() -> None:
+def test_strings() -> None:
     values = ("gemm", None, "", "softmax\u00e9\u4e2d", "a,\"b\"", "bell\x07")
     idx = np.array([0, 1, 2, 3, 3, 4, 5, 1, 0, 2], np.intp)
-    want = pa.array(list(values), pa.string()).take(pa.array(idx))
+    want = pa.array([values[i] for i in idx.tolist()], pa.string())
     got = _strings(pa, idx, values)
     got.validate(full=True)
     assert got.equals(want)
