@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -59,7 +60,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``vrrl`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    """Run ``vrrl`` with ``argv`` (None: ``sys.argv[1:]``, as the ``vrrl`` process); return the exit code."""
+    if argv is None:
+        _process_defaults()
     with warnings.catch_warnings():
         shown: set[str] = set()
 
@@ -73,6 +76,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = show  # restored by catch_warnings
         warnings.simplefilter("always", VrrlWarning)
         return _main(argv)
+
+
+#: pyarrow's allocator for the ``vrrl`` process, unless its caller chose one.
+ARROW_POOL = "system"
+
+
+def _process_defaults() -> None:
+    """Settings for ``vrrl`` as its own process; an in-process ``main(argv)`` (a test, a program) gets none.
+
+    pyarrow's default allocator (mimalloc or jemalloc) keeps the pages that a Parquet export frees after each
+    row group for later use, so the export's peak RSS grows past what it holds at once; the system allocator
+    gives them back (about 10 MiB less on a 1M-record export, at the same speed). pyarrow reads the variable
+    as it is imported: once it is, setting it would change nothing but the environment, so it is left alone.
+    """
+    if "pyarrow" not in sys.modules:
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", ARROW_POOL)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -97,8 +116,6 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _silence_stdout() -> None:
-    import os
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

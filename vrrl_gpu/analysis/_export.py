@@ -53,7 +53,8 @@ def export_log(
     ctx = SinkContext(
         opcode_names=names, source=p, streams=mapper_for(p, sidecar=side), total=total, sidecar=side
     )
-    chunks = iter_record_chunks(p, salvage=salvage, chunk_records=CHUNK_RECORDS)
+    size = min(CHUNK_RECORDS, f.chunk_records or CHUNK_RECORDS)
+    chunks = iter_record_chunks(p, salvage=salvage, chunk_records=size)
     batches = ((c, None) for c in chunks)
     return drive(target, lambda t: f.open_sink(t, ctx), batches, progress, total)
 

@@ -32,13 +32,18 @@ from vrrl_gpu.analysis._fleet_logs import (
     load_log,
     read_sidecars,
 )
-from vrrl_gpu.analysis.exporters._parquet import PARQUET_EXTRA, parquet_schema, record_table
+from vrrl_gpu.analysis.exporters._parquet import (
+    PARQUET_EXTRA,
+    PARQUET_ROWS,
+    parquet_schema,
+    parquet_writer,
+    record_table,
+)
 from vrrl_gpu.errors import RecordValueError, VrrlIoError
 
 __all__ = ["FLEET_SCHEMA", "FleetExportSummary", "dataset_schema", "export_fleet"]
 
 FLEET_SCHEMA = "vrrl_gpu.fleet/1"
-_ROWS_PER_GROUP = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ def export_fleet(
     end; ``force`` replaces an earlier dataset (a folder with a manifest), never another folder. Damaged
     logs contribute what salvage reads and are listed as damaged; missing ones are listed too.
     """
-    pa, pq = PARQUET_EXTRA.load("a Parquet dataset")
+    pa, _ = PARQUET_EXTRA.load("a Parquet dataset")
     outp = Path(out)
     _prepare_out(outp, force)
     paths, missing = find_logs(inputs)
@@ -128,9 +133,9 @@ def export_fleet(
                 part.mkdir(exist_ok=True)
                 consts = (loaded.log.host, loaded.log.device, loaded.log.device_uuid, loaded.log.pid,
                           loaded.log.tenant, loaded.log.path)  # fmt: skip
-                with pq.ParquetWriter(str(part / f"part-{i:05d}.parquet"), schema, compression="zstd") as w:
-                    for lo in range(0, n, _ROWS_PER_GROUP):
-                        hi = min(n, lo + _ROWS_PER_GROUP)
+                with parquet_writer(str(part / f"part-{i:05d}.parquet"), schema) as w:
+                    for lo in range(0, n, PARQUET_ROWS):
+                        hi = min(n, lo + PARQUET_ROWS)
                         t = record_table(
                             loaded.records[lo:hi],
                             opcode_names=loaded.opcode_names,

@@ -13,11 +13,20 @@ from vrrl_gpu.analysis.exporters._output import Extra, Sink, SinkContext, open_b
 from vrrl_gpu.analysis.exporters._rows import Labels, RowBuilder
 from vrrl_gpu.format._reader import Records
 
-__all__ = ["PARQUET_EXTRA", "ParquetSink", "parquet_schema", "record_table"]
+__all__ = [
+    "PARQUET_EXTRA",
+    "PARQUET_ROWS",
+    "ParquetSink",
+    "parquet_schema",
+    "parquet_writer",
+    "record_table",
+    "text_columns",
+]
 
 #: Rows per row group: each is built and encoded whole, so its size bounds the writer's memory (with 65,536
-#: rows pyarrow's buffers came to ~100 MiB beside its own import; 4,096 keep them to ~25 MiB).
-PARQUET_ROWS = 1 << 12
+#: rows pyarrow's buffers came to ~100 MiB beside its own import). 16,384 keep that to a few MiB while
+#: costing less per row than 4,096 (fewer pages and column chunks to encode and describe in the footer).
+PARQUET_ROWS = 1 << 14
 
 PARQUET_EXTRA = Extra(name="parquet", package="pyarrow", modules=("pyarrow", "pyarrow.parquet"))
 
@@ -51,8 +60,55 @@ def parquet_schema(*, with_origin: bool) -> Any:
     return pa.schema(fields)
 
 
+def text_columns(schema: Any) -> list[str]:
+    """The paths of ``schema``'s string columns (a struct's as ``origin.path``): those dictionary-encoded."""
+    pa, _ = _pyarrow()
+    out: list[str] = []
+
+    def walk(prefix: str, field: Any) -> None:
+        if pa.types.is_struct(field.type):
+            for k in range(field.type.num_fields):
+                walk(f"{prefix}{field.name}.", field.type.field(k))
+        elif pa.types.is_string(field.type):
+            out.append(prefix + field.name)
+
+    for f in schema:
+        walk("", f)
+    return out
+
+
+def parquet_writer(where: Any, schema: Any) -> Any:
+    """A ``pyarrow.parquet.ParquetWriter`` on ``where`` (a path or a binary file) with the exports' settings.
+
+    zstd; dictionary encoding for the text columns only: they hold a few distinct names, while the numbers
+    (timestamps, digests, args) are nearly all distinct: dictionary-encoding those hashed every value into a
+    dictionary that outgrew its limit and fell back to plain pages, about half the write time, for a larger
+    file.
+    """
+    _, pq = _pyarrow()
+    return pq.ParquetWriter(where, schema, compression="zstd", use_dictionary=text_columns(schema))
+
+
+def _strings(pa: Any, idx: npt.NDArray[np.integer], values: Sequence[str | None]) -> Any:
+    """The Arrow string array ``[values[i] for i in idx]``.
+
+    Arrow's gather of the few distinct values by the index buffer: laying the bytes out with numpy (offsets,
+    a repeat and a fancy index) measured 3-4x slower for a row group.
+    """
+    return pa.array(values, pa.string()).take(pa.array(idx))
+
+
 def _labels(pa: Any, labels: Labels) -> Any:
-    return pa.array(labels.values, pa.string()).take(pa.array(labels.idx.astype(np.int32)))
+    return _strings(pa, labels.idx, labels.values)
+
+
+def _numbers(pa: Any, values: npt.NDArray[Any], typ: Any, null: npt.NDArray[np.bool_] | None = None) -> Any:
+    """``values`` (a strided field of the records) as an Arrow array of ``typ``: one copy, no cast."""
+    data = pa.py_buffer(np.ascontiguousarray(values))
+    validity = None
+    if null is not None and null.any():
+        validity = pa.py_buffer(np.packbits(~null, bitorder="little"))
+    return pa.Array.from_buffers(typ, int(values.shape[0]), [validity, data])
 
 
 def record_table(
@@ -78,44 +134,51 @@ def record_table(
     if rows is None:
         rows = RowBuilder(opcode_names=opcode_names, origin_names=origin_names)
     c = rows(records, streams=streams, origin=origin)
-    ts = records["timestamp_ns"]
+    n = int(records.shape[0])
+    ts = np.ascontiguousarray(records["timestamp_ns"])
+    u32 = pa.uint32()
+    args = pa.py_buffer(np.ascontiguousarray(records["args"]))
     cols = [
-        pa.array(ts, pa.uint64()),
-        # Past int64 (year 2262) a time cannot be held: null there, the ns column keeps the value.
-        pa.array(ts.astype(np.int64), pa.int64(), mask=ts >= np.uint64(1 << 63)).cast(
-            pa.timestamp("ns", tz="UTC")
-        ),
-        pa.array(records["slot_idx"], pa.uint32()),
-        pa.array(records["tenant_id"], pa.uint32()),
-        pa.array(records["opcode"], pa.uint32()),
+        _numbers(pa, ts, pa.uint64()),
+        # The same 8 bytes read as int64 ns; past int64 (year 2262) a time cannot be held: null there, the ns
+        # column keeps the value.
+        _numbers(pa, ts, pa.timestamp("ns", tz="UTC"), ts >= np.uint64(1 << 63)),
+        _numbers(pa, records["slot_idx"], u32),
+        _numbers(pa, records["tenant_id"], u32),
+        _numbers(pa, records["opcode"], u32),
         _labels(pa, c.opcode_name),
-        pa.FixedSizeListArray.from_arrays(
-            pa.array(np.ascontiguousarray(records["args"]).reshape(-1), pa.uint32()), 4
-        ).cast(pa.list_(pa.uint32())),
-        pa.array(records["epoch"], pa.uint32()),
-        pa.array(records["slot_status"], pa.uint32()),
+        # Four words a row: the offsets are 0, 4, 8, ...
+        pa.ListArray.from_buffers(
+            pa.list_(u32),
+            n,
+            [None, pa.py_buffer(np.arange(0, 4 * n + 1, 4, dtype=np.int32))],
+            children=[pa.Array.from_buffers(u32, 4 * n, [None, args])],
+        ),
+        _numbers(pa, records["epoch"], u32),
+        _numbers(pa, records["slot_status"], u32),
         _labels(pa, c.slot_status_name),
-        pa.array(records["failure_class"], pa.uint32()),
+        _numbers(pa, records["failure_class"], u32),
         _labels(pa, c.failure_class_name),
-        pa.array(records["backend_error_code"], pa.uint32()),
-        pa.array(records["output_digest"], pa.uint64()),
-        pa.array(c.stream, pa.int32(), mask=c.stream < 0),
+        _numbers(pa, records["backend_error_code"], u32),
+        _numbers(pa, records["output_digest"], pa.uint64()),
+        _numbers(pa, c.stream, pa.int32(), c.stream < 0),
     ]
     if origin is not None:
         org = np.asarray(origin, np.int32)
-        paths = pa.array(list(origin_paths), pa.string()).take(pa.array(org))
-        cols.append(pa.StructArray.from_arrays([pa.array(org, pa.int32()), paths], names=["index", "path"]))
+        paths = _strings(pa, org, list(origin_paths))
+        index = _numbers(pa, org, pa.int32())
+        cols.append(pa.StructArray.from_arrays([index, paths], names=["index", "path"]))
     return pa.Table.from_arrays(cols, schema=schema)
 
 
 class ParquetSink(Sink):
     def __init__(self, path: Path, ctx: SinkContext) -> None:
-        self._pa, pq = _pyarrow()
+        self._pa, _ = _pyarrow()
         self._with_origin = ctx.origin_paths is not None
         self._schema = parquet_schema(with_origin=self._with_origin)
         self._f = open_binary(path)
         try:
-            self._writer = pq.ParquetWriter(self._f, self._schema, compression="zstd")
+            self._writer = parquet_writer(self._f, self._schema)
         except BaseException:
             self._f.close()
             raise

@@ -15,7 +15,7 @@ from vrrl_gpu.analysis.exporters._chrome import ChromeSink
 from vrrl_gpu.analysis.exporters._csv import CsvSink
 from vrrl_gpu.analysis.exporters._jsonl import JsonlSink
 from vrrl_gpu.analysis.exporters._output import Extra, Sink, SinkContext
-from vrrl_gpu.analysis.exporters._parquet import PARQUET_EXTRA, ParquetSink
+from vrrl_gpu.analysis.exporters._parquet import PARQUET_EXTRA, PARQUET_ROWS, ParquetSink
 from vrrl_gpu.analysis.exporters._vrrl import VrrlSink
 from vrrl_gpu.errors import RecordValueError
 from vrrl_gpu.format._layout import MAX_CAPACITY
@@ -43,6 +43,8 @@ class ExportFormat:
     created). ``origin_column``: merged rows say which input they came from;
     without it a merge checks which tenant ids occur in more than one input.
     ``max_records``: the most records it holds (a merge counts first and refuses more).
+    ``chunk_records``: records an export reads and hands its sink at a time, when fewer than
+    ``CHUNK_RECORDS`` suit it (Parquet: one row group, so no batch is held beside the one being encoded).
     """
 
     name: str
@@ -53,6 +55,7 @@ class ExportFormat:
     extra: Extra | None = None
     origin_column: bool = True
     max_records: int | None = None
+    chunk_records: int | None = None
 
     def require_extra(self) -> None:
         """Raise :class:`~vrrl_gpu.errors.MissingExtraError` unless this format's extra is installed."""
@@ -123,6 +126,10 @@ register(
     )
 )
 register(ExportFormat("chrome", "Chrome/Perfetto trace", ChromeSink))
-register(ExportFormat("parquet", "Parquet", ParquetSink, merge=True, extra=PARQUET_EXTRA))
+register(
+    ExportFormat(
+        "parquet", "Parquet", ParquetSink, merge=True, extra=PARQUET_EXTRA, chunk_records=PARQUET_ROWS
+    )
+)
 register(ExportFormat("csv", "CSV", CsvSink))
 register(ExportFormat("jsonl", "JSON lines", JsonlSink, merge=True))
