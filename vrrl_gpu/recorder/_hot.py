@@ -188,13 +188,13 @@ def _py_hot(rec: Recorder, st: _StreamState, probe: Callable[[Any], bool] | None
                 # The body may have enqueued work before it raised: a fault the device met after the slot's
                 # begin is the slot's own (FAULTED), not a failure of the call.
                 launch_failed(exc, slot, opcode, w, epoch, seq, None, True)
-                return None
+                return
             if not end:
-                return None
+                return
             s2 = cells[0]
             if not cells[2] or not rc[2] or (s2 >= cells[1] and not room(s2)):
                 slow_end(slot, opcode, w, epoch, seq)
-                return None
+                return
             try:
                 pack(s2, slot, opcode, w, epoch, _COMPLETED)
             except BaseException as e:
