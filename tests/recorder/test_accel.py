@@ -448,6 +448,56 @@ def test_an_end_breadcrumb_that_meets_the_fault_blames_the_launch(tmp_path: Path
     assert all(st != int(SlotStatus.FAILED_AT_LAUNCH) for _, st in statuses)
 
 
+def test_a_slot_is_entered_and_exited_every_way_a_context_manager_is(tmp_path: Path, impl: str) -> None:
+    """A with statement, contextlib.ExitStack (the type's unbound __enter__/__exit__), explicit calls of the
+    bound ones: each slot gets its begin and its end, a body's exception still reaches the slot's exit; a
+    wrong call of either is a TypeError, not a slot entered or ended."""
+    import contextlib
+
+    with Recorder(tmp_path / "r.vrrl", device="twin", breadcrumbs="begin+end", capacity=4096,
+                  staging_slots=64) as rec:  # fmt: skip
+        w = Axpy.on(rec)
+        s = rec.backend.new_stream()
+        with rec.slot(w.opcode, (0, 0, 0, 0), stream=s):
+            pass
+        x = rec.slot(w.opcode, (1, 0, 0, 0), stream=s)
+        assert type(x).__name__ == ("Slot" if impl == "c" else "HotSlot")
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(x)
+
+        def failing_body() -> None:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(rec.slot(w.opcode, (2, 0, 0, 0), stream=s))
+                raise KeyError("the body failed")
+
+        with pytest.raises(KeyError):
+            failing_body()
+        x = rec.slot(w.opcode, (3, 0, 0, 0), stream=s)
+        x.__enter__()
+        assert x.__exit__(None, None, None) in (None, False)
+        x = rec.slot(w.opcode, (4, 0, 0, 0), stream=s)
+        type(x).__enter__(x)
+        type(x).__exit__(x, None, None, None)
+        x = rec.slot(w.opcode, (5, 0, 0, 0), stream=s)
+        with pytest.raises(TypeError):
+            x.__exit__(None)
+        with pytest.raises(TypeError):
+            type(x).__enter__()
+        with pytest.raises(TypeError):
+            type(x).__exit__(x, None)
+    recs = log_records(rec.path)
+    mine = recs[recs["opcode"] == w.opcode]
+    by_word: dict[int, list[int]] = {}
+    for word, st in zip(mine["args"][:, 0].tolist(), mine["slot_status"].tolist(), strict=True):
+        by_word.setdefault(word, []).append(st)
+    begin, done = int(SlotStatus.BEGIN), int(SlotStatus.COMPLETED)
+    assert by_word[0] == by_word[1] == by_word[3] == by_word[4] == [begin, done]
+    assert by_word[2][0] == begin  # then the failure's record, no end
+    assert len(by_word[2]) == 2
+    assert done not in by_word[2]
+    assert 5 not in by_word  # the wrong calls entered nothing
+
+
 def test_a_finished_slot_holds_nothing(tmp_path: Path, impl: str) -> None:
     """Slots are recycled (C): once a slot is gone it keeps no reference to its stream (the launch map keeps
     the words), and slots made one after another record their own words."""

@@ -38,6 +38,10 @@ static inline long long ll_of(PyObject *v, int *overflow) {
             case 1: return (long long)d[0];
             case -1: return -(long long)d[0];
             case 2: return (long long)d[0] | ((long long)d[1] << PyLong_SHIFT);
+            case 3:  /* a stream's "no limit" (2**62 and up) is three digits: below 2**63 only */
+                if (PyLong_SHIFT == 30 && d[2] < 8)
+                    return (long long)d[0] | ((long long)d[1] << 30) | ((long long)d[2] << 60);
+                break;
             default: break;
         }
 #endif
@@ -80,7 +84,11 @@ static int cell_set(PyObject *cells, Py_ssize_t i, PyObject *v) {
     return PyList_SetItem(cells, i, v);
 }
 
-static int cell_true(PyObject *cells, Py_ssize_t i) { return PyObject_IsTrue(PyList_GET_ITEM(cells, i)); }
+/* The flags cells hold True or False: read without a call. */
+static inline int cell_true(PyObject *cells, Py_ssize_t i) {
+    PyObject *v = PyList_GET_ITEM(cells, i);
+    return v == Py_True ? 1 : v == Py_False ? 0 : PyObject_IsTrue(v);
+}
 
 /* Indices of the cells (recorder/_state.py, Recorder._cells). */
 enum { ST_NEXT_SEQ, ST_LIMIT, ST_FAST, ST_OUTSTANDING, ST_CELLS };
@@ -896,11 +904,14 @@ static PyTypeObject LaunchType = {
 
 typedef struct {
     PyObject_HEAD
+    vectorcallfunc vectorcall;  /* slot_call: the slot is its own bound __enter__ and __exit__ (see SlotHook) */
     Hot *hot;
     PyObject *opcode, *words, *stream, *general;
     Claim c;  /* the inline slot, while entered */
     PyObject *w;
 } Slot;
+
+static PyObject *slot_call(PyObject *self, PyObject *const *a, size_t nargsf, PyObject *kwnames);
 
 static PyTypeObject SlotType;
 
@@ -947,6 +958,7 @@ static PyObject *slot_make(Hot *h, PyObject *opcode, PyObject *words, PyObject *
         x = PyObject_GC_New(Slot, &SlotType);
         if (x == NULL) return NULL;
     }
+    x->vectorcall = slot_call;
     Py_INCREF(h);
     x->hot = h;
     Py_INCREF(opcode);
@@ -1076,20 +1088,63 @@ static PyObject *slot_exit(Slot *x, PyObject *const *a, Py_ssize_t n) {
     Py_RETURN_NONE;  /* never suppresses the body's exception */
 }
 
-static PyMethodDef slot_methods[] = {
-    {"__enter__", (PyCFunction)slot_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)(void (*)(void))slot_exit, METH_FASTCALL, NULL},
-    {NULL, NULL, 0, NULL},
+/* `with` looks `__enter__` and `__exit__` up on the type and binds each to the slot: two method objects
+ * made and freed per slot, about a bare Python call of work (callgrind). Instead the type's `__enter__` and
+ * `__exit__` are SlotHooks, descriptors that bind to the slot itself, and calling a slot with no arguments
+ * enters it, with three exits it. `Slot.__enter__(x)` and `Slot.__exit__(x, t, v, tb)` (what
+ * contextlib.ExitStack calls) are the hooks' own calls. */
+static PyObject *slot_call(PyObject *self, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) {
+        if (n == 0) return slot_enter((Slot *)self, NULL);
+        if (n == 3) return slot_exit((Slot *)self, a, 3);
+    }
+    PyErr_SetString(PyExc_TypeError, "a slot is called as its __enter__() or __exit__(exc_type, exc, tb) only");
+    return NULL;
+}
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    int exit;
+} SlotHook;
+
+static PyObject *hook_call(PyObject *self, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
+    int exit = ((SlotHook *)self)->exit;
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    if ((kwnames != NULL && PyTuple_GET_SIZE(kwnames)) || n != (exit ? 4 : 1) || Py_TYPE(a[0]) != &SlotType) {
+        PyErr_SetString(PyExc_TypeError, exit ? "Slot.__exit__(slot, exc_type, exc, tb)" : "Slot.__enter__(slot)");
+        return NULL;
+    }
+    return exit ? slot_exit((Slot *)a[0], a + 1, 3) : slot_enter((Slot *)a[0], NULL);
+}
+
+static PyObject *hook_get(PyObject *self, PyObject *obj, PyObject *type) {
+    return Py_NewRef(obj == NULL || obj == Py_None ? self : obj);
+}
+
+static PyTypeObject SlotHookType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vrrl_gpu.recorder._vrrl_fast.SlotHook",
+    .tp_basicsize = sizeof(SlotHook),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(SlotHook, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_descr_get = hook_get,
+    .tp_doc = "Slot.__enter__ / Slot.__exit__: bound to a slot, the slot itself",
 };
+
+static SlotHook enter_hook = {PyObject_HEAD_INIT(&SlotHookType) hook_call, 0};
+static SlotHook exit_hook = {PyObject_HEAD_INIT(&SlotHookType) hook_call, 1};
 
 static PyTypeObject SlotType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vrrl_gpu.recorder._vrrl_fast.Slot",
     .tp_basicsize = sizeof(Slot),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Slot, vectorcall),
+    .tp_call = PyVectorcall_Call,
     .tp_dealloc = (destructor)slot_dealloc,
     .tp_traverse = (traverseproc)slot_traverse,
     .tp_clear = (inquiry)slot_clear,
-    .tp_methods = slot_methods,
     .tp_doc = "rec.slot(...) on a known stream (recorder/_hot.py: HotSlot)",
 };
 
@@ -1399,8 +1454,13 @@ PyMODINIT_FUNC PyInit__vrrl_fast(void) {
     if ((zero_int = PyLong_FromLong(0)) == NULL) return NULL;
     if (PyType_Ready(&HotType) < 0 || PyType_Ready(&BoundType) < 0 || PyType_Ready(&InstrType) < 0 ||
         PyType_Ready(&LaunchType) < 0 || PyType_Ready(&RLockType) < 0 || PyType_Ready(&SlotType) < 0 ||
-        PyType_Ready(&SlotEntryType) < 0)
+        PyType_Ready(&SlotEntryType) < 0 || PyType_Ready(&SlotHookType) < 0)
         return NULL;
+    /* A static type's attributes are set once, here, before any instance exists. */
+    if (PyDict_SetItemString(SlotType.tp_dict, "__enter__", (PyObject *)&enter_hook) < 0 ||
+        PyDict_SetItemString(SlotType.tp_dict, "__exit__", (PyObject *)&exit_hook) < 0)
+        return NULL;
+    PyType_Modified(&SlotType);
     PyObject *m = PyModule_Create(&moddef);
     if (m == NULL) return NULL;
     Py_INCREF(&HotType);
