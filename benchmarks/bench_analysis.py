@@ -14,9 +14,10 @@ The children run as an installed package would: with bytecode caching (``PYTHOND
 ``PYTHONPYCACHEPREFIX`` in the temporary directory) after one untimed warm-up run of each command, and every
 run, the baseline's too, writes a fresh output path (on ext4, replacing or truncating a file forces its
 writeback at close, ``auto_da_alloc``, which would bill the disk to the command).
-The ``dump`` table on a terminal and ``replay --list`` also run on a 65,536-record log (issue 16, item
-14), the table through a pseudo-terminal. ``--library`` adds the older in-process figures (stats, diff,
-report, merge of many logs). Prints figures; asserts nothing.
+``stats`` and ``report`` also run on a log of as many records of begins only (no end breadcrumbs: one
+launch per record). The ``dump`` table on a terminal and ``replay --list`` also run on a 65,536-record log
+(issue 16, item 14), the table through a pseudo-terminal. ``--library`` adds the older in-process figures
+(stats, diff, report, merge of many logs). Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -59,24 +60,28 @@ def synthetic(n: int, tenant: int = 0, seed: int = 0) -> np.ndarray:
     return r
 
 
-def make_log(path: Path, n: int, seed: int = 0) -> None:
-    """A recorder-like log: SESSION_START, begin+end launches on 4 streams, a GAP, a fault at the end."""
+def make_log(path: Path, n: int, seed: int = 0, *, ends: bool = True) -> None:
+    """A recorder-like log: SESSION_START, begin+end launches on 4 streams, a GAP, a fault at the end
+    (``ends=False``: begins only, one launch per record, as ``--breadcrumbs begin`` records)."""
     rng = np.random.default_rng(seed)
     nonce = 0x1234_5678_9ABC_DEF1
     r = np.zeros(n, RECORD_DTYPE)
     r["magic"] = RECORD_MAGIC
     r["timestamp_ns"] = 1_700_000_000_000_000_000 + np.arange(n, dtype=np.uint64) * 700
     body = n - 3  # [0] SESSION_START, [n//2] GAP, [n-1] FAULTED
-    launches = body // 2
-    slot = np.repeat(np.arange(launches, dtype=np.uint32), 2)
+    per = 2 if ends else 1
+    launches = body // per
+    slot = np.repeat(np.arange(launches, dtype=np.uint32), per)
     ops = np.array([opcode_for_name(k) for k in KERNELS], np.uint32)
-    idx = np.concatenate([np.arange(1, n // 2), np.arange(n // 2 + 1, n - 1)])[: 2 * launches]
+    idx = np.concatenate([np.arange(1, n // 2), np.arange(n // 2 + 1, n - 1)])[: per * launches]
     r["slot_idx"][idx] = slot
     r["opcode"][idx] = ops[slot % len(ops)]
-    r["slot_status"][idx] = np.tile(np.array([SlotStatus.BEGIN, SlotStatus.COMPLETED], np.uint32), launches)
-    r["args"][idx] = rng.integers(0, 1 << 32, (2 * launches, 4), dtype=np.uint64).astype(np.uint32)
+    statuses = [SlotStatus.BEGIN, SlotStatus.COMPLETED] if ends else [SlotStatus.BEGIN]
+    r["slot_status"][idx] = np.tile(np.array(statuses, np.uint32), launches)
+    r["args"][idx] = rng.integers(0, 1 << 32, (per * launches, 4), dtype=np.uint64).astype(np.uint32)
     r["epoch"][idx] = slot // 1000
-    r["output_digest"][idx[1::2]] = rng.integers(1, 1 << 63, launches, dtype=np.uint64)
+    if ends:
+        r["output_digest"][idx[1::2]] = rng.integers(1, 1 << 63, launches, dtype=np.uint64)
     r["slot_status"][0] = SlotStatus.META
     r["opcode"][0] = MetaOpcode.SESSION_START
     r["args"][0] = (os.getpid(), nonce & 0xFFFFFFFF, nonce >> 32, 0)
@@ -280,8 +285,10 @@ def main() -> None:
         CHILD_ENV.update(child_env(Path(d)))
         p = Path(d) / "big.vrrl"
         small = Path(d) / "small.vrrl"
+        begins = Path(d) / "begins.vrrl"
         make_log(p, n)
         make_log(small, min(a.small, n), seed=1)
+        make_log(begins, n, seed=2, ends=False)
         size = p.stat().st_size
         print(
             f"log: {n:,} records, {size / 2**20:.1f} MiB, "
@@ -320,6 +327,9 @@ def main() -> None:
             ("report", [*py, "report", "--force", "-o", f"{out}-{RUN}.html", str(p)], None, False),
             ("replay --list", [*py, "replay", "--list", str(p)], None, True),
             ("replay --list --json", [*py, "replay", "--list", "--json", str(p)], None, True),
+            # As many launches as records: what stats and report keep grows with the launches.
+            ("stats (begins only)", [*py, "stats", str(begins)], None, True),
+            ("report (begins only)", [*py, "report", "-o", f"{out}-{RUN}-b.html", str(begins)], None, False),
         ]
         hdr = f"{'command':<28} {'time':>9} {'x pyarrow':>10} {'target':>7}  "
         hdr += f"{'peak RSS':>9} {'x log':>6} {'target':>7}  {'cpu':>6} {'x pyarrow':>9}"
