@@ -10,9 +10,14 @@ Parquet writers (pyarrow has no JSON writer: the text formats are held against i
 prints wall time and peak RSS (``os.wait4``'s ``ru_maxrss`` of that child), the ratio to the baseline, and the
 targets of issue 13: time <= 1.5x pyarrow for the exports and ``dump --json/--csv``, peak RSS <= 1.5x the
 log's size for every reading command (``--repeat K``: the best time and the largest RSS of K runs).
-The ``dump`` table on a terminal and ``replay --list`` also run on a 65,536-record log (issue 16, item
-14), the table through a pseudo-terminal. ``--library`` adds the older in-process figures (stats, diff,
-report, merge of many logs). Prints figures; asserts nothing.
+The children run as an installed package would: with bytecode caching (``PYTHONDONTWRITEBYTECODE`` dropped,
+``PYTHONPYCACHEPREFIX`` in the temporary directory) after one untimed warm-up run of each command, and every
+run, the baseline's too, writes a fresh output path (on ext4, replacing or truncating a file forces its
+writeback at close, ``auto_da_alloc``, which would bill the disk to the command).
+``stats`` and ``report`` also run on a log of as many records of begins only (no end breadcrumbs: one
+launch per record). The ``dump`` table on a terminal and ``replay --list`` also run on a 65,536-record log
+(issue 16, item 14), the table through a pseudo-terminal. ``--library`` adds the older in-process figures
+(stats, diff, report, merge of many logs). Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -55,24 +60,28 @@ def synthetic(n: int, tenant: int = 0, seed: int = 0) -> np.ndarray:
     return r
 
 
-def make_log(path: Path, n: int, seed: int = 0) -> None:
-    """A recorder-like log: SESSION_START, begin+end launches on 4 streams, a GAP, a fault at the end."""
+def make_log(path: Path, n: int, seed: int = 0, *, ends: bool = True) -> None:
+    """A recorder-like log: SESSION_START, begin+end launches on 4 streams, a GAP, a fault at the end
+    (``ends=False``: begins only, one launch per record, as ``--breadcrumbs begin`` records)."""
     rng = np.random.default_rng(seed)
     nonce = 0x1234_5678_9ABC_DEF1
     r = np.zeros(n, RECORD_DTYPE)
     r["magic"] = RECORD_MAGIC
     r["timestamp_ns"] = 1_700_000_000_000_000_000 + np.arange(n, dtype=np.uint64) * 700
     body = n - 3  # [0] SESSION_START, [n//2] GAP, [n-1] FAULTED
-    launches = body // 2
-    slot = np.repeat(np.arange(launches, dtype=np.uint32), 2)
+    per = 2 if ends else 1
+    launches = body // per
+    slot = np.repeat(np.arange(launches, dtype=np.uint32), per)
     ops = np.array([opcode_for_name(k) for k in KERNELS], np.uint32)
-    idx = np.concatenate([np.arange(1, n // 2), np.arange(n // 2 + 1, n - 1)])[: 2 * launches]
+    idx = np.concatenate([np.arange(1, n // 2), np.arange(n // 2 + 1, n - 1)])[: per * launches]
     r["slot_idx"][idx] = slot
     r["opcode"][idx] = ops[slot % len(ops)]
-    r["slot_status"][idx] = np.tile(np.array([SlotStatus.BEGIN, SlotStatus.COMPLETED], np.uint32), launches)
-    r["args"][idx] = rng.integers(0, 1 << 32, (2 * launches, 4), dtype=np.uint64).astype(np.uint32)
+    statuses = [SlotStatus.BEGIN, SlotStatus.COMPLETED] if ends else [SlotStatus.BEGIN]
+    r["slot_status"][idx] = np.tile(np.array(statuses, np.uint32), launches)
+    r["args"][idx] = rng.integers(0, 1 << 32, (per * launches, 4), dtype=np.uint64).astype(np.uint32)
     r["epoch"][idx] = slot // 1000
-    r["output_digest"][idx[1::2]] = rng.integers(1, 1 << 63, launches, dtype=np.uint64)
+    if ends:
+        r["output_digest"][idx[1::2]] = rng.integers(1, 1 << 63, launches, dtype=np.uint64)
     r["slot_status"][0] = SlotStatus.META
     r["opcode"][0] = MetaOpcode.SESSION_START
     r["args"][0] = (os.getpid(), nonce & 0xFFFFFFFF, nonce >> 32, 0)
@@ -111,6 +120,21 @@ TIMEOUT = 600.0
 
 TIME = "/usr/bin/time"
 
+#: The children's environment (``main`` sets it): bytecode cached under the temporary directory.
+CHILD_ENV: dict[str, str] = {}
+
+
+def child_env(tmp: Path) -> dict[str, str]:
+    """The environment of the children: this one, with bytecode written and read under ``tmp``.
+
+    Without a cache (``PYTHONDONTWRITEBYTECODE=1``, as in this project's sessions) every child compiles
+    vrrl_gpu's source again, ~0.3 s a command that an installed package does not pay.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
 
 def run_child(
     argv: Sequence[str], stdout: Path | None, *, tty: bool = False
@@ -122,7 +146,7 @@ def run_child(
     the high-water mark of the process that spawned it (Linux keeps it across ``execve``), which for
     this script, after making a 64 MiB log, would hide every figure below ~175 MiB.
     """
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = CHILD_ENV or {**os.environ, "PYTHONPATH": str(REPO)}
     rss_file: Path | None = None
     if os.path.exists(TIME):
         fd, name = tempfile.mkstemp(suffix=".rss")
@@ -181,16 +205,32 @@ def run_child(
     return dt, rss, proc.returncode, ru.ru_utime + ru.ru_stime
 
 
-def best_of(runs: int, argv: Sequence[str], stdout: Path | None) -> tuple[float, int, float]:
-    """The shortest wall time, the largest peak RSS and the least CPU time of ``runs`` runs.
+#: In an argv or output path, replaced by the run's number: each run writes a file that did not exist.
+RUN = "@RUN@"
 
-    The CPU time (user + system) is printed beside the wall time: on a shared VM the wall time of one
-    command moves with the other sessions' load, its CPU time much less.
+
+def _fresh(text: str, k: int) -> str:
+    return text.replace(RUN, str(k))
+
+
+def best_of(runs: int, argv: Sequence[str], stdout: Path | None) -> tuple[float, int, float]:
+    """The shortest wall time, the largest peak RSS and the least CPU time of ``runs`` runs, after one
+    untimed warm-up run (it fills the bytecode cache and the page cache).
+
+    ``RUN`` in ``argv`` or ``stdout`` becomes the run's number, so that no run writes over a file (each
+    is removed after its run). The CPU time (user + system) is printed beside the wall time: on a shared
+    VM the wall time of one command moves with the other sessions' load, its CPU time much less.
     """
     best, peak, cpu = float("inf"), 0, float("inf")
-    for _ in range(max(1, runs)):
-        dt, rss, _, c = run_child(argv, stdout)
-        best, peak, cpu = min(best, dt), max(peak, rss), min(cpu, c)
+    for k in range(max(1, runs) + 1):
+        args = [_fresh(x, k) for x in argv]
+        out = Path(_fresh(str(stdout), k)) if stdout is not None else None
+        dt, rss, _, c = run_child(args, out)
+        written = [Path(x) for t, x in zip(argv, args, strict=True) if RUN in t]
+        for x in [*written, *([out] if out is not None else [])]:
+            x.unlink(missing_ok=True)
+        if k:  # run 0 is the warm-up
+            best, peak, cpu = min(best, dt), max(peak, rss), min(cpu, c)
     return best, peak, cpu
 
 
@@ -242,20 +282,28 @@ def main() -> None:
     n = min(a.records, 1 << 20)
     py = [sys.executable, "-m", "vrrl_gpu"]
     with tempfile.TemporaryDirectory() as d:
+        CHILD_ENV.update(child_env(Path(d)))
         p = Path(d) / "big.vrrl"
         small = Path(d) / "small.vrrl"
+        begins = Path(d) / "begins.vrrl"
         make_log(p, n)
         make_log(small, min(a.small, n), seed=1)
+        make_log(begins, n, seed=2, ends=False)
         size = p.stat().st_size
         print(
             f"log: {n:,} records, {size / 2**20:.1f} MiB, "
             f"sidecar {p.with_suffix('.vrrl.json').stat().st_size:,} B"
         )
-        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s); peak RSS: each command's process\n")
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s); peak RSS: each command's process")
+        print(
+            f"each command: 1 untimed warm-up run, then {max(1, a.repeat)} timed (best time, largest RSS); "
+            "bytecode cached (PYTHONPYCACHEPREFIX in the temp dir); every run writes a fresh output path; "
+            f"ARROW_DEFAULT_MEMORY_POOL={os.environ.get('ARROW_DEFAULT_MEMORY_POOL', '(unset)')}\n"
+        )
         base: dict[str, float] = {}
         base_cpu: dict[str, float] = {}
         for fmt in ("csv", "parquet"):
-            cmd = [sys.executable, "-c", BASELINE, str(p), str(Path(d) / f"base.{fmt}"), fmt, str(n)]
+            cmd = [sys.executable, "-c", BASELINE, str(p), str(Path(d) / f"base-{RUN}.{fmt}"), fmt, str(n)]
             dt, rss, cpu = best_of(a.repeat, cmd, None)
             base[fmt], base_cpu[fmt] = dt, cpu
             print(
@@ -273,12 +321,15 @@ def main() -> None:
             ("dump --csv", [*py, "dump", "--csv", str(p)], "csv", True),
         ]
         for fmt in ("csv", "jsonl", "parquet", "chrome", "vrrl"):
-            argv = [*py, "export", "--format", fmt, "--force", "-o", f"{out}.{fmt}", str(p)]
+            argv = [*py, "export", "--format", fmt, "--force", "-o", f"{out}-{RUN}.{fmt}", str(p)]
             cases.append((f"export {fmt}", argv, "parquet" if fmt == "parquet" else "csv", False))
         cases += [
-            ("report", [*py, "report", "--force", "-o", f"{out}.html", str(p)], None, False),
+            ("report", [*py, "report", "--force", "-o", f"{out}-{RUN}.html", str(p)], None, False),
             ("replay --list", [*py, "replay", "--list", str(p)], None, True),
             ("replay --list --json", [*py, "replay", "--list", "--json", str(p)], None, True),
+            # As many launches as records: what stats and report keep grows with the launches.
+            ("stats (begins only)", [*py, "stats", str(begins)], None, True),
+            ("report (begins only)", [*py, "report", "-o", f"{out}-{RUN}-b.html", str(begins)], None, False),
         ]
         hdr = f"{'command':<28} {'time':>9} {'x pyarrow':>10} {'target':>7}  "
         hdr += f"{'peak RSS':>9} {'x log':>6} {'target':>7}  {'cpu':>6} {'x pyarrow':>9}"
@@ -288,7 +339,8 @@ def main() -> None:
         for label, argv, b, to_file in cases:
             if only and not any(label.startswith(s) for s in only):
                 continue
-            dt, rss, cpu = best_of(a.repeat, argv, out.with_suffix(".stdout") if to_file else None)
+            stdout = Path(f"{out}-{RUN}.stdout") if to_file else None
+            dt, rss, cpu = best_of(a.repeat, argv, stdout)
             ratio = f"{dt / base[b]:9.2f}x" if b else f"{'-':>10}"
             tgt = f"{'1.5x':>7}" if b else f"{'-':>7}"
             cpu_ratio = f"{cpu / base_cpu[b]:8.2f}x" if b else f"{'-':>9}"
@@ -306,7 +358,10 @@ def main() -> None:
         ):
             if only and not any(label.startswith(s) for s in only):
                 continue
-            dt, rss, _, _ = run_child(argv, out.with_suffix(".stdout"), tty=tty)
+            for k in range(2):  # run 0 is the warm-up
+                stdout = Path(f"{out}-small{k}.stdout")
+                dt, rss, _, _ = run_child(argv, stdout, tty=tty)
+                stdout.unlink(missing_ok=True)
             print(f"{label:<28} {dt:8.2f}s  {rss / 2**20:7.1f}Mi {rss / ssize:5.2f}x log", flush=True)
         if a.library:
             library(a, Path(d))

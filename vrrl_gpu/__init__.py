@@ -15,14 +15,19 @@ the ring file, the sidecar), :mod:`vrrl_gpu.evidence`, :mod:`vrrl_gpu.capture`
 
 from __future__ import annotations
 
-from vrrl_gpu import analysis, backends, capture, errors, evidence, format, recorder, reproduce
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from vrrl_gpu._version import __version__
-from vrrl_gpu.backends import get_backend
 from vrrl_gpu.errors import RecorderPoisonedError, VrrlError, VrrlWarning
-from vrrl_gpu.evidence import Classification, FailureEvidence, classify, output_digest
-from vrrl_gpu.format import RECORD_DTYPE, FailureClass, MetaOpcode, Record, RingLog, SlotStatus
-from vrrl_gpu.recorder import HangReport, Recorder, RecorderOptions, recorder_disabled
-from vrrl_gpu.reproduce import minimize, replay
+
+if TYPE_CHECKING:
+    from vrrl_gpu import analysis, backends, capture, errors, evidence, format, recorder, reproduce
+    from vrrl_gpu.backends import get_backend
+    from vrrl_gpu.evidence import Classification, FailureEvidence, classify, output_digest
+    from vrrl_gpu.format import RECORD_DTYPE, FailureClass, MetaOpcode, Record, RingLog, SlotStatus
+    from vrrl_gpu.recorder import HangReport, Recorder, RecorderOptions, recorder_disabled
+    from vrrl_gpu.reproduce import minimize, replay
 
 __all__ = [
     "__version__",
@@ -61,3 +66,42 @@ __all__ = [
     "recorder",
     "reproduce",
 ]
+
+#: Where each lazy name of ``__all__`` is defined (a module's own name for a subpackage): each is imported on
+#: first use (PEP 562), so that importing the package costs only the parts a program uses.
+_HOMES: dict[str, str] = {
+    name: home
+    for home, names in (
+        ("vrrl_gpu.analysis", ("analysis",)),
+        ("vrrl_gpu.backends", ("backends",)),
+        ("vrrl_gpu.capture", ("capture",)),
+        ("vrrl_gpu.errors", ("errors",)),
+        ("vrrl_gpu.evidence", ("evidence",)),
+        ("vrrl_gpu.format", ("format",)),
+        ("vrrl_gpu.recorder", ("recorder",)),
+        ("vrrl_gpu.reproduce", ("reproduce",)),
+        ("vrrl_gpu.backends", ("get_backend",)),
+        ("vrrl_gpu.evidence", ("Classification", "FailureEvidence", "classify", "output_digest")),
+        (
+            "vrrl_gpu.format",
+            ("RECORD_DTYPE", "FailureClass", "MetaOpcode", "Record", "RingLog", "SlotStatus"),
+        ),
+        ("vrrl_gpu.recorder", ("HangReport", "Recorder", "RecorderOptions", "recorder_disabled")),
+        ("vrrl_gpu.reproduce", ("minimize", "replay")),
+    )
+    for name in names
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(home)
+    value = module if home == f"{__name__}.{name}" else getattr(module, name)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -153,3 +153,31 @@ def test_strings() -> None:
     assert got.equals(want)
     assert _strings(pa, np.zeros(0, np.intp), values).equals(pa.array([], pa.string()))
     assert _strings(pa, np.array([0, 0]), ("x",)).null_count == 0
+
+
+def test_the_export_does_not_import_pyarrow_compute(tmp_path: Path) -> None:
+    # pyarrow.compute and the kernels it pages in were ~8 MiB of the export's peak RSS (issue 13): the
+    # export builds its columns from buffers and never needs it. In a child: this process may hold it.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import vrrl_gpu
+
+    log = recorder_like_log(tmp_path / "a.vrrl", 5000)
+    code = (
+        "import json, sys\n"
+        "from vrrl_gpu.analysis import export_log\n"
+        "export_log(sys.argv[1], sys.argv[2], 'parquet')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('pyarrow'))))\n"
+    )
+    env = dict(os.environ)
+    root = str(Path(vrrl_gpu.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-c", code, str(log), str(tmp_path / "a.parquet")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    mods = json.loads(p.stdout)
+    assert "pyarrow.parquet" in mods
+    assert "pyarrow.compute" not in mods

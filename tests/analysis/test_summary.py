@@ -192,3 +192,23 @@ def test_report_and_replay_list_draw_no_bar_off_a_terminal(
     assert capsys.readouterr().err == ""
     assert main(["replay", "--list", str(p)]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_the_launch_rate_found_in_slices_is_the_whole_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vrrl_gpu.analysis._stats as stats_mod
+    from vrrl_gpu.analysis._summary import whole
+
+    with RingLog.open(recorder_like_log(tmp_path / "a.vrrl", 3001, seed=2), readonly=True) as log:
+        s = summarize(whole(log.records()))
+    ts = [int(t) for t in s.launches.ts.tolist()]
+    lo, hi = min(ts), max(ts)
+    width = -(-(hi - lo + 1) // 7)
+    want = [0] * 7
+    for t in ts:  # the buckets by hand, in Python ints
+        want[min((t - lo) // width, 6)] += 1
+    monkeypatch.setattr(stats_mod, "_RATE_ROWS", 5)  # 300-odd slices, the last one short
+    got = stats_of(s, buckets=7)["rate"]
+    assert got["bucket_ns"] == width
+    assert [b["launches"] for b in got["buckets"]] == want

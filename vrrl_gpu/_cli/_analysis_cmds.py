@@ -24,16 +24,9 @@ from vrrl_gpu._cli._output import (
     streams_for,
 )
 from vrrl_gpu._cli._progress import Ticker, progress_bar, progress_fn
-from vrrl_gpu.analysis._diff import diff_records
+from vrrl_gpu.analysis._defaults import DEFAULT_BINS, DEFAULT_LAST
 from vrrl_gpu.analysis._export import export_log, merge_to
-from vrrl_gpu.analysis._fleet import is_dataset
-from vrrl_gpu.analysis._fleet_report import DEFAULT_BINS
-from vrrl_gpu.analysis._follow import LogFollower
-from vrrl_gpu.analysis._graphs import describe_graph_fault, graph_faults
 from vrrl_gpu.analysis._launches import code_label
-from vrrl_gpu.analysis._report import DEFAULT_LAST, write_report
-from vrrl_gpu.analysis._stats import stats_of
-from vrrl_gpu.analysis._summary import read_log, summarize
 from vrrl_gpu.analysis.exporters._output import is_stdout
 from vrrl_gpu.analysis.exporters._registry import (
     DEFAULT_MERGE_FORMAT,
@@ -46,6 +39,9 @@ from vrrl_gpu.format._ringlog import RingLog, read_header
 from vrrl_gpu.format._sidecar import load_sidecar, opcode_label, slot_label
 
 __all__ = ["register"]
+
+# Each command imports the analysis it runs in its function: building the parser, which every command does,
+# imports only what the options need.
 
 
 def register(sub: Any) -> None:
@@ -199,6 +195,10 @@ def _records(path: str, salvage: bool) -> npt.NDArray[np.void]:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from vrrl_gpu.analysis._graphs import describe_graph_fault, graph_faults
+    from vrrl_gpu.analysis._stats import stats_of
+    from vrrl_gpu.analysis._summary import read_log, summarize
+
     side = load_sidecar(args.log)
     names = printable_names(side)
     summary = summarize(read_log(args.log, salvage=args.salvage, sidecar=side))
@@ -320,6 +320,8 @@ def _emit(recs: npt.NDArray[np.void], as_json: bool, names: dict[int, str], log:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    from vrrl_gpu.analysis._follow import LogFollower
+
     follower = LogFollower(args.log)
     names = opcode_names_for(args.log)
     first = follower.last(args.lines)
@@ -356,6 +358,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from vrrl_gpu.analysis._diff import diff_records
+
     a = _records(args.a, args.salvage)
     b = _records(args.b, args.salvage)
     res = diff_records(a, b, by_track=args.by_track, limit=1000 if args.json else max(args.limit, 1))
@@ -460,6 +464,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from vrrl_gpu.analysis._fleet import is_dataset
+    from vrrl_gpu.analysis._report import write_report
+
     if is_fleet_input(args.logs) or is_dataset(args.logs[0]):
         return cmd_report_fleet(args)
     (log,) = args.logs

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vrrl_gpu._cli._argtypes import positive_int
 from vrrl_gpu._cli._output import print_table
-from vrrl_gpu.backends._doctor import DoctorReport, run_doctor
 from vrrl_gpu.backends._registry import BACKEND_NAMES
+
+if TYPE_CHECKING:  # the checks are imported by the command, not by building the parser
+    from vrrl_gpu.backends._doctor import DoctorReport
 
 __all__ = ["register"]
 
@@ -39,6 +41,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from vrrl_gpu.backends._doctor import run_doctor
+
     report = run_doctor(args.device, calibrations=args.calibrations)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))

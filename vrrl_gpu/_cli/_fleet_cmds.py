@@ -11,13 +11,16 @@ import datetime as _dt
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vrrl_gpu._cli._argtypes import positive_int, seconds
 from vrrl_gpu._cli._output import format_timestamp, print_table, stream_label
 from vrrl_gpu._cli._progress import progress_bar
-from vrrl_gpu.analysis._fleet import DEFAULT_HANG_AFTER_S, FleetResult, analyze_fleet
+from vrrl_gpu.analysis._defaults import DEFAULT_HANG_AFTER_S
 from vrrl_gpu.format._layout import FailureClass
+
+if TYPE_CHECKING:  # the fleet analysis is imported by the commands that run it
+    from vrrl_gpu.analysis._fleet import FleetResult
 
 __all__ = ["register", "since_time", "time_window", "is_fleet_input", "cmd_export_fleet", "cmd_report_fleet"]
 
@@ -264,6 +267,8 @@ def print_fleet(res: FleetResult, *, show_all: bool = False) -> None:
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
+    from vrrl_gpu.analysis._fleet import analyze_fleet
+
     with progress_bar("reading rank logs") as update:
         res = analyze_fleet(
             args.inputs,

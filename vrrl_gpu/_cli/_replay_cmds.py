@@ -18,8 +18,7 @@ from vrrl_gpu._cli._table import PAGE_ROWS, write_aligned
 from vrrl_gpu.analysis.exporters._text import choice_table
 from vrrl_gpu.format._layout import SlotStatus
 from vrrl_gpu.format._sidecar import opcode_label
-from vrrl_gpu.reproduce._plan import REPLAY_DEVICES
-from vrrl_gpu.reproduce._sampler import MATCH_MODES
+from vrrl_gpu.reproduce._plan import MATCH_MODES, REPLAY_DEVICES
 
 __all__ = ["register"]
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vrrl_gpu.analysis._defaults import DEFAULT_HANG_AFTER_S
 from vrrl_gpu.analysis._fleet_logs import (
     LoadedLog,
     RankLog,
@@ -56,8 +57,6 @@ __all__ = [
     "keep_rows",
 ]
 
-#: ``hang_after_s`` when neither it nor ``since_ns`` is given.
-DEFAULT_HANG_AFTER_S = 60.0
 #: The dataset's list of its ranks (paths, identity, damage); ``_``-prefixed, so engines skip it as data.
 MANIFEST_NAME = "_vrrl_fleet.json"
 

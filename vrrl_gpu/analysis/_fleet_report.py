@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vrrl_gpu.analysis._defaults import DEFAULT_BINS
 from vrrl_gpu.analysis._fleet import (
     FleetResult,
     _sql_str,
@@ -45,8 +46,6 @@ __all__ = [
     "write_fleet_report",
 ]
 
-#: Time bins across the window (the image's width in pixels).
-DEFAULT_BINS = 600
 _LAUNCH = (int(SlotStatus.BEGIN), int(SlotStatus.COMPLETED))
 _FAILED = (int(SlotStatus.FAILED_AT_LAUNCH), int(SlotStatus.FAULTED), int(SlotStatus.HUNG))
 _META = int(SlotStatus.META)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vrrl_gpu.analysis._defaults import DEFAULT_LAST
 from vrrl_gpu.analysis._launches import CrashWindow, _check, code_label
 from vrrl_gpu.analysis._stats import stats_of
 from vrrl_gpu.analysis._summary import SUMMARY_CHUNK, LogSummary, read_log, summarize, summary_windows, whole
@@ -25,8 +26,6 @@ from vrrl_gpu.format._sidecar import opcode_label, slot_label
 
 __all__ = ["DEFAULT_LAST", "render_report", "render_summary", "write_report"]
 
-#: How many of the newest launches the timeline shows by default.
-DEFAULT_LAST = 200
 _MAX_LANES = 24
 #: More launches than this on the timeline are drawn as bins (a rectangle per run of equal bins), not one by
 #: one: 100,000 rectangles would make a page of megabytes that takes seconds to lay out.

@@ -24,6 +24,8 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "Device",
     "REPLAY_DEVICES",
+    "Match",
+    "MATCH_MODES",
     "read_plan",
     "launch_range",
 ]
@@ -37,6 +39,11 @@ _MIN_STARTUP_TIMEOUT = 60.0
 #: A replay child's device: a backend name, or "none" (run the callables without a Recorder).
 Device = Literal[BackendName, "none"]
 REPLAY_DEVICES: tuple[str, ...] = (*BACKEND_NAMES, "none")
+
+#: What "the same failure" means: same class; same class and CUDA code; those at the recorded launch too.
+#: (Here, not in ``_sampler`` which uses them, so that ``vrrl``'s parser reads them without the trials code.)
+Match = Literal["class", "code", "launch"]
+MATCH_MODES: tuple[str, ...] = ("class", "code", "launch")
 _LAUNCH_STATUSES = (int(SlotStatus.BEGIN), int(SlotStatus.PUBLISHED))
 
 RegistryFn = Callable[[tuple[int, int, int, int], int, int, int], Any]

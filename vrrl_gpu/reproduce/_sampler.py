@@ -12,18 +12,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
 
 from vrrl_gpu.errors import RecordValueError
-from vrrl_gpu.reproduce._plan import DEFAULT_TIMEOUT, Device, Launch, RecordedFailure
+from vrrl_gpu.reproduce._plan import DEFAULT_TIMEOUT, MATCH_MODES, Device, Launch, Match, RecordedFailure
 from vrrl_gpu.reproduce._rate import DEFAULT_CONFIDENCE, Rate
 from vrrl_gpu.reproduce._trials import REPLAY_LOG_ENV, TrialFailure, TrialOutcome, run_trial
 
 __all__ = ["MATCH_MODES", "Match", "Budget", "Sampler", "matches"]
 
-#: What "the same failure" means: same class; same class and CUDA code; those at the recorded launch too.
-Match = Literal["class", "code", "launch"]
-MATCH_MODES: tuple[str, ...] = ("class", "code", "launch")
 
 
 def matches(
