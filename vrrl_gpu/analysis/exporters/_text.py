@@ -354,8 +354,8 @@ class Lines:
         null: npt.NDArray[np.bool_] | None = None,
         null_text: bytes = b"",
     ) -> Lines:
-        """Lower-case hex: the fewest digits (one at least), or zero-padded to ``width`` (16 at most: the low
-        ``width`` digits); ``null`` as :meth:`uint`."""
+        """Lower-case hex: the fewest digits (one at least), or ``width`` digits zero-padded (16 at most; a
+        wider value keeps its low digits); ``null`` as :meth:`uint`."""
         self._calls.append(("hex", (values, width, null, null_text)))
         return self
 
