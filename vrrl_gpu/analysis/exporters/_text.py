@@ -1,24 +1,30 @@
-"""Lines of text built a column at a time with numpy: the text formats' engine (no per-record Python).
+"""Lines of text built a column at a time, no per-record Python: the text formats' engine.
 
-A :class:`Lines` holds ``n`` rows and a list of parts, each a byte matrix of one width with each row's text
-right-aligned in it. :meth:`Lines.render` lays the parts side by side and keeps, by one boolean mask, the
-bytes that are text: the rows' lines, concatenated. Names (opcodes, statuses, paths) are formatted once per
-distinct value by the caller and picked per row (:meth:`Lines.pick`).
+A :class:`Lines` records ``n`` rows' parts (literals, numbers, names picked from a table, ready matrices)
+and :meth:`Lines.render` turns them into the rows' lines, concatenated, with one of two engines that give
+the same bytes. The C engine (``_text_fast.c``, built on first use by ``_text_accel.py``) formats straight
+from the columns into one buffer. The numpy engine (:class:`_NumpyLines`; no compiler, a failed build, or
+``VRRL_NO_ACCEL=1``) builds a byte matrix per part, each row's text right-aligned in it, lays the parts side
+by side and keeps, by one boolean mask, the bytes that are text. Names (opcodes, statuses, paths) are
+formatted once per distinct value by the caller and picked per row (:meth:`Lines.pick`).
 
-Most parts are *padded*: the bytes left of each row's text are NUL and the text holds none (digits, JSON,
-escaped names), so the mask is just "not NUL", one compare over the whole matrix. Only a part whose text
-may hold a NUL keeps its lengths and gets its own range of the mask (a compare per byte against them: that
-took about a third of the text formats' time when every part did it).
+In the numpy engine most parts are *padded*: the bytes left of each row's text are NUL and the text holds
+none (digits, JSON, escaped names), so the mask is just "not NUL", one compare over the whole matrix. Only a
+part whose text may hold a NUL keeps its lengths and gets its own range of the mask (a compare per byte
+against them: that took about a third of the text formats' time when every part did it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Lines", "choice_table", "datetime_text"]
+from vrrl_gpu.analysis.exporters import _text_accel
+
+__all__ = ["Lines", "choice_table", "datetime_text", "engine"]
 
 # Four decimal digits as one little-endian u32 (byte 0 the thousands digit): one gather writes four bytes.
 _QUADS = np.frombuffer("".join(f"{i:04d}" for i in range(10000)).encode(), np.uint32)
@@ -139,8 +145,8 @@ def _quads(mat: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
     return np.ascontiguousarray(mat).view(np.uint32)
 
 
-class Lines:
-    """``n`` rows of text, part by part (see the module docstring)."""
+class _NumpyLines:
+    """The numpy engine: each part's matrix made as it is added (see the module docstring)."""
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -149,7 +155,7 @@ class Lines:
 
     # ------------------------------------------------------------ parts
 
-    def lit(self, text: str | bytes) -> Lines:
+    def lit(self, text: str | bytes) -> _NumpyLines:
         """The same text on every row."""
         self._lit += text.encode() if isinstance(text, str) else text
         return self
@@ -160,7 +166,9 @@ class Lines:
             self._parts.append((mat, len(self._lit) if b"\0" in self._lit else None))
             self._lit = b""
 
-    def part(self, mat: npt.NDArray[np.uint8], lens: npt.NDArray[np.intp], *, padded: bool = False) -> Lines:
+    def part(
+        self, mat: npt.NDArray[np.uint8], lens: npt.NDArray[np.intp], *, padded: bool = False
+    ) -> _NumpyLines:
         """A ready part: ``mat`` (n, w) with each row's text right-aligned, ``lens`` its lengths.
 
         ``padded``: the bytes left of each row's text are NUL and no text holds one (``lens`` then unused).
@@ -171,7 +179,7 @@ class Lines:
 
     def pick(
         self, idx: npt.NDArray[np.integer], table: tuple[npt.NDArray[np.uint8], npt.NDArray[np.intp]]
-    ) -> Lines:
+    ) -> _NumpyLines:
         """Row i gets text ``idx[i]`` of a :func:`choice_table`."""
         mat, lens = table
         # choice_table pads with NUL: the table is padded unless a text holds a NUL itself.
@@ -184,7 +192,7 @@ class Lines:
         *,
         null: npt.NDArray[np.bool_] | None = None,
         null_text: bytes = b"",
-    ) -> Lines:
+    ) -> _NumpyLines:
         """Unsigned decimal; rows where ``null`` holds get ``null_text`` instead."""
         v = np.asarray(values)
         if v.dtype.kind != "u" or null is not None:
@@ -197,7 +205,7 @@ class Lines:
             self._null(mat, null, null_text)
         return self._padded(mat)
 
-    def fixed(self, values: npt.NDArray[np.integer], width: int) -> Lines:
+    def fixed(self, values: npt.NDArray[np.integer], width: int) -> _NumpyLines:
         """Decimal zero-padded to ``width`` digits (values below ``10**width``)."""
         v = np.asarray(values)
         mat = _decimal(v if v.dtype.kind == "u" else v.astype(np.uint64), width, 1)
@@ -211,7 +219,7 @@ class Lines:
         width: int | None = None,
         null: npt.NDArray[np.bool_] | None = None,
         null_text: bytes = b"",
-    ) -> Lines:
+    ) -> _NumpyLines:
         """Lower-case hex: the fewest digits (one at least), or zero-padded to ``width``; ``null`` as uint."""
         v = np.asarray(values).astype("<u8")
         top = int(v.max()) if v.size else 0
@@ -245,7 +253,7 @@ class Lines:
         if null_text:
             mat[null, mat.shape[1] - len(null_text) :] = np.frombuffer(null_text, np.uint8)
 
-    def _padded(self, mat: npt.NDArray[np.uint8]) -> Lines:
+    def _padded(self, mat: npt.NDArray[np.uint8]) -> _NumpyLines:
         self._flush()
         self._parts.append((np.ascontiguousarray(mat).view(np.uint32), None))
         return self
@@ -277,3 +285,134 @@ class Lines:
             )
         # A 1-D boolean mask, not np.compress: compress goes through an index array 8x the text's size.
         return np.asarray(text.reshape(-1)[keep.reshape(-1)])
+
+
+def engine() -> Literal["c", "numpy"]:
+    """The engine :meth:`Lines.render` uses now: ``"c"`` when the C renderer is built and ``VRRL_NO_ACCEL``
+    is not ``1``, else ``"numpy"``."""
+    return "c" if _text_accel.module() is not None else "numpy"
+
+
+def _ints(values: npt.ArrayLike) -> npt.NDArray[Any]:
+    """``values`` as the C engine reads them: native integers; anything else cast to u64 as numpy's is."""
+    v = np.asarray(values)
+    if v.dtype.kind not in "iu" or not v.dtype.isnative:
+        v = v.astype(np.uint64)
+    return v
+
+
+class Lines:
+    """``n`` rows of text, part by part: each method adds a part to every row (see the module docstring).
+
+    The parts are recorded (their arrays by reference: do not change them before :meth:`render`)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def lit(self, text: str | bytes) -> Lines:
+        """The same text on every row."""
+        self._calls.append(("lit", (text.encode() if isinstance(text, str) else bytes(text),)))
+        return self
+
+    def part(self, mat: npt.NDArray[np.uint8], lens: npt.NDArray[np.intp], *, padded: bool = False) -> Lines:
+        """A ready part: ``mat`` (n, w) with each row's text right-aligned, ``lens`` its lengths.
+
+        ``padded``: the bytes left of each row's text are NUL and no text holds one (``lens`` then unused).
+        """
+        self._calls.append(("part", (mat, lens, padded)))
+        return self
+
+    def pick(
+        self, idx: npt.NDArray[np.integer], table: tuple[npt.NDArray[np.uint8], npt.NDArray[np.intp]]
+    ) -> Lines:
+        """Row i gets text ``idx[i]`` of a :func:`choice_table`."""
+        self._calls.append(("pick", (idx, table)))
+        return self
+
+    def uint(
+        self,
+        values: npt.NDArray[np.integer],
+        *,
+        null: npt.NDArray[np.bool_] | None = None,
+        null_text: bytes = b"",
+    ) -> Lines:
+        """Unsigned decimal; rows where ``null`` holds get ``null_text`` instead (its NUL bytes dropped)."""
+        self._calls.append(("uint", (values, null, null_text)))
+        return self
+
+    def fixed(self, values: npt.NDArray[np.integer], width: int) -> Lines:
+        """Decimal zero-padded to ``width`` digits (values below ``10**width``)."""
+        self._calls.append(("fixed", (values, width)))
+        return self
+
+    def hex(
+        self,
+        values: npt.NDArray[np.integer],
+        *,
+        width: int | None = None,
+        null: npt.NDArray[np.bool_] | None = None,
+        null_text: bytes = b"",
+    ) -> Lines:
+        """Lower-case hex: the fewest digits (one at least), or ``width`` digits zero-padded (16 at most; a
+        wider value keeps its low digits); ``null`` as :meth:`uint`."""
+        self._calls.append(("hex", (values, width, null, null_text)))
+        return self
+
+    def render(self, *, using: Literal["c", "numpy"] | None = None) -> npt.NDArray[np.uint8]:
+        """The rows' text, concatenated, as one byte array; ``using`` an engine, else :func:`engine`'s."""
+        if self.n == 0:
+            return np.zeros(0, np.uint8)
+        fast = _text_accel.module() if using != "numpy" else None
+        if fast is None:
+            if using == "c":
+                raise RuntimeError(f"the C text engine is not available: {_text_accel.built()[1]}")
+            return self._numpy()
+        return np.frombuffer(fast.render(self.n, self._ops()), np.uint8)
+
+    def _numpy(self) -> npt.NDArray[np.uint8]:
+        x = _NumpyLines(self.n)
+        for name, a in self._calls:
+            if name == "lit":
+                x.lit(a[0])
+            elif name == "part":
+                x.part(a[0], a[1], padded=a[2])
+            elif name == "pick":
+                x.pick(a[0], a[1])
+            elif name == "uint":
+                x.uint(a[0], null=a[1], null_text=a[2])
+            elif name == "fixed":
+                x.fixed(a[0], a[1])
+            else:
+                x.hex(a[0], width=a[1], null=a[2], null_text=a[3])
+        return x.render()
+
+    def _ops(self) -> list[tuple[Any, ...]]:
+        """The parts as ``_text_fast.c``'s ops (its header comment): literals merged, columns as arrays."""
+        ops: list[tuple[Any, ...]] = []
+        lit = b""
+        for name, a in self._calls:
+            if name == "lit":
+                lit += a[0]
+                continue
+            if lit:
+                ops.append((0, lit))
+                lit = b""
+            if name == "part":
+                ops.append((5, np.ascontiguousarray(a[0]), None if a[2] else _ints(a[1])))
+            elif name == "pick":
+                ops.append((4, _ints(a[0]), np.ascontiguousarray(a[1][0]), _ints(a[1][1])))
+            elif name == "uint":
+                ops.append((1, _ints(a[0]), _mask(a[1]), a[2].replace(b"\0", b"")))
+            elif name == "fixed":
+                ops.append((2, _ints(a[0]), int(a[1])))
+            else:
+                width = -1 if a[1] is None else int(a[1])
+                ops.append((3, _ints(a[0]), width, _mask(a[2]), a[3].replace(b"\0", b"")))
+        if lit:
+            ops.append((0, lit))
+        return ops
+
+
+def _mask(null: npt.ArrayLike | None) -> npt.NDArray[np.bool_] | None:
+    return None if null is None else np.asarray(null)
