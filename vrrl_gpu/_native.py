@@ -4,7 +4,8 @@ Built like the twin builds kernels (``backends/_twin.py``): with the system C co
 into the per-user cache (``$VRRL_CACHE_DIR/accel`` or ``~/.cache/vrrl_gpu/accel``), named by a hash of the
 source, the flags, the compiler and the Python ABI, and published with an atomic rename so concurrent first
 uses never load a half-written file. There is no build step. Each caller (``recorder/_accel.py``,
-``analysis/exporters/_text_accel.py``) keeps its own Python path and takes any failure here as "use that".
+``analysis/exporters/_text_accel.py``) holds one :class:`Extension`, keeps its own Python path and takes any
+failure here as "use that".
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import tempfile
 import threading
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-__all__ = ["CFLAGS", "Unavailable", "build", "cache_dir"]
+__all__ = ["CFLAGS", "Extension", "Unavailable", "build", "cache_dir"]
 
 #: The flags every extension is built with (a caller may pass its own).
 CFLAGS = (
@@ -87,3 +89,39 @@ def build(source: Path, name: str, cflags: tuple[str, ...] = CFLAGS) -> ModuleTy
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+class Extension:
+    """One extension, built and loaded on first use, once per process: :meth:`module` is it, or None when it
+    cannot be had here or ``VRRL_NO_ACCEL=1`` (read at each call, so tests can run both paths in one process).
+    A test that needs a fresh try replaces :attr:`state` with an empty dict (``monkeypatch.setattr``)."""
+
+    def __init__(self, source: Path, name: str, cflags: tuple[str, ...] = CFLAGS) -> None:
+        self.source, self.name, self.cflags = source, name, cflags
+        self._lock = threading.Lock()
+        self.state: dict[str, Any] = {}  # "module": the loaded module or None once tried; "why": why not
+
+    def module(self) -> Any:
+        """The loaded module, or None (the caller's own path)."""
+        if os.environ.get("VRRL_NO_ACCEL") == "1":
+            return None
+        state = self.state
+        if "module" not in state:
+            with self._lock:
+                if "module" not in state:
+                    try:
+                        state["module"] = build(self.source, self.name, self.cflags)
+                    except Unavailable as e:
+                        state["module"], state["why"] = None, str(e)
+                    except Exception as e:  # any failure means the caller's own path, never a failed caller
+                        state["module"], state["why"] = None, f"{type(e).__name__}: {e}"
+        return state["module"]
+
+    def built(self) -> tuple[bool, str]:
+        """(whether the extension is in use, where it is or why not): for tests, benchmarks and reports."""
+        m = self.module()
+        if m is not None:
+            return True, str(getattr(m, "__file__", ""))
+        if os.environ.get("VRRL_NO_ACCEL") == "1":
+            return False, "VRRL_NO_ACCEL=1"
+        return False, str(self.state.get("why", "not built"))

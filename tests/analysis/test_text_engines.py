@@ -78,7 +78,7 @@ def test_without_a_compiler_the_numpy_engine_renders(tmp_path: Path, monkeypatch
     monkeypatch.delenv("VRRL_NO_ACCEL", raising=False)
     monkeypatch.setenv("CC", "vrrl-no-such-compiler")
     monkeypatch.setenv("VRRL_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(_text_accel, "_state", {})
+    monkeypatch.setattr(_text_accel.EXTENSION, "state", {})
     assert engine() == "numpy"
     assert "no C compiler" in _text_accel.built()[1]
     assert Lines(2).uint(np.array([3, 40], np.uint32)).lit("\n").render().tobytes() == b"3\n40\n"

@@ -272,7 +272,7 @@ def test_without_a_compiler_the_python_path_runs(tmp_path: Path, monkeypatch: py
     monkeypatch.delenv("VRRL_NO_ACCEL", raising=False)
     monkeypatch.setenv("CC", "vrrl-no-such-compiler")
     monkeypatch.setenv("VRRL_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(_accel, "_state", {})
+    monkeypatch.setattr(_accel.EXTENSION, "state", {})
     assert _accel.module() is None
     used, why = _accel.built()
     assert not used
@@ -292,13 +292,13 @@ def test_the_accelerator_builds_into_the_cache_once(tmp_path: Path, monkeypatch:
     monkeypatch.delenv("VRRL_NO_ACCEL", raising=False)
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.setenv("VRRL_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(_accel, "_state", {})
+    monkeypatch.setattr(_accel.EXTENSION, "state", {})
     m = _accel.module()
     if m is None:
         pytest.skip(f"the C accelerator does not build here: {_accel.built()[1]}")
     built = sorted((tmp_path / "cache" / "accel").iterdir())
     assert [p.name.startswith("_vrrl_fast-") for p in built] == [True]  # no staged file left behind
-    monkeypatch.setattr(_accel, "_state", {})
+    monkeypatch.setattr(_accel.EXTENSION, "state", {})
     assert _accel.module() is not None
     assert sorted((tmp_path / "cache" / "accel").iterdir()) == built  # reused, not rebuilt
 

@@ -308,6 +308,15 @@ static inline int pick_row(const Op *op, Py_ssize_t i, Py_ssize_t *row) {
     return 0;
 }
 
+/* An op's own text: a literal's, or a uint's or hex's null text. */
+static inline char *put_text(char *o, const Op *op) {
+    memcpy(o, op->text, (size_t)op->text_len);
+    return o + op->text_len;
+}
+
+/* Whether row i of a uint or hex op is null (no null column: none is). */
+static inline int is_null(const Op *op, Py_ssize_t i) { return op->null.p && op->null.p[i * op->null.stride]; }
+
 static Py_ssize_t render_rows(const Op *ops, Py_ssize_t nops, Py_ssize_t n, char *out) {
     char *o = out;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -315,27 +324,16 @@ static Py_ssize_t render_rows(const Op *ops, Py_ssize_t nops, Py_ssize_t n, char
             const Op *op = &ops[k];
             switch (op->kind) {
             case OP_LIT:
-                memcpy(o, op->text, (size_t)op->text_len);
-                o += op->text_len;
+                o = put_text(o, op);
                 break;
             case OP_UINT:
-                if (op->null.p && op->null.p[i * op->null.stride]) {
-                    memcpy(o, op->text, (size_t)op->text_len);
-                    o += op->text_len;
-                } else {
-                    o = put_dec(o, get(&op->v, i));
-                }
+                o = is_null(op, i) ? put_text(o, op) : put_dec(o, get(&op->v, i));
                 break;
             case OP_FIXED:
                 o = put_fixed(o, get(&op->v, i), op->width);
                 break;
             case OP_HEX:
-                if (op->null.p && op->null.p[i * op->null.stride]) {
-                    memcpy(o, op->text, (size_t)op->text_len);
-                    o += op->text_len;
-                } else {
-                    o = put_hex(o, get(&op->v, i), op->width);
-                }
+                o = is_null(op, i) ? put_text(o, op) : put_hex(o, get(&op->v, i), op->width);
                 break;
             case OP_PICK: {
                 Py_ssize_t j;
