@@ -521,6 +521,50 @@ def test_a_finished_slot_holds_nothing(tmp_path: Path, impl: str) -> None:
     assert got == [[i, 7] for i in range(6)]
 
 
+def test_a_slot_is_reused_only_when_nobody_holds_it(tmp_path: Path, impl: str) -> None:
+    """The C path parks a finished slot for the stream's next one: a slot the caller still holds is never
+    handed out again (it can be entered again, with its own words), and neither a parked slot nor one made
+    and dropped without being entered keeps its stream alive."""
+    import gc
+    import weakref
+
+    with Recorder(tmp_path / "r.vrrl", device="twin", breadcrumbs="begin+end", capacity=4096,
+                  staging_slots=64) as rec:  # fmt: skip
+        w = Axpy.on(rec)
+        s = rec.backend.new_stream()
+        held = rec.slot(w.opcode, (1, 0, 0, 0), stream=s)
+        with held:
+            pass
+        other = rec.slot(w.opcode, (2, 0, 0, 0), stream=s)
+        assert other is not held
+        with other:
+            pass
+        with held:  # again, with its words
+            pass
+        for i in (3, 4, 5):
+            with rec.slot(w.opcode, (i, 0, 0, 0), stream=s):
+                pass
+        ref = weakref.ref(s)
+        del s, held, other
+        gc.collect()
+        assert ref() is None  # the parked slot keeps no stream
+        s2 = rec.backend.new_stream()
+        with rec.slot(w.opcode, (6, 0, 0, 0), stream=s2):
+            pass
+        dropped = rec.slot(w.opcode, (7, 0, 0, 0), stream=s2)  # never entered
+        ref2 = weakref.ref(s2)
+        del dropped, s2
+        gc.collect()
+        assert ref2() is None
+    recs = log_records(rec.path)
+    mine = recs[recs["opcode"] == w.opcode]
+    by_word: dict[int, list[int]] = {}
+    for word, st in zip(mine["args"][:, 0].tolist(), mine["slot_status"].tolist(), strict=True):
+        by_word.setdefault(word, []).append(st)
+    pair = [int(SlotStatus.BEGIN), int(SlotStatus.COMPLETED)]
+    assert by_word == {1: pair * 2, 2: pair, 3: pair, 4: pair, 5: pair, 6: pair}
+
+
 def test_the_remembered_stream_never_names_another_streams_state(tmp_path: Path, impl: str) -> None:
     """rec.launch and rec.slot remember the last stream's inline path (C): short-lived streams (dead, their
     states retired, new objects perhaps at their addresses) never share a state; after a capture on the

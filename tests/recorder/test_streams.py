@@ -141,6 +141,36 @@ def test_the_stream_table_is_bounded_and_never_misnames(tmp_path: Path) -> None:
     assert (got == NO_STREAM).any()  # the oldest runs were dropped: unknown, not another stream
 
 
+def test_the_stream_table_runs_are_the_slots_and_the_newest_run_stays_one_list() -> None:
+    """Runs are [first, stride, count] of the slots in order; a new run rewrites ``st.run`` in place (the C
+    launch path holds that list), and the runs it finished keep their values."""
+
+    def reference(slots: list[int]) -> list[list[int]]:
+        runs: list[list[int]] = []
+        for s in slots:
+            if runs and runs[-1][2] == 1 and s > runs[-1][0]:
+                runs[-1][1:] = [s - runs[-1][0], 2]
+            elif runs and runs[-1][2] > 1 and s == runs[-1][0] + runs[-1][1] * runs[-1][2]:
+                runs[-1][2] += 1
+            else:
+                runs.append([s, 1, 1])
+        return runs
+
+    st = _StreamState(
+        key=0, index=0, stream_ref=lambda: None, ring=None, ptrs=None, release=lambda ok: None, window=[None]
+    )  # type: ignore[arg-type]
+    newest = st.run
+    steps = np.random.default_rng(5).choice([1, 1, 1, 2, 3, 7], size=500)
+    slots = np.cumsum(steps).tolist()
+    for s in slots:
+        st.note_slot(int(s))
+        assert st.run is newest
+        assert st.runs[-1] is newest
+    assert st.runs == reference([int(s) for s in slots])
+    assert len(st.runs) > 10  # the schedule broke runs often
+    assert all(r is not newest for r in st.runs[:-1])
+
+
 def _sidecar_with(tmp_path: Path, st: _StreamState) -> Path:
     from vrrl_gpu.format import Sidecar, write_sidecar
 

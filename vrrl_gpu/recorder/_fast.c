@@ -4,7 +4,9 @@
  * `_py_hot`'s `hot`, `Bound` is `make_launcher`'s `launcher`, `Instr` is `make_instr`'s `call`. Every state
  * change goes into the same Python objects (the recorder's and the stream state's instance dicts, the
  * launch-map list, the producer cell), under the same lock, and every case that is not the common one calls
- * the same Python helpers. Only the interpreter's dispatch is taken out.
+ * the same Python helpers. Only the interpreter's dispatch is taken out, and some allocations: launch-map
+ * entries rewritten in place, a finished slot parked for the stream's next, one int for two cells that hold
+ * the same value.
  *
  * It relies on the GIL (a free-threaded build is never given this module): the dict, list and counter
  * operations below are atomic under it, and the recorder's lock orders sequences with launches as in Python.
@@ -65,7 +67,7 @@ static int words_ok(PyObject *w) {
  * their length is checked when a launcher is made. */
 
 /* Cell i as an exact int in [0, 2**63), or -1 when it is not such an int (the caller goes general). */
-static long long cell_ll(PyObject *cells, Py_ssize_t i) {
+static inline long long cell_ll(PyObject *cells, Py_ssize_t i) {
     PyObject *v = PyList_GET_ITEM(cells, i);
     if (!PyLong_CheckExact(v)) return -1;
     int overflow;
@@ -73,15 +75,24 @@ static long long cell_ll(PyObject *cells, Py_ssize_t i) {
     return overflow ? -1 : r;
 }
 
+/* A cell store: the lists are exact, never resized and `i` is one of their indices, so the store needs
+ * none of PyList_SetItem's checks. The old value is released after the store (a finalizer sees the new). */
+static inline void cell_put(PyObject *cells, Py_ssize_t i, PyObject *o) {
+    PyObject *old = PyList_GET_ITEM(cells, i);
+    PyList_SET_ITEM(cells, i, o);
+    Py_XDECREF(old);
+}
+
 static int cell_set_ll(PyObject *cells, Py_ssize_t i, long long v) {
     PyObject *o = PyLong_FromLongLong(v);
     if (o == NULL) return -1;
-    return PyList_SetItem(cells, i, o);  /* steals o, releases the old value */
+    cell_put(cells, i, o);  /* steals o */
+    return 0;
 }
 
 static int cell_set(PyObject *cells, Py_ssize_t i, PyObject *v) {
-    Py_INCREF(v);
-    return PyList_SetItem(cells, i, v);
+    cell_put(cells, i, Py_NewRef(v));
+    return 0;
 }
 
 /* The flags cells hold True or False: read without a call. */
@@ -95,6 +106,17 @@ enum { ST_NEXT_SEQ, ST_LIMIT, ST_FAST, ST_OUTSTANDING, ST_CELLS };
 enum { REC_SLOT_COUNTER, REC_EPOCH, REC_USABLE, REC_CELLS };
 
 static PyObject *call0(PyObject *f) { return PyObject_Vectorcall(f, NULL, 0, NULL); }
+
+/* The bound pack, called through its own vectorcall when it has one (a Python function, CuPy's): without
+ * PyObject_Vectorcall's thread-state look-up and result check, which the NULL test below stands in for. */
+static PyObject *call_pack(PyObject *pack, PyObject *const *args) {
+    size_t nargsf = 6 | PY_VECTORCALL_ARGUMENTS_OFFSET;
+    vectorcallfunc f = PyVectorcall_Function(pack);
+    if (f == NULL) return PyObject_Vectorcall(pack, args, nargsf, NULL);
+    PyObject *r = f(pack, args, nargsf, NULL);
+    if (r == NULL && !PyErr_Occurred()) PyErr_SetString(PyExc_SystemError, "the bound pack failed without an error");
+    return r;
+}
 
 /* Call helper(args) with the pending exception passed as args[0] and restored afterwards (it propagates
  * unchanged, as `raise` after the helper does in Python). An exception from the helper replaces it, as in
@@ -127,14 +149,18 @@ static int store_entry(PyObject *window, Py_ssize_t at, PyObject *seq, PyObject 
     PyObject *old = PyList_GET_ITEM(window, at);
     if (old != NULL && PyTuple_CheckExact(old) && Py_REFCNT(old) == 1 && PyTuple_GET_SIZE(old) == 7) {
         PyObject *prev[7];
+        int changed = 0;
+#pragma GCC unroll 7
         for (int i = 0; i < 7; i++) {
-            prev[i] = PyTuple_GET_ITEM(old, i);
+            PyObject *p = PyTuple_GET_ITEM(old, i);
+            if (p == items[i]) continue;  /* the same opcode, words, epoch or None as last time: nothing to swap */
+            prev[changed++] = p;
             Py_INCREF(items[i]);
             PyTuple_SET_ITEM(old, i, items[i]);
         }
         /* Outputs may be anything (a cycle could pass through it): then the collector must see the entry. */
         if (outputs != Py_None && !PyObject_GC_IsTracked(old)) PyObject_GC_Track(old);
-        for (int i = 0; i < 7; i++) Py_DECREF(prev[i]);  /* after the stores: a finalizer sees a whole entry */
+        for (int i = 0; i < changed; i++) Py_DECREF(prev[i]);  /* after the stores: a finalizer sees a whole entry */
         return 0;
     }
     PyObject *t = PyTuple_New(7);
@@ -222,11 +248,8 @@ static int rlock_take(RLock *r, PY_TIMEOUT_T timeout_us) {
     return 1;
 }
 
-static int rlock_give(RLock *r) {
-    if (r->count == 0 || r->owner != PyThread_get_thread_ident()) {
-        PyErr_SetString(PyExc_RuntimeError, "cannot release un-acquired lock");
-        return -1;
-    }
+/* One release by the owner (the caller knows it is this thread). */
+static inline void rlock_drop(RLock *r) {
     if (--r->count == 0) {
         r->owner = 0;
         if (r->waiters > 0 && !r->posted) {
@@ -234,6 +257,14 @@ static int rlock_give(RLock *r) {
             PyThread_release_lock(r->wake);
         }
     }
+}
+
+static int rlock_give(RLock *r) {
+    if (r->count == 0 || r->owner != PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot release un-acquired lock");
+        return -1;
+    }
+    rlock_drop(r);
     return 0;
 }
 
@@ -332,7 +363,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *rec_cells, *st_cells, *st_dict, *acquire, *release, *window, *pack, *launch, *probe, *words_fn, *room,
         *slow, *pack_failed, *launch_failed, *note_slot, *zero_words, *lock, *produced_obj, *begin, *completed,
-        *slow_end, *general_slot, *checked;
+        *slow_end, *general_slot, *checked, *run, *idle;
     Py_buffer produced;
     Py_ssize_t wmask;
     long long end;
@@ -341,7 +372,7 @@ typedef struct {
 #define HOT_FIELDS(X)                                                                                        \
     X(rec_cells) X(st_cells) X(st_dict) X(acquire) X(release) X(window) X(pack) X(launch) X(probe) X(words_fn) X(room)   \
     X(slow) X(pack_failed) X(launch_failed) X(note_slot) X(zero_words) X(lock) X(produced_obj) X(begin)       \
-    X(completed) X(slow_end) X(general_slot) X(checked)
+    X(completed) X(slow_end) X(general_slot) X(checked) X(run) X(idle)
 
 static int hot_traverse(Hot *h, visitproc visit, void *arg) {
 #define V(f) Py_VISIT(h->f);
@@ -446,7 +477,7 @@ static int hot_claim(Hot *h, PyObject *opcode, PyObject *w, PyObject *stream, lo
     {
         /* A slot before the arguments: a bound method (or an instance's __call__) needs no copy for self. */
         PyObject *pargs[7] = {NULL, c->seq, c->slot, opcode, w, epoch, h->begin};
-        PyObject *r = PyObject_Vectorcall(h->pack, pargs + 1, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        PyObject *r = call_pack(h->pack, pargs + 1);
         if (r == NULL) {
             PyObject *fargs[2] = {NULL, NULL};
             fail_with(h->pack_failed, fargs, 1);
@@ -460,26 +491,24 @@ static int hot_claim(Hot *h, PyObject *opcode, PyObject *w, PyObject *stream, lo
     *(uint64_t *)h->produced.buf = (uint64_t)(seq + 1);
     if (cell_set_ll(h->rec_cells, REC_SLOT_COUNTER, counter + 1) < 0) goto fail;
     {
-        PyObject *run = PyDict_GetItemWithError(h->st_dict, s_run);  /* borrowed; note_slot replaces it */
+        PyObject *run = h->run;  /* `st.run`: one list for the stream's life (note_slot rewrites it in place) */
         int extended = 0;
-        if (run != NULL && PyList_CheckExact(run) && PyList_GET_SIZE(run) == 3) {
+        if (PyList_GET_SIZE(run) == 3) {
             int o0 = 0, o1 = 0, o2 = 0;
             long long r0 = ll_of(PyList_GET_ITEM(run, 0), &o0);
             long long r1 = ll_of(PyList_GET_ITEM(run, 1), &o1);
             long long r2 = ll_of(PyList_GET_ITEM(run, 2), &o2);
-            if (PyErr_Occurred()) goto fail;
+            if ((r0 == -1 || r1 == -1 || r2 == -1) && PyErr_Occurred()) goto fail;
             /* Not the small ints the runs hold (o0..o2): Python decides (note_slot compares exactly too). */
             if (!o0 && !o1 && !o2 && (__int128)r0 + (__int128)r1 * r2 == counter % UNKNOWN_SLOT) {
-                PyObject *n = PyLong_FromLongLong(r2 + 1);
+                /* A run from slot 0 with stride 1 (a recorder's first stream) counts as the slot counter
+                 * does: the counter's new int serves both, one allocation instead of two. */
+                PyObject *nc = PyList_GET_ITEM(h->rec_cells, REC_SLOT_COUNTER);
+                PyObject *n = r2 == counter ? Py_NewRef(nc) : PyLong_FromLongLong(r2 + 1);
                 if (n == NULL) goto fail;
-                Py_INCREF(run);
-                int bad = PyList_SetItem(run, 2, n);
-                Py_DECREF(run);
-                if (bad < 0) goto fail;
+                cell_put(run, 2, n);  /* an exact list of three (checked above): steals n */
                 extended = 1;
             }
-        } else if (PyErr_Occurred()) {
-            goto fail;
         }
         if (!extended) {
             PyObject *nargs[2] = {NULL, c->slot};
@@ -520,7 +549,7 @@ static PyObject *hot_locked(Hot *h, PyObject *const *a, PyObject *w) {
     }
     if (h->end) {
         PyObject *pargs[7] = {NULL, c.s1, c.slot, opcode, w, c.epoch, h->completed};
-        PyObject *r = PyObject_Vectorcall(h->pack, pargs + 1, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        PyObject *r = call_pack(h->pack, pargs + 1);
         if (r == NULL) {
             /* The kernel was enqueued: the device may have run it and faulted in it (launched=True). */
             PyObject *fargs[8] = {NULL, c.slot, opcode, w, c.epoch, c.seq, outputs, Py_True};
@@ -554,7 +583,7 @@ static int hot_lock(Hot *h) {
  * it). Returns `res`, or NULL. */
 static PyObject *hot_unlock(Hot *h, PyObject *res) {
     if (Py_TYPE(h->lock) == &RLockType) {
-        rlock_give((RLock *)h->lock);
+        rlock_drop((RLock *)h->lock);  /* taken by this thread in hot_lock: no owner look-up */
         return res;
     }
     PyObject *type, *value, *tb;
@@ -654,6 +683,14 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     SET(produced_obj, produced) SET(begin, begin) SET(completed, completed) SET(slow_end, slow_end)
     SET(general_slot, general_slot)
 #undef SET
+    h->run = PyDict_GetItemWithError(st_dict, s_run);
+    if (h->run == NULL || !PyList_CheckExact(h->run)) {
+        h->run = NULL;
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "the stream state's run must be a list");
+        Py_DECREF(h);
+        return NULL;
+    }
+    Py_INCREF(h->run);
     h->wmask = wmask;
     h->end = end ? 1 : 0;
     return (PyObject *)h;
@@ -950,28 +987,46 @@ static void slot_dealloc(Slot *x) {
 }
 
 static PyObject *slot_make(Hot *h, PyObject *opcode, PyObject *words, PyObject *stream) {
-    Slot *x;
-    if (slot_nspares > 0) {
-        x = slot_spares[--slot_nspares];
-        (void)PyObject_Init((PyObject *)x, &SlotType);
+    Slot *x = (Slot *)h->idle;
+    if (x != NULL) {
+        /* The slot parked by this stream's last `with` (slot_park): cleared, still tracked, its one
+         * reference now ours. */
+        h->idle = NULL;
     } else {
-        x = PyObject_GC_New(Slot, &SlotType);
-        if (x == NULL) return NULL;
+        if (slot_nspares > 0) {
+            x = slot_spares[--slot_nspares];
+            (void)PyObject_Init((PyObject *)x, &SlotType);
+        } else {
+            x = PyObject_GC_New(Slot, &SlotType);
+            if (x == NULL) return NULL;
+        }
+        x->vectorcall = slot_call;
+        x->general = NULL;
+        x->w = NULL;
+        x->c = (Claim){NULL, NULL, NULL, NULL, 0};
+        PyObject_GC_Track(x);
     }
-    x->vectorcall = slot_call;
-    Py_INCREF(h);
-    x->hot = h;
-    Py_INCREF(opcode);
-    x->opcode = opcode;
-    Py_INCREF(words);
-    x->words = words;
-    Py_INCREF(stream);
-    x->stream = stream;
-    x->general = NULL;
-    x->w = NULL;
-    x->c = (Claim){NULL, NULL, NULL, NULL, 0};
-    PyObject_GC_Track(x);
+    x->hot = (Hot *)Py_NewRef(h);
+    x->opcode = Py_NewRef(opcode);
+    x->words = Py_NewRef(words);
+    x->stream = Py_NewRef(stream);
     return (PyObject *)x;
+}
+
+/* After a `with` block's exit: a slot nobody else holds (`Py_REFCNT` 1: the reference the exit call is
+ * made through) is cleared and parked on its stream's Hot for the next `rec.slot` there, so a slot per
+ * block costs no allocation, initialisation or deallocation. Only the `with` statement's own call parks:
+ * `Slot.__exit__(x, ...)` from other code (contextlib.ExitStack) may hold a reference it did not count. */
+static void slot_park(Slot *x) {
+    Hot *h = x->hot;
+    if (Py_REFCNT(x) != 1 || h == NULL || h->idle != NULL || x->general != NULL || x->w != NULL ||
+        x->c.slot != NULL)
+        return;
+    h->idle = Py_NewRef((PyObject *)x);
+    Py_CLEAR(x->opcode);
+    Py_CLEAR(x->words);
+    Py_CLEAR(x->stream);
+    Py_CLEAR(x->hot);  /* last: it may free h, whose clear lets go of x again (the caller's reference stays) */
 }
 
 static PyObject *slot_enter(Slot *x, PyObject *unused) {
@@ -1034,7 +1089,7 @@ static PyObject *slot_end_locked(Slot *x) {
     if (s == NULL) s = Py_NewRef(PyList_GET_ITEM(h->st_cells, ST_NEXT_SEQ));  /* the exact int `seq`, just read */
     {
         PyObject *pargs[7] = {NULL, s, c->slot, x->opcode, x->w, c->epoch, h->completed};
-        PyObject *r = PyObject_Vectorcall(h->pack, pargs + 1, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        PyObject *r = call_pack(h->pack, pargs + 1);
         if (r == NULL) {
             PyObject *fargs[2] = {NULL, NULL};
             fail_with(h->pack_failed, fargs, 1);
@@ -1097,7 +1152,11 @@ static PyObject *slot_call(PyObject *self, PyObject *const *a, size_t nargsf, Py
     Py_ssize_t n = PyVectorcall_NARGS(nargsf);
     if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) {
         if (n == 0) return slot_enter((Slot *)self, NULL);
-        if (n == 3) return slot_exit((Slot *)self, a, 3);
+        if (n == 3) {
+            PyObject *r = slot_exit((Slot *)self, a, 3);
+            if (r != NULL) slot_park((Slot *)self);
+            return r;
+        }
     }
     PyErr_SetString(PyExc_TypeError, "a slot is called as its __enter__() or __exit__(exc_type, exc, tb) only");
     return NULL;

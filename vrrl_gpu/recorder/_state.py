@@ -58,6 +58,7 @@ class _StreamState:
     #: The slots of this stream as arithmetic runs ``[first, stride, count]`` (the sidecar's stream table).
     runs: list[list[int]] = field(default_factory=list)
     #: The newest run (a sentinel no slot extends before the first): the launch path extends it inline.
+    #: Always this one list (a new run overwrites it in place): the C launch path holds it.
     run: list[int] = field(default_factory=lambda: [-1, 0, 1])
     #: The staging ring's producer count as a one-element u64 view (``StagingRing.producer_cell``).
     produced: Any = None
@@ -148,9 +149,8 @@ class _StreamState:
 
     def note_slot(self, slot: int) -> None:
         """Extend the stream table with ``slot`` (a few integer operations per launch)."""
-        runs = self.runs
-        if runs:
-            run = runs[-1]
+        runs, run = self.runs, self.run
+        if runs:  # run is runs[-1]
             if run[2] == 1:
                 if slot > run[0]:
                     run[1] = slot - run[0]
@@ -159,11 +159,12 @@ class _StreamState:
             elif slot == run[0] + run[1] * run[2]:
                 run[2] += 1
                 return
+            runs[-1] = list(run)  # the finished run keeps its values; ``run`` is the new one
         if len(runs) >= _MAX_RUNS:
             # Bounded: the oldest runs go (their slots' stream becomes unknown), rarely and in one step.
             del runs[: _MAX_RUNS // 2]
-        self.run = [slot, 1, 1]
-        runs.append(self.run)
+        run[:] = (slot, 1, 1)
+        runs.append(run)
 
 
 #: A launch-map entry: (seq, slot_idx, opcode, words, epoch, outputs, begin_seq).
