@@ -55,6 +55,22 @@ def _per_call_us(
     return reduce(samples)
 
 
+def _paired_us(
+    fn: Callable[[], object], base: Callable[[], object], calls: int, sync: Callable[[], None],
+    repeat: int = 7,
+) -> tuple[float, float]:  # fmt: skip
+    """``fn``'s median host µs per call and the median over rounds of ``fn / base``, ``base`` (the bare
+    launch) timed in the same round right before ``fn``: a busy VM's slow spells (the twin's worker threads
+    share its 2 vCPUs) then hit both sides of a ratio, not one."""
+    times, ratios = [], []
+    for _ in range(repeat):
+        b = _per_call_us(base, calls, sync, repeat=1)
+        t = _per_call_us(fn, calls, sync, repeat=1)
+        times.append(t)
+        ratios.append(t / b)
+    return statistics.median(times), statistics.median(ratios)
+
+
 def _recorder(tmp: str, name: str, device: Any, **kw: Any) -> Recorder:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VrrlWarning)
@@ -73,7 +89,15 @@ def _kernel(rec: Recorder) -> tuple[Any, tuple[Any, ...]]:
     return k, (0,)
 
 
-Row = tuple[str, float, str]
+Row = tuple[str, float, float, str]  # label, µs per call, x the bare launch beside it, target
+
+
+def _bare(rec: Recorder, k: Any, args: tuple[Any, ...], s: Any) -> Callable[[], None]:
+    """The bare launch of ``k`` on ``s``: CuPy's own ``RawKernel.__call__`` on CuPy, else the backend's."""
+    if rec.backend.name == "cupy":
+        return lambda: k((1,), (1,), args, stream=s)
+    be = rec.backend
+    return lambda: be.launch(k, 1, 1, args, stream=s)
 
 
 def _launcher(rec: Recorder, k: Any, args: tuple[Any, ...], op: int, s: Any) -> Callable[[], None]:
@@ -81,7 +105,7 @@ def _launcher(rec: Recorder, k: Any, args: tuple[Any, ...], op: int, s: Any) -> 
 
 
 def _host_costs(device: str, calls: int, tmp: str) -> tuple[str, list[Row]]:
-    """(backend name, rows of (label, µs per call, target as text))."""
+    """(backend name, rows of (label, µs per call, x the bare launch, target as text))."""
     rows: list[Row] = []
     pack = f"<= {TARGET_PACK}x"
     rec = _recorder(tmp, "begin.vrrl", device, capture_check="declared")
@@ -92,40 +116,25 @@ def _host_costs(device: str, calls: int, tmp: str) -> tuple[str, list[Row]]:
         s = be.new_stream()
         op = rec.opcode("spin")
         sync = rec.synchronize
-        if name == "cupy":
+        bare_fn = _bare(rec, k, args, s)
 
-            def bare_fn() -> None:
-                k((1,), (1,), args, stream=s)
-        else:
+        def row(label: str, fn: Callable[[], object], target: str) -> None:
+            rows.append((label, *_paired_us(fn, bare_fn, calls, sync), target))
 
-            def bare_fn() -> None:
-                be.launch(k, 1, 1, args, stream=s)
-
-        rows.append(("bare launch", _per_call_us(bare_fn, calls, sync), "baseline"))
-        rows.append(("rec.launch (begin)", _per_call_us(_launcher(rec, k, args, op, s), calls, sync), pack))
+        rows.append(("bare launch", _per_call_us(bare_fn, calls, sync), 1.0, "baseline"))
+        row("rec.launch (begin)", _launcher(rec, k, args, op, s), pack)
         bound_launch = rec.launcher(k, opcode=op, stream=s)
-        rows.append(
-            ("rec.launcher (begin)", _per_call_us(lambda: bound_launch(1, 1, args), calls, sync), pack)
-        )
+        row("rec.launcher (begin)", lambda: bound_launch(1, 1, args), pack)
         wrapped = rec.wrap(k, opcode=op, words=lambda a: (7, 0, 0, 0))
-        rows.append(
-            ("rec.wrap (begin)", _per_call_us(lambda: wrapped(1, 1, args, stream=s), calls, sync), pack)
-        )
+        row("rec.wrap (begin)", lambda: wrapped(1, 1, args, stream=s), pack)
 
         def in_slot() -> None:
             with rec.slot(op, stream=s):
                 bare_fn()
 
-        rows.append(("rec.slot around the bare launch (begin)", _per_call_us(in_slot, calls, sync), pack))
+        row("rec.slot around the bare launch (begin)", in_slot, pack)
         ik = rec.instrument(k, "vrrl_demo_spin", opcode=op)
-        instrumented = f"<= {TARGET_INSTRUMENTED}x"
-        rows.append(
-            (
-                "rec.instrument (begin)",
-                _per_call_us(lambda: ik(1, 1, args, stream=s), calls, sync),
-                instrumented,
-            )
-        )
+        row("rec.instrument (begin)", lambda: ik(1, 1, args, stream=s), f"<= {TARGET_INSTRUMENTED}x")
     finally:
         rec.close()
     for label, kw in (
@@ -143,7 +152,8 @@ def _host_costs(device: str, calls: int, tmp: str) -> tuple[str, list[Row]]:
                 ik2 = other.instrument(k2, "vrrl_demo_spin", opcode=other.opcode("spin"))
                 fn = functools.partial(ik2, 1, 1, a2, stream=s2)
                 target = f"<= {TARGET_INSTRUMENTED}x"
-            rows.append((label, _per_call_us(fn, calls, other.synchronize), target))
+            bare2 = _bare(other, k2, a2, s2)
+            rows.append((label, *_paired_us(fn, bare2, calls, other.synchronize), target))
         finally:
             other.close()
     os.environ["VRRL_DISABLE"] = "1"
@@ -151,72 +161,46 @@ def _host_costs(device: str, calls: int, tmp: str) -> tuple[str, list[Row]]:
         off = Recorder(os.path.join(tmp, "off.vrrl"), device=device)
         k3, a3 = _kernel(off)
         s3 = off.backend.new_stream()
-        t_off = _per_call_us(_launcher(off, k3, a3, 0, s3), calls, off.synchronize)
-        rows.append(("rec.launch, VRRL_DISABLE=1", t_off, "~1x"))
+        t_off = _paired_us(_launcher(off, k3, a3, 0, s3), _bare(off, k3, a3, s3), calls, off.synchronize)
+        rows.append(("rec.launch, VRRL_DISABLE=1", *t_off, "~1x"))
         off.close()
     finally:
         del os.environ["VRRL_DISABLE"]
     return name, rows
 
 
-def _noop(a: object, b: object, c: object, d: object) -> None:
-    return None
-
-
 def _python_work(calls: int, tmp: str) -> list[tuple[str, float]]:
-    """The recorder's own Python per launch with every backend launch a no-op, in bare Python calls.
+    """The recorder's own work per launch in host time, with every backend launch a no-op, in bare
+    4-argument Python calls: the cases of bench_recorder_instructions.py (one home for their definition,
+    each a direct call from a closure of the same shape), timed in 15 interleaved rounds, the median of
+    each; own work = the case - its no-op user launch - its no-op pack(s) (instrumented: - the bound
+    launch). The instruction counts of the same cases are bench_recorder_instructions.py's."""
+    from bench_recorder_instructions import _cases
 
-    Own work = rec.launch - the no-op user launch - the no-op bound pack(s), each timed alone."""
     out: list[tuple[str, float]] = []
-
-    def none() -> None:
-        return None
-
-    # The unit is a difference of two tiny times: the fastest of many rounds, so that a busy machine cannot
-    # make it zero or negative.
-    loop = _per_call_us(none, calls * 10, none, repeat=15, reduce=min)
-    unit = _per_call_us(lambda: _noop(1, 1, 1, 1), calls * 10, none, repeat=15, reduce=min) - loop
-    out.append(("a bare 4-argument Python call (the unit), µs", unit))
     for mode in ("begin", "begin+end"):
-        cb = CountingBackend(get_backend("twin"), noop=True)
-        # No-op packs never arrive, so backpressure would wait on every window's worth: off here.
-        rec = _recorder(
-            tmp, f"noop-{mode}.vrrl", cb, breadcrumbs=mode, capture_check="declared", backpressure=False
-        )
+        rec, cases = _cases(mode, True, tmp)
         try:
-            k = rec.backend.load("vrrl_demo.cu", "vrrl_demo_spin")
-            s = cb.new_stream()
-            op = rec.opcode("spin")
-            launch = _launcher(rec, k, (0,), op, s)
-            launch()
-            bound = rec._by_id[id(s)].pack
-            assert bound is not None
-            t_rec = _per_call_us(launch, calls, none)
-            t_launch = _per_call_us(functools.partial(cb.launch, k, 1, 1, (0,), stream=s), calls, none)
-            t_pack = _per_call_us(functools.partial(bound, 0, 0, op, (0, 0, 0, 0), 0, 1), calls, none)
-            packs = 2 if mode == "begin+end" else 1
-            own = t_rec - t_launch - packs * t_pack
-            out.append((f"recorder's own work per rec.launch ({mode}), bare calls", own / unit))
-            bl = rec.launcher(k, opcode=op, stream=s)
-            t_bl = _per_call_us(functools.partial(bl, 1, 1, (0,)), calls, none)
-            out.append(
-                (f"recorder's own work per rec.launcher call ({mode}), bare calls",
-                 (t_bl - t_launch - packs * t_pack) / unit)
-            )  # fmt: skip
-            ik = rec.instrument(k, opcode=op)
-            t_ik = _per_call_us(functools.partial(ik, 1, 1, (0,), stream=s), calls, none)
-            # The instrumented launch itself: the backend's bound launcher (counted, a no-op), timed alone.
-            t_ik_launch = _per_call_us(
-                functools.partial(ik.bound, 1, 1, (0,), (0, 0, 0, 0, 0, 0), s, 0), calls, none
-            )
-            out.append(
-                (
-                    f"recorder's own work per rec.instrument call ({mode}), bare calls",
-                    (t_ik - t_ik_launch) / unit,
-                )
-            )
+            samples: dict[str, list[float]] = {name: [] for name in cases}
+            for _ in range(15):
+                for name, fn in cases.items():
+                    t0 = time.perf_counter()
+                    for _ in range(calls):
+                        fn()
+                    samples[name].append((time.perf_counter() - t0) / calls * 1e6)
+                rec.synchronize()
+            t = {name: statistics.median(v) for name, v in samples.items()}
         finally:
             rec.close()
+        unit = t["unit"] - t["none"]
+        if mode == "begin":
+            out.append(("a bare 4-argument Python call (the unit), µs", unit))
+        packs = 2 if mode == "begin+end" else 1
+        for label in ("rec.launch", "rec.launcher", "rec.slot"):
+            own = t[label] - t["bare"] - packs * t["pack"]
+            out.append((f"recorder's own work per {label} ({mode}), bare calls", own / unit))
+        own = t["rec.instrument"] - t["bound"]
+        out.append((f"recorder's own work per rec.instrument call ({mode}), bare calls", own / unit))
     return out
 
 
@@ -311,14 +295,14 @@ def main() -> None:
     print(f"launch path: {'C accelerator, ' + where if used else 'pure Python (' + where + ')'}; "
           f"VRRL_NO_ACCEL=1 for the other; wall times on a shared VM are noisy, "
           f"bench_recorder_instructions.py counts instructions")  # fmt: skip
-    w = max(len(r[0]) for r in twin_rows + gpu_rows + [(c[0], 0, "") for c in counts]) + 2
+    w = max(len(r[0]) for r in [*twin_rows, *gpu_rows, *counts]) + 2
 
     def table(title: str, rs: list[Row]) -> None:
         print(f"\n{title}")
-        bare = rs[0][1]
-        print(f"{'measure':<{w}}  {'µs/call':>9}  {'x bare':>7}  target")
-        for label, us, target in rs:
-            print(f"{label:<{w}}  {us:9.2f}  {us / bare:7.2f}  {target}")
+        print(f"{'measure':<{w}}  {'µs/call':>9}  {'x bare':>7}  target  (x bare: the median of 7 rounds' "
+              f"ratios, each to the bare launch timed just before)")  # fmt: skip
+        for label, us, ratio, target in rs:
+            print(f"{label:<{w}}  {us:9.2f}  {ratio:7.2f}  {target}")
 
     table("twin (the CPU twin, not a GPU): host time per call, one explicit stream", twin_rows)
     if gpu_rows:
