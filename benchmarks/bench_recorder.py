@@ -174,7 +174,10 @@ def _python_work(calls: int, tmp: str) -> list[tuple[str, float]]:
     4-argument Python calls: the cases of bench_recorder_instructions.py (one home for their definition,
     each a direct call from a closure of the same shape), timed in 15 interleaved rounds, the median of
     each; own work = the case - its no-op user launch - its no-op pack(s) (instrumented: - the bound
-    launch). The instruction counts of the same cases are bench_recorder_instructions.py's."""
+    launch). Timed alone, each part runs faster than beside the others, so the subtraction also charges
+    the recorder with what running them together costs: the second row of each is the case minus one
+    closure making the same backend calls itself (a slot's inside a do-nothing C context manager). The
+    instruction counts of the same cases are bench_recorder_instructions.py's."""
     from bench_recorder_instructions import _cases
 
     out: list[tuple[str, float]] = []
@@ -196,9 +199,12 @@ def _python_work(calls: int, tmp: str) -> list[tuple[str, float]]:
         if mode == "begin":
             out.append(("a bare 4-argument Python call (the unit), µs", unit))
         packs = 2 if mode == "begin+end" else 1
-        for label in ("rec.launch", "rec.launcher", "rec.slot"):
+        for label, same in (("rec.launch", "same calls"), ("rec.launcher", "same calls"),
+                            ("rec.slot", "same calls in a with")):  # fmt: skip
             own = t[label] - t["bare"] - packs * t["pack"]
             out.append((f"recorder's own work per {label} ({mode}), bare calls", own / unit))
+            beside = (t[label] - t[same]) / unit
+            out.append((f"  {label} ({mode}) - one closure making the same calls, bare calls", beside))
         own = t["rec.instrument"] - t["bound"]
         out.append((f"recorder's own work per rec.instrument call ({mode}), bare calls", own / unit))
     return out

@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -73,6 +74,33 @@ def _cases(mode: str, noop: bool, tmp: str) -> tuple[Any, dict[str, Callable[[],
         with slot(op, zw, stream=s):
             cb.launch(k, 1, 1, a, stream=s)
 
+    # Controls: the same backend calls made by one closure, without the recorder (for a slot, inside a C
+    # context manager that does nothing): what a case costs beyond them is the recorder's alone, whatever
+    # running them together costs (in wall time far more than the sum of each timed alone).
+    lock = threading.RLock()
+    if mode == "begin+end":
+
+        def same_calls() -> None:
+            pack(0, 0, op, zw, 0, 1)
+            cb.launch(k, 1, 1, a, stream=s)
+            pack(0, 0, op, zw, 0, 1)
+
+        def same_in_with() -> None:
+            pack(0, 0, op, zw, 0, 1)
+            with lock:
+                cb.launch(k, 1, 1, a, stream=s)
+            pack(0, 0, op, zw, 0, 1)
+    else:
+
+        def same_calls() -> None:
+            pack(0, 0, op, zw, 0, 1)
+            cb.launch(k, 1, 1, a, stream=s)
+
+        def same_in_with() -> None:
+            pack(0, 0, op, zw, 0, 1)
+            with lock:
+                cb.launch(k, 1, 1, a, stream=s)
+
     # Every case is one direct call from a closure of the same shape, so what is subtracted (the loop, the
     # closure's own call) is the same for all; a bare Python call is the unit.
     return rec, {
@@ -85,6 +113,8 @@ def _cases(mode: str, noop: bool, tmp: str) -> tuple[Any, dict[str, Callable[[],
         "rec.instrument": lambda: ik(1, 1, a, stream=s),
         "rec.slot": in_slot,
         "bound": lambda: bound(1, 1, a, varying, s, 0),
+        "same calls": same_calls,
+        "same calls in a with": same_in_with,
     }
 
 
@@ -143,9 +173,12 @@ def _report(ir: dict[str, int], calls: int) -> None:
         unit = noop["unit"]
         print(f"\n{mode}: the recorder's own work (no-op backend: the case minus its no-op launch and "
               f"packs); a bare 4-argument call = {unit:.0f}")  # fmt: skip
-        for label in ("rec.launch", "rec.launcher", "rec.slot"):
+        for label, same in (("rec.launch", "same calls"), ("rec.launcher", "same calls"),
+                            ("rec.slot", "same calls in a with")):  # fmt: skip
             v = noop[label] - noop["bare"] - packs * noop["pack"]
-            print(f"  {label:<15} {v:8.0f} = {v / unit:6.1f} bare calls  (target <= {TARGET_PY_CALLS:g})")
+            c = (noop[label] - noop[same]) / unit
+            print(f"  {label:<15} {v:8.0f} = {v / unit:6.1f} bare calls  (target <= {TARGET_PY_CALLS:g}); "
+                  f"{c:5.1f} beside one closure making the same calls")  # fmt: skip
         v = noop["rec.instrument"] - noop["bound"]
         target = f"(target <= {TARGET_PY_CALLS:g})"
         print(f"  {'rec.instrument':<15} {v:8.0f} = {v / unit:6.1f} bare calls  {target}")
