@@ -590,6 +590,9 @@ def test_wrap_has_rawkernel_signature_and_computes_words(make_rec: Callable[...,
     assert wrapped.__wrapped__ is w.kernel  # type: ignore[attr-defined]
     s = rec.backend.new_stream()
     wrapped((1,), (N,), (w.y, w.x, 1.0, N, 0))
+    # The twin's default stream does not order other streams (no legacy implicit sync): without this the
+    # next launch's y += x races this one's.
+    rec.synchronize()
     wrapped(1, N, [w.y, w.x, 1.0, N, 0], shared_mem=0, stream=s)
     fixed = rec.wrap(w.kernel, opcode=w.opcode, words=(1, 1, 1, 1))
     fixed(1, N, (w.y, w.x, 1.0, N, 0), stream=s)
