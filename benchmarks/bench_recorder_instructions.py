@@ -78,28 +78,20 @@ def _cases(mode: str, noop: bool, tmp: str) -> tuple[Any, dict[str, Callable[[],
     # context manager that does nothing): what a case costs beyond them is the recorder's alone, whatever
     # running them together costs (in wall time far more than the sum of each timed alone).
     lock = threading.RLock()
-    if mode == "begin+end":
+    end = mode == "begin+end"
 
-        def same_calls() -> None:
+    def same_calls() -> None:
+        pack(0, 0, op, zw, 0, 1)
+        cb.launch(k, 1, 1, a, stream=s)
+        if end:
             pack(0, 0, op, zw, 0, 1)
+
+    def same_in_with() -> None:
+        pack(0, 0, op, zw, 0, 1)
+        with lock:
             cb.launch(k, 1, 1, a, stream=s)
+        if end:
             pack(0, 0, op, zw, 0, 1)
-
-        def same_in_with() -> None:
-            pack(0, 0, op, zw, 0, 1)
-            with lock:
-                cb.launch(k, 1, 1, a, stream=s)
-            pack(0, 0, op, zw, 0, 1)
-    else:
-
-        def same_calls() -> None:
-            pack(0, 0, op, zw, 0, 1)
-            cb.launch(k, 1, 1, a, stream=s)
-
-        def same_in_with() -> None:
-            pack(0, 0, op, zw, 0, 1)
-            with lock:
-                cb.launch(k, 1, 1, a, stream=s)
 
     # Every case is one direct call from a closure of the same shape, so what is subtracted (the loop, the
     # closure's own call) is the same for all; a bare Python call is the unit.

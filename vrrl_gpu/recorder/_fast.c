@@ -2,8 +2,8 @@
  *
  * Each type does exactly what its Python reference in recorder/_hot.py does, in the same order: `Hot` is
  * `_py_hot`'s `hot`, `Bound` is `make_launcher`'s `launcher`, `Instr` is `make_instr`'s `call`. Every state
- * change goes into the same Python objects (the recorder's and the stream state's instance dicts, the
- * launch-map list, the producer cell), under the same lock, and every case that is not the common one calls
+ * change goes into the same Python objects (the recorder's instance dict, the stream state's cells and run,
+ * the launch-map list, the producer cell), under the same lock, and every case that is not the common one calls
  * the same Python helpers. Only the interpreter's dispatch is taken out, and some allocations: launch-map
  * entries rewritten in place, a finished slot parked for the stream's next, one int for two cells that hold
  * the same value.
@@ -23,7 +23,7 @@
 #define U32 0xFFFFFFFFLL
 
 static PyObject *zero_int;  /* CPython's cached small int 0 */
-static PyObject *s_run, *s_cells, *s_instr_outstanding, *kw_launch, *kw_stream, *s_shared_mem, *s_stream, *s_coop;
+static PyObject *s_cells, *s_instr_outstanding, *kw_launch, *kw_stream, *s_shared_mem, *s_stream, *s_coop;
 
 /* PyLong_AsLongLongAndOverflow(v, overflow), without its call and checks for the common case: an exact int
  * of at most two digits (CPython's own compact ints, read as longobject.c reads them). */
@@ -114,7 +114,8 @@ static PyObject *call_pack(PyObject *pack, PyObject *const *args) {
     vectorcallfunc f = PyVectorcall_Function(pack);
     if (f == NULL) return PyObject_Vectorcall(pack, args, nargsf, NULL);
     PyObject *r = f(pack, args, nargsf, NULL);
-    if (r == NULL && !PyErr_Occurred()) PyErr_SetString(PyExc_SystemError, "the bound pack failed without an error");
+    if (r == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_SystemError, "the bound pack failed without an error");
     return r;
 }
 
@@ -361,18 +362,18 @@ static PyTypeObject RLockType = {
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    PyObject *rec_cells, *st_cells, *st_dict, *acquire, *release, *window, *pack, *launch, *probe, *words_fn, *room,
+    PyObject *rec_cells, *st_cells, *run, *acquire, *release, *window, *pack, *launch, *probe, *words_fn, *room,
         *slow, *pack_failed, *launch_failed, *note_slot, *zero_words, *lock, *produced_obj, *begin, *completed,
-        *slow_end, *general_slot, *checked, *run, *idle;
+        *slow_end, *general_slot, *checked, *idle;
     Py_buffer produced;
     Py_ssize_t wmask;
     long long end;
 } Hot;
 
 #define HOT_FIELDS(X)                                                                                        \
-    X(rec_cells) X(st_cells) X(st_dict) X(acquire) X(release) X(window) X(pack) X(launch) X(probe) X(words_fn) X(room)   \
+    X(rec_cells) X(st_cells) X(run) X(acquire) X(release) X(window) X(pack) X(launch) X(probe) X(words_fn) X(room)   \
     X(slow) X(pack_failed) X(launch_failed) X(note_slot) X(zero_words) X(lock) X(produced_obj) X(begin)       \
-    X(completed) X(slow_end) X(general_slot) X(checked) X(run) X(idle)
+    X(completed) X(slow_end) X(general_slot) X(checked) X(idle)
 
 static int hot_traverse(Hot *h, visitproc visit, void *arg) {
 #define V(f) Py_VISIT(h->f);
@@ -640,12 +641,12 @@ static PyObject *hot_vectorcall(PyObject *self, PyObject *const *a, size_t nargs
 }
 
 static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    PyObject *rec_cells, *st_cells, *st_dict, *lock, *window, *pack, *produced, *launch, *probe, *words_fn, *room, *slow,
+    PyObject *rec_cells, *st_cells, *run, *lock, *window, *pack, *produced, *launch, *probe, *words_fn, *room, *slow,
         *pack_failed, *launch_failed, *note_slot, *zero, *begin, *completed, *slow_end, *general_slot;
     Py_ssize_t wmask;
     long long end;
     if (!PyArg_ParseTuple(args, "O!O!O!OO!nOOOOLOOOOOOOOOOO", &PyList_Type, &rec_cells, &PyList_Type, &st_cells,
-                          &PyDict_Type, &st_dict, &lock, &PyList_Type, &window, &wmask, &pack, &produced, &launch, &probe, &end,
+                          &PyList_Type, &run, &lock, &PyList_Type, &window, &wmask, &pack, &produced, &launch, &probe, &end,
                           &words_fn, &room, &slow, &pack_failed, &launch_failed, &note_slot, &zero, &begin,
                           &completed, &slow_end, &general_slot))
         return NULL;
@@ -677,20 +678,12 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         return NULL;
     }
 #define SET(f, v) Py_INCREF(v); h->f = v;
-    SET(rec_cells, rec_cells) SET(st_cells, st_cells) SET(st_dict, st_dict) SET(window, window) SET(pack, pack) SET(launch, launch)
+    SET(rec_cells, rec_cells) SET(st_cells, st_cells) SET(run, run) SET(window, window) SET(pack, pack) SET(launch, launch)
     SET(probe, probe) SET(words_fn, words_fn) SET(room, room) SET(slow, slow) SET(pack_failed, pack_failed)
     SET(launch_failed, launch_failed) SET(note_slot, note_slot) SET(zero_words, zero) SET(lock, lock)
     SET(produced_obj, produced) SET(begin, begin) SET(completed, completed) SET(slow_end, slow_end)
     SET(general_slot, general_slot)
 #undef SET
-    h->run = PyDict_GetItemWithError(st_dict, s_run);
-    if (h->run == NULL || !PyList_CheckExact(h->run)) {
-        h->run = NULL;
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "the stream state's run must be a list");
-        Py_DECREF(h);
-        return NULL;
-    }
-    Py_INCREF(h->run);
     h->wmask = wmask;
     h->end = end ? 1 : 0;
     return (PyObject *)h;
@@ -1504,7 +1497,7 @@ static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_vrrl_fast", NULL, -
 
 PyMODINIT_FUNC PyInit__vrrl_fast(void) {
 #define INTERN(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return NULL;
-    INTERN(s_run, "run") INTERN(s_cells, "cells") INTERN(s_hot, "hot") INTERN(s_opcode, "opcode")
+    INTERN(s_cells, "cells") INTERN(s_hot, "hot") INTERN(s_opcode, "opcode")
     INTERN(s_words, "words") INTERN(s_outputs, "outputs") INTERN(s_instr_outstanding, "_instr_outstanding") INTERN(s_shared_mem, "shared_mem")
     INTERN(s_stream, "stream") INTERN(s_coop, "enable_cooperative_groups")
 #undef INTERN

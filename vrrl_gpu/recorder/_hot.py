@@ -92,7 +92,7 @@ def make_hot(rec: Recorder, st: _StreamState) -> HotLaunch:
     fast = _accel.module()
     if fast is not None:
         hot: HotLaunch = fast.Hot(
-            rec._cells, st.cells, st.__dict__, rec._lock, st.window, st.wmask, st.pack, st.produced,
+            rec._cells, st.cells, st.run, rec._lock, st.window, st.wmask, st.pack, st.produced,
             be.launch, probe, end, _words, room, slow, pack_failed, launch_failed, st.note_slot, _ZERO_WORDS,
             _BEGIN, _COMPLETED, slow_end, general_slot,
         )  # fmt: skip
