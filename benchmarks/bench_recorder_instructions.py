@@ -111,7 +111,15 @@ def _cases(mode: str, noop: bool, tmp: str) -> tuple[Any, dict[str, Callable[[],
 
 
 def child(calls: int) -> None:
-    """Under callgrind: each case of each configuration in its own exec (its own dump), named on stdout."""
+    """Under callgrind: each case of each configuration in its own exec (its own dump), named on stdout.
+
+    Each case starts on a collected, frozen heap: the twin's launch queues two tracked objects a call (its
+    worker frees them), so the cases' allocations set off collections, and a full one traverses the whole
+    setup's heap (~40 M instructions, ~20,000 a call here) in whichever case crosses the threshold; frozen,
+    that heap is outside every collection, and each case pays for the collections of its own objects only.
+    """
+    import gc
+
     from vrrl_gpu.recorder import _accel
 
     print(f"accel {_accel.built()[0]}", flush=True)
@@ -120,6 +128,8 @@ def child(calls: int) -> None:
             for noop in (True, False):
                 rec, cases = _cases(mode, noop, tmp)
                 for name, fn in cases.items():
+                    gc.collect()
+                    gc.freeze()
                     exec("for _ in range(n): fn()", {"n": calls, "fn": fn})
                     print(f"case {mode} {'noop' if noop else 'twin'} {name}", flush=True)
                     rec.synchronize()
