@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.attribution import matrix, run_case
-from tests.helpers.recorder import Axpy, log_records
+from tests.helpers.recorder import Axpy, log_records, with_status
 from vrrl_gpu import Recorder, SlotStatus
 from vrrl_gpu.backends import TwinCudaError
 from vrrl_gpu.errors import KernelArgumentError, RecordValueError
@@ -563,6 +563,50 @@ def test_a_slot_is_reused_only_when_nobody_holds_it(tmp_path: Path, impl: str) -
         by_word.setdefault(word, []).append(st)
     pair = [int(SlotStatus.BEGIN), int(SlotStatus.COMPLETED)]
     assert by_word == {1: pair * 2, 2: pair, 3: pair, 4: pair, 5: pair, 6: pair}
+
+
+def test_an_instrumented_calls_arguments_are_reused_only_when_the_backend_let_them_go(
+    tmp_path: Path, impl: str
+) -> None:
+    """The C path refills the last call's ``varying`` tuple (completion slot, words, epoch) only when the
+    backend kept no reference to it: tuples a backend holds (a queue, a graph node) never change, and
+    every launch's record has its own words and epoch."""
+    from vrrl_gpu.backends import TwinBackend
+
+    kept: list[tuple[int, ...]] = []
+
+    class Keeping(TwinBackend):
+        """Keeps the varying tuple of every other bound launch, as a queue would."""
+
+        def bind_launch(self, kernel: Any, own: int, fixed: Any) -> Any:
+            inner = super().bind_launch(kernel, own, fixed)
+            calls = [0]
+
+            def bound(grid: Any, block: Any, args: Any, varying: Any, stream: Any, shm: int) -> None:
+                calls[0] += 1
+                if calls[0] % 2:
+                    kept.append(varying)
+                inner(grid, block, args, varying, stream, shm)
+
+            return bound
+
+    with Recorder(tmp_path / "r.vrrl", device=Keeping(), capacity=4096) as rec:
+        k = rec.backend.load("vrrl_demo.cu", "vrrl_demo_spin")
+        op = rec.opcode("spin")
+        ik = rec.instrument(k, opcode=op, words=lambda a: (a[0] + 10, 0, 0, 0))
+        s = rec.backend.new_stream()
+        for i in range(8):
+            rec.epoch = 100 + i
+            ik(1, 1, (i,), stream=s)
+        rec.synchronize()
+    # Calls 1, 3, 5, 7 (i = 0, 2, 4, 6) were kept: each still holds its own slot, words and epoch.
+    assert [(t[1], t[-1]) for t in kept] == [(10 + i, 100 + i) for i in (0, 2, 4, 6)]
+    assert len({t[0] for t in kept}) == 4
+    begins = with_status(log_records(rec.path), SlotStatus.BEGIN)
+    mine = begins[begins["opcode"] == op]
+    assert list(zip(mine["args"][:, 0].tolist(), mine["epoch"].tolist(), strict=True)) == [
+        (10 + i, 100 + i) for i in range(8)
+    ]
 
 
 def test_the_remembered_stream_never_names_another_streams_state(tmp_path: Path, impl: str) -> None:

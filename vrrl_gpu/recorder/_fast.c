@@ -83,6 +83,13 @@ static inline void cell_put(PyObject *cells, Py_ssize_t i, PyObject *o) {
     Py_XDECREF(old);
 }
 
+/* The same for a tuple only this code holds (refcount 1): refilled in place. */
+static inline void cell_put_tuple(PyObject *tup, Py_ssize_t i, PyObject *o) {
+    PyObject *old = PyTuple_GET_ITEM(tup, i);
+    PyTuple_SET_ITEM(tup, i, o);
+    Py_XDECREF(old);
+}
+
 static int cell_set_ll(PyObject *cells, Py_ssize_t i, long long v) {
     PyObject *o = PyLong_FromLongLong(v);
     if (o == NULL) return -1;
@@ -1297,11 +1304,15 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *rec_cells, *rec_dict, *by_id, *bound, *words, *wfn, *slots, *first, *failed, *words_fn, *coop;
+    /* `key`: the last stream's by_id key (its id), made again only for another stream; `spare`: the last
+     * call's `varying` tuple when nobody else kept it (the backend let it go), refilled by the next call. */
+    PyObject *key, *spare;
     long long mask;
 } Instr;
 
 #define INSTR_FIELDS(X)                                                                                      \
-    X(rec_cells) X(rec_dict) X(by_id) X(bound) X(words) X(wfn) X(slots) X(first) X(failed) X(words_fn) X(coop)
+    X(rec_cells) X(rec_dict) X(by_id) X(bound) X(words) X(wfn) X(slots) X(first) X(failed) X(words_fn) X(coop) \
+    X(key) X(spare)
 
 static int instr_traverse(Instr *x, visitproc visit, void *arg) {
 #define V(f) Py_VISIT(x->f);
@@ -1333,7 +1344,10 @@ static PyObject *instr_vectorcall(PyObject *self, PyObject *const *a, size_t nar
     PyObject *shm = zero_int, *stream = Py_None, *coop = Py_False;
     for (Py_ssize_t i = 0; i < nk; i++) {
         PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-        if (PyUnicode_Compare(k, s_stream) == 0) stream = a[3 + i];
+        /* Keyword names from a call site are interned: pointers first, then by value. */
+        if (k == s_stream) stream = a[3 + i];
+        else if (k == s_shared_mem) shm = a[3 + i];
+        else if (PyUnicode_Compare(k, s_stream) == 0) stream = a[3 + i];
         else if (PyUnicode_Compare(k, s_shared_mem) == 0) shm = a[3 + i];
         else if (PyUnicode_Compare(k, s_coop) == 0) coop = a[3 + i];
         else {
@@ -1341,7 +1355,7 @@ static PyObject *instr_vectorcall(PyObject *self, PyObject *const *a, size_t nar
             return NULL;
         }
     }
-    int t = PyObject_IsTrue(coop);
+    int t = coop == Py_False ? 0 : PyObject_IsTrue(coop);
     if (t < 0) return NULL;
     if (t) {
         PyObject *err = call0(x->coop);  /* the same error the Python reference raises */
@@ -1367,10 +1381,14 @@ static PyObject *instr_vectorcall(PyObject *self, PyObject *const *a, size_t nar
     PyObject *st = NULL, *res = NULL, *slot = NULL, *varying = NULL, *epoch = NULL;
     Py_INCREF(stream);
     {
-        PyObject *key = PyLong_FromVoidPtr(stream);
-        if (key == NULL) goto done;
-        st = PyDict_GetItemWithError(x->by_id, key);
-        Py_DECREF(key);
+        /* id(stream): the key kept from the last call while the stream is at the same address (the look-up
+         * itself is made every call: a state may have been retired since). */
+        if (x->key == NULL || PyLong_AsVoidPtr(x->key) != (void *)stream) {
+            PyObject *key = PyLong_FromVoidPtr(stream);
+            if (key == NULL) goto done;
+            Py_XSETREF(x->key, key);
+        }
+        st = PyDict_GetItemWithError(x->by_id, x->key);
         if (st == NULL && PyErr_Occurred()) goto done;
         Py_XINCREF(st);
     }
@@ -1391,10 +1409,19 @@ static PyObject *instr_vectorcall(PyObject *self, PyObject *const *a, size_t nar
         goto done;
     }
     {
-        PyObject *m = PyLong_FromLongLong(x->mask), *v = PyNumber_And(slot, m);
-        Py_DECREF(m);
+        int overflow = 0;
+        long long v = PyLong_CheckExact(slot) ? PyLong_AsLongLongAndOverflow(slot, &overflow) : -1;
+        PyObject *masked;
+        if (v >= 0 && !overflow) {
+            masked = PyLong_FromLongLong(v & x->mask);
+        } else {  /* past a long long, or not an exact int: Python's & */
+            PyErr_Clear();
+            PyObject *m = PyLong_FromLongLong(x->mask);
+            masked = m == NULL ? NULL : PyNumber_And(slot, m);
+            Py_XDECREF(m);
+        }
         Py_DECREF(slot);
-        slot = v;
+        slot = masked;
         if (slot == NULL) goto done;
     }
     epoch = PyList_GET_ITEM(x->rec_cells, REC_EPOCH);
@@ -1403,20 +1430,23 @@ static PyObject *instr_vectorcall(PyObject *self, PyObject *const *a, size_t nar
         PyObject *items = PySequence_Fast(w, "words");
         if (items == NULL) goto done;
         Py_ssize_t nw = PySequence_Fast_GET_SIZE(items);
-        varying = PyTuple_New(nw + 2);
-        if (varying == NULL) {
-            Py_DECREF(items);
-            goto done;
+        /* The spare is ours alone (refcount 1, checked when it was kept): refilled in place, as zip() does. */
+        if (x->spare != NULL && PyTuple_GET_SIZE(x->spare) == nw + 2) {
+            varying = x->spare;
+            x->spare = NULL;
+            cell_put_tuple(varying, 0, Py_NewRef(slot));
+            for (Py_ssize_t i = 0; i < nw; i++) cell_put_tuple(varying, 1 + i, Py_NewRef(PySequence_Fast_GET_ITEM(items, i)));
+            cell_put_tuple(varying, nw + 1, Py_NewRef(epoch));
+        } else {
+            varying = PyTuple_New(nw + 2);
+            if (varying == NULL) {
+                Py_DECREF(items);
+                goto done;
+            }
+            PyTuple_SET_ITEM(varying, 0, Py_NewRef(slot));
+            for (Py_ssize_t i = 0; i < nw; i++) PyTuple_SET_ITEM(varying, 1 + i, Py_NewRef(PySequence_Fast_GET_ITEM(items, i)));
+            PyTuple_SET_ITEM(varying, nw + 1, Py_NewRef(epoch));
         }
-        Py_INCREF(slot);
-        PyTuple_SET_ITEM(varying, 0, slot);
-        for (Py_ssize_t i = 0; i < nw; i++) {
-            PyObject *v = PySequence_Fast_GET_ITEM(items, i);
-            Py_INCREF(v);
-            PyTuple_SET_ITEM(varying, 1 + i, v);
-        }
-        Py_INCREF(epoch);
-        PyTuple_SET_ITEM(varying, nw + 1, epoch);
         Py_DECREF(items);
     }
     {
@@ -1430,21 +1460,30 @@ static PyObject *instr_vectorcall(PyObject *self, PyObject *const *a, size_t nar
         Py_DECREF(r);
     }
     {
-        PyObject *cells = PyObject_GetAttr(st, s_cells);
-        if (cells == NULL) goto done;
+        /* st.cells from the instance dict (a dataclass field: always there, never a descriptor). */
+        PyObject **dp = _PyObject_GetDictPtr(st);
+        PyObject *cells = dp != NULL && *dp != NULL ? PyDict_GetItemWithError(*dp, s_cells) : NULL;
+        if (cells != NULL) Py_INCREF(cells);
+        else if (PyErr_Occurred() || (cells = PyObject_GetAttr(st, s_cells)) == NULL) goto done;
         int bad = !PyList_CheckExact(cells) || PyList_GET_SIZE(cells) != ST_CELLS;
         if (bad) PyErr_SetString(PyExc_ValueError, "unexpected cells");
         else bad = cell_set(cells, ST_OUTSTANDING, Py_False) < 0;
         Py_DECREF(cells);
         if (bad) goto done;
     }
-    if (PyDict_SetItem(x->rec_dict, s_instr_outstanding, Py_True) < 0) goto done;
+    {
+        PyObject *was = PyDict_GetItemWithError(x->rec_dict, s_instr_outstanding);  /* borrowed */
+        if (was == NULL && PyErr_Occurred()) goto done;
+        if (was != Py_True && PyDict_SetItem(x->rec_dict, s_instr_outstanding, Py_True) < 0) goto done;
+    }
     res = Py_None;
     Py_INCREF(res);
 done:
     Py_XDECREF(st);
     Py_XDECREF(slot);
-    Py_XDECREF(varying);
+    /* Kept for the next call only when the backend kept no reference to it. */
+    if (varying != NULL && Py_REFCNT(varying) == 1 && x->spare == NULL) x->spare = varying;
+    else Py_XDECREF(varying);
     Py_XDECREF(epoch);
     Py_DECREF(stream);
     Py_DECREF(w);
