@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import os
 import platform
 import statistics
@@ -169,44 +170,54 @@ def _host_costs(device: str, calls: int, tmp: str) -> tuple[str, list[Row]]:
     return name, rows
 
 
-def _python_work(calls: int, tmp: str) -> list[tuple[str, float]]:
+def _python_work(calls: int, tmp: str) -> list[tuple[str, float, float]]:
     """The recorder's own work per launch in host time, with every backend launch a no-op, in bare
     4-argument Python calls: the cases of bench_recorder_instructions.py (one home for their definition,
-    each a direct call from a closure of the same shape), timed in 15 interleaved rounds, the median of
-    each; own work = the case - its no-op user launch - its no-op pack(s) (instrumented: - the bound
-    launch). Timed alone, each part runs faster than beside the others, so the subtraction also charges
-    the recorder with what running them together costs: the second row of each is the case minus one
-    closure making the same backend calls itself (a slot's inside a do-nothing C context manager). The
-    instruction counts of the same cases are bench_recorder_instructions.py's."""
+    each a direct call from a closure of the same shape), timed in 31 interleaved rounds on a collected,
+    frozen heap; each figure from the fastest round of every case (a busy VM only ever adds time: the
+    least-disturbed estimate, as ``timeit`` advises) and, beside it, from the medians; own work = the case
+    - its no-op user launch - its no-op pack(s) (instrumented: - the bound launch). Timed alone, each
+    part runs faster than beside the others, so the subtraction also charges the recorder with what
+    running them together costs: the second row of each is the case minus one closure making the same
+    backend calls itself (a slot's inside a do-nothing C context manager). The instruction counts of the
+    same cases are bench_recorder_instructions.py's."""
     from bench_recorder_instructions import _cases
 
-    out: list[tuple[str, float]] = []
+    out: list[tuple[str, float, float]] = []
     for mode in ("begin", "begin+end"):
         rec, cases = _cases(mode, True, tmp)
+        gc.collect()
+        gc.freeze()
         try:
             samples: dict[str, list[float]] = {name: [] for name in cases}
-            for _ in range(15):
+            for _ in range(31):
                 for name, fn in cases.items():
                     t0 = time.perf_counter()
                     for _ in range(calls):
                         fn()
                     samples[name].append((time.perf_counter() - t0) / calls * 1e6)
                 rec.synchronize()
-            t = {name: statistics.median(v) for name, v in samples.items()}
         finally:
             rec.close()
-        unit = t["unit"] - t["none"]
-        if mode == "begin":
-            out.append(("a bare 4-argument Python call (the unit), µs", unit))
-        packs = 2 if mode == "begin+end" else 1
-        for label, same in (("rec.launch", "same calls"), ("rec.launcher", "same calls"),
-                            ("rec.slot", "same calls in a with")):  # fmt: skip
-            own = t[label] - t["bare"] - packs * t["pack"]
-            out.append((f"recorder's own work per {label} ({mode}), bare calls", own / unit))
-            beside = (t[label] - t[same]) / unit
-            out.append((f"  {label} ({mode}) - one closure making the same calls, bare calls", beside))
-        own = t["rec.instrument"] - t["bound"]
-        out.append((f"recorder's own work per rec.instrument call ({mode}), bare calls", own / unit))
+            gc.unfreeze()
+        figures: list[list[float]] = []
+        for reduce in (min, statistics.median):
+            t = {name: reduce(v) for name, v in samples.items()}
+            unit = t["unit"] - t["none"]
+            packs = 2 if mode == "begin+end" else 1
+            got = [unit]
+            for label, same in (("rec.launch", "same calls"), ("rec.launcher", "same calls"),
+                                ("rec.slot", "same calls in a with")):  # fmt: skip
+                got.append((t[label] - t["bare"] - packs * t["pack"]) / unit)
+                got.append((t[label] - t[same]) / unit)
+            got.append((t["rec.instrument"] - t["bound"]) / unit)
+            figures.append(got)
+        labels = [f"a bare 4-argument Python call (the unit, {mode}), µs"]
+        for label in ("rec.launch", "rec.launcher", "rec.slot"):
+            labels.append(f"recorder's own work per {label} ({mode}), bare calls")
+            labels.append(f"  {label} ({mode}) - one closure making the same calls, bare calls")
+        labels.append(f"recorder's own work per rec.instrument call ({mode}), bare calls")
+        out.extend(zip(labels, figures[0], figures[1], strict=True))
     return out
 
 
@@ -316,9 +327,11 @@ def main() -> None:
     else:
         print("\nGPU: not measured: no GPU")
     print("\nthe recorder's own Python work (backend launches replaced by no-ops)")
-    for label, v in py:
+    print(f"{'measure':<{w}}  {'fastest':>9}  {'median':>7}  (of 31 rounds; instruction counts: "
+          f"bench_recorder_instructions.py)")  # fmt: skip
+    for label, fast, med in py:
         target = "" if "unit" in label else f"  target <= {TARGET_PY_CALLS:g}"
-        print(f"{label:<{w}}  {v:9.2f}{target}")
+        print(f"{label:<{w}}  {fast:9.2f}  {med:7.2f}{target}")
     print("\nCUDA API calls per recorded launch (CountingBackend over the twin; the same calls on CuPy)")
     print(f"{'case':<{w}}  {'launches':>8}  {'queries':>7}  target")
     for label, n_launch, n_query, target in counts:
