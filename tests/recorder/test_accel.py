@@ -609,6 +609,48 @@ def test_an_instrumented_calls_arguments_are_reused_only_when_the_backend_let_th
     ]
 
 
+def test_an_instrumented_kernels_remembered_stream_never_names_another_streams_state(
+    tmp_path: Path, impl: str
+) -> None:
+    """An instrumented call remembers the last stream's state (C): after that stream died and its state
+    retired, a call on the next stream (perhaps at the same address) updates that stream's state (its
+    host ring no longer shows how far the device got: not outstanding), never the dead one's."""
+    import gc
+
+    rec = Recorder(tmp_path / "r.vrrl", device="twin", capture_check="declared", capacity=4096,
+                   staging_slots=64)  # fmt: skip
+    w = Axpy.on(rec)
+    k = rec.backend.load("vrrl_demo.cu", "vrrl_demo_spin")
+    ik = rec.instrument(k, opcode=w.opcode, words=lambda a: (a[0], 0, 0, 0))
+    seen = []
+    for i in range(1, 25):
+        s = rec.backend.new_stream()
+        rec.launch(w.kernel, 1, 32, (w.y, w.x, 1.0, 32, 0), opcode=w.opcode, stream=s)
+        st = rec._state_of(s)
+        before = st.outstanding
+        ik(1, 1, (i,), stream=s)
+        ik(1, 1, (i,), stream=s)  # the remembered state's route
+        rec.launch(w.kernel, 1, 32, (w.y, w.x, 1.0, 32, 0), opcode=w.opcode, stream=s)
+        again = st.outstanding
+        ik(1, 1, (i,), stream=s)
+        seen.append((before, again, st.outstanding))
+        del s, st
+        gc.collect()
+        if i % 4 == 0:
+            rec.synchronize()  # retires the dead streams' states
+    # Two live streams in turn: each call clears its own stream's state only.
+    a, b = rec.backend.new_stream(), rec.backend.new_stream()
+    for _ in range(3):
+        for s, other in ((a, b), (b, a)):
+            rec.launch(w.kernel, 1, 32, (w.y, w.x, 1.0, 32, 0), opcode=w.opcode, stream=other)
+            ik(1, 1, (0,), stream=s)
+            seen.append((rec._state_of(s).outstanding, rec._state_of(other).outstanding, False))
+    rec.close()
+    assert seen == [(True, True, False)] * 24 + [(False, True, False)] * 6
+    begins = with_status(log_records(rec.path), SlotStatus.BEGIN)
+    assert sorted(begins[begins["args"][:, 0] > 0]["args"][:, 0].tolist()) == sorted(list(range(1, 25)) * 3)
+
+
 def test_the_remembered_stream_never_names_another_streams_state(tmp_path: Path, impl: str) -> None:
     """rec.launch and rec.slot remember the last stream's inline path (C): short-lived streams (dead, their
     states retired, new objects perhaps at their addresses) never share a state; after a capture on the

@@ -1305,14 +1305,17 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *rec_cells, *rec_dict, *by_id, *bound, *words, *wfn, *slots, *first, *failed, *words_fn, *coop;
     /* `key`: the last stream's by_id key (its id), made again only for another stream; `spare`: the last
-     * call's `varying` tuple when nobody else kept it (the backend let it go), refilled by the next call. */
-    PyObject *key, *spare;
+     * call's `varying` tuple when nobody else kept it (the backend let it go), refilled by the next call;
+     * `ref`, `st`, `cells`: the last stream seen (a weak reference), its state and the state's cells, used
+     * while the stream is that object and the state is fast (retired and capturing states are not: see
+     * HotCache), so a call on the same stream needs no look-up. */
+    PyObject *key, *spare, *ref, *st, *cells;
     long long mask;
 } Instr;
 
 #define INSTR_FIELDS(X)                                                                                      \
     X(rec_cells) X(rec_dict) X(by_id) X(bound) X(words) X(wfn) X(slots) X(first) X(failed) X(words_fn) X(coop) \
-    X(key) X(spare)
+    X(key) X(spare) X(ref) X(st) X(cells)
 
 static int instr_traverse(Instr *x, visitproc visit, void *arg) {
 #define V(f) Py_VISIT(x->f);
@@ -1380,9 +1383,12 @@ static PyObject *instr_vectorcall(PyObject *self, PyObject *const *a, size_t nar
     }
     PyObject *st = NULL, *res = NULL, *slot = NULL, *varying = NULL, *epoch = NULL;
     Py_INCREF(stream);
-    {
-        /* id(stream): the key kept from the last call while the stream is at the same address (the look-up
-         * itself is made every call: a state may have been retired since). */
+    int cached = stream != Py_None && x->st != NULL && PyWeakref_GET_OBJECT(x->ref) == stream &&
+                 PyList_GET_ITEM(x->cells, ST_FAST) == Py_True;
+    if (cached) {
+        st = Py_NewRef(x->st);
+    } else {
+        /* id(stream): the key kept from the last call while the stream is at the same address. */
         if (x->key == NULL || PyLong_AsVoidPtr(x->key) != (void *)stream) {
             PyObject *key = PyLong_FromVoidPtr(stream);
             if (key == NULL) goto done;
@@ -1459,7 +1465,9 @@ static PyObject *instr_vectorcall(PyObject *self, PyObject *const *a, size_t nar
         }
         Py_DECREF(r);
     }
-    {
+    if (cached && st == x->st) {
+        cell_put(x->cells, ST_OUTSTANDING, Py_NewRef(Py_False));
+    } else {
         /* st.cells from the instance dict (a dataclass field: always there, never a descriptor). */
         PyObject **dp = _PyObject_GetDictPtr(st);
         PyObject *cells = dp != NULL && *dp != NULL ? PyDict_GetItemWithError(*dp, s_cells) : NULL;
@@ -1468,6 +1476,17 @@ static PyObject *instr_vectorcall(PyObject *self, PyObject *const *a, size_t nar
         int bad = !PyList_CheckExact(cells) || PyList_GET_SIZE(cells) != ST_CELLS;
         if (bad) PyErr_SetString(PyExc_ValueError, "unexpected cells");
         else bad = cell_set(cells, ST_OUTSTANDING, Py_False) < 0;
+        /* Remembered for the next call on this stream object: a fast state found by the look-up. */
+        if (!bad && !cached && stream != Py_None && PyList_GET_ITEM(cells, ST_FAST) == Py_True &&
+            PyType_SUPPORTS_WEAKREFS(Py_TYPE(stream))) {
+            PyObject *ref = PyWeakref_NewRef(stream, NULL);
+            if (ref == NULL) bad = 1;
+            else {
+                Py_XSETREF(x->ref, ref);
+                Py_XSETREF(x->st, Py_NewRef(st));
+                Py_XSETREF(x->cells, Py_NewRef(cells));
+            }
+        }
         Py_DECREF(cells);
         if (bad) goto done;
     }
