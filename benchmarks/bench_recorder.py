@@ -176,7 +176,9 @@ def _python_work(calls: int, tmp: str) -> list[tuple[str, float, float]]:
     each a direct call from a closure of the same shape), timed in 31 interleaved rounds on a collected,
     frozen heap; each figure from the fastest round of every case (a busy VM only ever adds time: the
     least-disturbed estimate, as ``timeit`` advises) and, beside it, from the medians; own work = the case
-    - its no-op user launch - its no-op pack(s) (instrumented: - the bound launch). Timed alone, each
+    - its no-op user launch - its no-op pack(s) (instrumented: - the bound launch), each with the empty
+    loop's time per call ("none": the loop and the closure's call) taken out first, as the instruction
+    counts' are. Timed alone, each
     part runs faster than beside the others, so the subtraction also charges the recorder with what
     running them together costs: the second row of each is the case minus one closure making the same
     backend calls itself (a slot's inside a do-nothing C context manager). The instruction counts of the
@@ -208,7 +210,10 @@ def _python_work(calls: int, tmp: str) -> list[tuple[str, float, float]]:
             got = [unit]
             for label, same in (("rec.launch", "same calls"), ("rec.launcher", "same calls"),
                                 ("rec.slot", "same calls in a with")):  # fmt: skip
-                got.append((t[label] - t["bare"] - packs * t["pack"]) / unit)
+                # Each figure holds the loop and one closure call ("none"): the case keeps one, and each
+                # part subtracted takes one more away, so they are put back.
+                parts = t["bare"] - t["none"] + packs * (t["pack"] - t["none"])
+                got.append((t[label] - t["none"] - parts) / unit)
                 got.append((t[label] - t[same]) / unit)
             got.append((t["rec.instrument"] - t["bound"]) / unit)
             figures.append(got)
