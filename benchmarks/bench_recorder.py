@@ -7,8 +7,8 @@ Host µs per call on one explicit stream: a bare launch, ``rec.launch`` ("begin"
 ``rec.wrap``ped kernel, a ``rec.slot`` around the bare launch, and ``VRRL_DISABLE=1``, each beside its
 target (issue 17: <= 1.2x bare for instrumented kernels, <= 2x through the pack kernel). The bare baseline
 is the backend's launch on the twin and CuPy's own ``RawKernel.__call__`` on a GPU. The recorder's own
-Python work is timed with every backend launch a no-op (``CountingBackend(noop=True)``), in units of a
-bare 4-argument Python call (target <= 5). The call counts are exact (targets: 1 launch instrumented,
+Python work is timed with every backend launch a no-op that does nothing else (not even count), in units
+of a bare 4-argument Python call (target <= 5). The call counts are exact (targets: 1 launch instrumented,
 2 pack+begin, 3 pack+begin+end, 0 runtime queries). With a GPU also the end-to-end time of ``--e2e``
 launches of a ~50 µs kernel, bare vs recorded.
 """
@@ -306,7 +306,7 @@ def main() -> None:
         else:
             gpu_rows = rows
             _, twin_rows = _host_costs("twin", opts.calls, tmp)
-        py = _python_work(opts.calls, tmp)
+        py = _python_work(opts.calls * 10, tmp)  # rounds of ~1 ms or more: a tick or an interrupt weighs less
         counts = _call_counts(tmp)
         e2e = _end_to_end(opts.e2e, tmp) if name == "cupy" else []
     from vrrl_gpu.recorder import _accel
