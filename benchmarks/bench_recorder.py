@@ -207,7 +207,7 @@ def _python_work(calls: int, tmp: str) -> list[tuple[str, float, float]]:
             t = {name: reduce(v) for name, v in samples.items()}
             unit = t["unit"] - t["none"]
             packs = 2 if mode == "begin+end" else 1
-            got = [unit]
+            got = [unit * 1e3]
             for label, same in (("rec.launch", "same calls"), ("rec.launcher", "same calls"),
                                 ("rec.slot", "same calls in a with")):  # fmt: skip
                 # Each figure holds the loop and one closure call ("none"): the case keeps one, and each
@@ -217,7 +217,7 @@ def _python_work(calls: int, tmp: str) -> list[tuple[str, float, float]]:
                 got.append((t[label] - t[same]) / unit)
             got.append((t["rec.instrument"] - t["bound"]) / unit)
             figures.append(got)
-        labels = [f"a bare 4-argument Python call (the unit, {mode}), µs"]
+        labels = [f"a bare 4-argument Python call (the unit, {mode}), ns"]
         for label in ("rec.launch", "rec.launcher", "rec.slot"):
             labels.append(f"recorder's own work per {label} ({mode}), bare calls")
             labels.append(f"  {label} ({mode}) - one closure making the same calls, bare calls")
