@@ -146,13 +146,30 @@ static void fail_with(PyObject *helper, PyObject **args, size_t n) {
     PyErr_Restore(type, value, tb);
 }
 
+/* An entry is rewritten once per lap of the window (thousands of launches), so by then it and the ints it
+ * holds (released as it is rewritten) are out of the cache: a miss each, about one bare call's time in a
+ * launch loop. Fetched ahead instead: the entry 8 stores on, and the ints of the one 4 on (fetched 4
+ * stores ago, so reading its items costs no miss). Only addresses are read; nothing is changed. */
+static inline void prefetch_ahead(PyObject *window, Py_ssize_t at) {
+    Py_ssize_t n = PyList_GET_SIZE(window);
+    if (n < 16) return;  /* a small window stays in the cache */
+    PyObject *far = PyList_GET_ITEM(window, (at + 8) & (n - 1));
+    if (far != NULL) {
+        __builtin_prefetch(far, 1);
+        __builtin_prefetch((char *)far + 64, 1);
+    }
+    PyObject *near = PyList_GET_ITEM(window, (at + 4) & (n - 1));
+    if (near != NULL && PyTuple_CheckExact(near) && PyTuple_GET_SIZE(near) == 7) {
+        __builtin_prefetch(PyTuple_GET_ITEM(near, 0), 1);  /* the sequence and the slot: released then */
+        __builtin_prefetch(PyTuple_GET_ITEM(near, 1), 1);
+    }
+}
+
 /* The launch-map write `window[seq & wmask] = (seq, slot, opcode, w, epoch, outputs, begin)`: one list store.
  * When the tuple already in that slot is held by the window alone (refcount 1: nothing else can see it, and
  * the GIL is held), its items are replaced in place instead of allocating a new tuple, as CPython's own zip
  * and enumerate reuse their result tuples. Anyone who took the old entry (a lookup) holds a reference, so
  * gets a new tuple instead. Returns 0, or -1 with an exception. */
-static inline void prefetch_ahead(PyObject *window, Py_ssize_t at);
-
 static int store_entry(PyObject *window, Py_ssize_t at, PyObject *seq, PyObject *slot, PyObject *opcode,
                        PyObject *w, PyObject *epoch, PyObject *outputs, PyObject *begin) {
     PyObject *items[7] = {seq, slot, opcode, w, epoch, outputs, begin};
@@ -184,25 +201,6 @@ static int store_entry(PyObject *window, Py_ssize_t at, PyObject *seq, PyObject 
      * need not visit it (it would untrack it itself at its first pass). */
     if (outputs == Py_None) PyObject_GC_UnTrack(t);
     return PyList_SetItem(window, at, t);  /* steals t, releases the old entry */
-}
-
-/* An entry is rewritten once per lap of the window (thousands of launches), so by then it and the ints it
- * holds (released as it is rewritten) are out of the cache: a miss each, about one bare call's time in a
- * launch loop. Fetched ahead instead: the entry 8 stores on, and the ints of the one 4 on (fetched 4
- * stores ago, so reading its items costs no miss). Only addresses are read; nothing is changed. */
-static inline void prefetch_ahead(PyObject *window, Py_ssize_t at) {
-    Py_ssize_t n = PyList_GET_SIZE(window);
-    if (n < 16) return;  /* a small window stays in the cache */
-    PyObject *far = PyList_GET_ITEM(window, (at + 8) & (n - 1));
-    if (far != NULL) {
-        __builtin_prefetch(far, 1);
-        __builtin_prefetch((char *)far + 64, 1);
-    }
-    PyObject *near = PyList_GET_ITEM(window, (at + 4) & (n - 1));
-    if (near != NULL && PyTuple_CheckExact(near) && PyTuple_GET_SIZE(near) == 7) {
-        __builtin_prefetch(PyTuple_GET_ITEM(near, 0), 1);  /* the sequence and the slot: released then */
-        __builtin_prefetch(PyTuple_GET_ITEM(near, 1), 1);
-    }
 }
 
 /* ----------------------------------------------------------------------------------------------- RLock */
