@@ -112,6 +112,12 @@ static inline int cell_true(PyObject *cells, Py_ssize_t i) {
 enum { ST_NEXT_SEQ, ST_LIMIT, ST_FAST, ST_OUTSTANDING, ST_CELLS };
 enum { REC_SLOT_COUNTER, REC_EPOCH, REC_USABLE, REC_CELLS };
 
+/* A remembered stream state still stands for `stream`: the weak reference still names that object (a new
+ * stream at a freed one's address is another object) and its fast path has not been turned off. */
+static inline int remembered(PyObject *ref, PyObject *cells, PyObject *stream) {
+    return PyWeakref_GET_OBJECT(ref) == stream && PyList_GET_ITEM(cells, ST_FAST) == Py_True;
+}
+
 static PyObject *call0(PyObject *f) { return PyObject_Vectorcall(f, NULL, 0, NULL); }
 
 /* The bound pack, called through its own vectorcall when it has one (a Python function, CuPy's): without
@@ -899,8 +905,7 @@ static PyObject *launch_vectorcall(PyObject *self, PyObject *const *a, size_t na
  * exception. `cache`: the last one found (see HotCache). */
 static PyObject *hot_of(PyObject *by_id, PyObject *stream, HotCache *cache) {
     if (stream == Py_None) return NULL;  /* the current stream: a query, the Python method's */
-    if (cache->hot != NULL && PyWeakref_GET_OBJECT(cache->ref) == stream &&
-        PyList_GET_ITEM(((Hot *)cache->hot)->st_cells, ST_FAST) == Py_True) {
+    if (cache->hot != NULL && remembered(cache->ref, ((Hot *)cache->hot)->st_cells, stream)) {
         Py_INCREF(cache->hot);
         return cache->hot;
     }
@@ -1403,8 +1408,7 @@ static PyObject *instr_vectorcall(PyObject *self, PyObject *const *a, size_t nar
     }
     PyObject *st = NULL, *res = NULL, *slot = NULL, *varying = NULL, *epoch = NULL;
     Py_INCREF(stream);
-    int cached = stream != Py_None && x->st != NULL && PyWeakref_GET_OBJECT(x->ref) == stream &&
-                 PyList_GET_ITEM(x->cells, ST_FAST) == Py_True;
+    int cached = stream != Py_None && x->st != NULL && remembered(x->ref, x->cells, stream);
     if (cached) {
         st = Py_NewRef(x->st);
     } else {
