@@ -178,11 +178,10 @@ def _python_work(calls: int, tmp: str) -> list[tuple[str, float, float]]:
     least-disturbed estimate, as ``timeit`` advises) and, beside it, from the medians; own work = the case
     - its no-op user launch - its no-op pack(s) (instrumented: - the bound launch), each with the empty
     loop's time per call ("none": the loop and the closure's call) taken out first, as the instruction
-    counts' are. Timed alone, each
-    part runs faster than beside the others, so the subtraction also charges the recorder with what
-    running them together costs: the second row of each is the case minus one closure making the same
-    backend calls itself (a slot's inside a do-nothing C context manager). The instruction counts of the
-    same cases are bench_recorder_instructions.py's."""
+    counts' are. Timed alone, each part runs faster than beside the others, so the subtraction also
+    charges the recorder with what running them together costs: the second row of each is the case minus
+    one closure making the same backend calls itself (a slot's inside a do-nothing C context manager). The
+    instruction counts of the same cases are bench_recorder_instructions.py's."""
     from bench_recorder_instructions import _cases
 
     out: list[tuple[str, float, float]] = []
