@@ -181,48 +181,66 @@ def _python_work(calls: int, tmp: str) -> list[tuple[str, float, float]]:
     counts' are. Timed alone, each part runs faster than beside the others, so the subtraction also
     charges the recorder with what running them together costs: the second row of each is the case minus
     one closure making the same backend calls itself (a slot's inside a do-nothing C context manager). The
-    instruction counts of the same cases are bench_recorder_instructions.py's."""
-    from bench_recorder_instructions import _cases
+    instruction counts of the same cases are bench_recorder_instructions.py's.
+
+    The no-ops are Python functions, as the twin's and the CuPy backend's launches and bound packs are;
+    the C launch path enters the interpreter afresh for each, where the subtracted Python-to-Python call
+    does not, and that is charged to the recorder too. The rows marked "C backend" take it apart: the same
+    cases with the no-ops one C callable (``_noop.c``; as a backend written in C would be), so the C path
+    calls C and the subtracted calls are Python-to-C."""
+    from bench_recorder_instructions import _c_noop
 
     out: list[tuple[str, float, float]] = []
     for mode in ("begin", "begin+end"):
-        rec, cases = _cases(mode, True, tmp)
-        gc.collect()
-        gc.freeze()
-        try:
-            samples: dict[str, list[float]] = {name: [] for name in cases}
-            for _ in range(31):
-                for name, fn in cases.items():
-                    t0 = time.perf_counter()
-                    for _ in range(calls):
-                        fn()
-                    samples[name].append((time.perf_counter() - t0) / calls * 1e6)
-                rec.synchronize()
-        finally:
-            rec.close()
-            gc.unfreeze()
-        figures: list[list[float]] = []
-        for reduce in (min, statistics.median):
-            t = {name: reduce(v) for name, v in samples.items()}
-            unit = t["unit"] - t["none"]
-            packs = 2 if mode == "begin+end" else 1
-            got = [unit * 1e3]
-            for label, same in (("rec.launch", "same calls"), ("rec.launcher", "same calls"),
-                                ("rec.slot", "same calls in a with")):  # fmt: skip
-                # Each figure holds the loop and one closure call ("none"): the case keeps one, and each
-                # part subtracted takes one more away, so they are put back.
-                parts = t["bare"] - t["none"] + packs * (t["pack"] - t["none"])
-                got.append((t[label] - t["none"] - parts) / unit)
-                got.append((t[label] - t[same]) / unit)
-            got.append((t["rec.instrument"] - t["bound"]) / unit)
-            figures.append(got)
-        labels = [f"a bare 4-argument Python call (the unit, {mode}), ns"]
-        for label in ("rec.launch", "rec.launcher", "rec.slot"):
-            labels.append(f"recorder's own work per {label} ({mode}), bare calls")
-            labels.append(f"  {label} ({mode}) - one closure making the same calls, bare calls")
-        labels.append(f"recorder's own work per rec.instrument call ({mode}), bare calls")
-        out.extend(zip(labels, figures[0], figures[1], strict=True))
+        out += _own_work(mode, False, calls, tmp)
+        if _c_noop() is None:
+            print("the C no-op (benchmarks/_noop.c) cannot be built here: no C backend rows", file=sys.stderr)
+        else:
+            out += _own_work(mode, True, calls, tmp)
     return out
+
+
+def _own_work(mode: str, c_calls: bool, calls: int, tmp: str) -> list[tuple[str, float, float]]:
+    """:func:`_python_work`'s rows of one mode, with Python or (``c_calls``) C no-op backend calls."""
+    from bench_recorder_instructions import _cases
+
+    rec, cases = _cases(mode, True, tmp, c_calls)
+    gc.collect()
+    gc.freeze()
+    try:
+        samples: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(31):
+            for name, fn in cases.items():
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                samples[name].append((time.perf_counter() - t0) / calls * 1e6)
+            rec.synchronize()
+    finally:
+        rec.close()
+        gc.unfreeze()
+    figures: list[list[float]] = []
+    for reduce in (min, statistics.median):
+        t = {name: reduce(v) for name, v in samples.items()}
+        unit = t["unit"] - t["none"]
+        packs = 2 if mode == "begin+end" else 1
+        got = [unit * 1e3]
+        for label, same in (("rec.launch", "same calls"), ("rec.launcher", "same calls"),
+                            ("rec.slot", "same calls in a with")):  # fmt: skip
+            # Each figure holds the loop and one closure call ("none"): the case keeps one, and each
+            # part subtracted takes one more away, so they are put back.
+            parts = t["bare"] - t["none"] + packs * (t["pack"] - t["none"])
+            got.append((t[label] - t["none"] - parts) / unit)
+            got.append((t[label] - t[same]) / unit)
+        got.append((t["rec.instrument"] - t["bound"]) / unit)
+        figures.append(got)
+    tag = "C backend: " if c_calls else ""
+    labels = [f"{tag}a bare 4-argument Python call (the unit, {mode}), ns"]
+    for label in ("rec.launch", "rec.launcher", "rec.slot"):
+        labels.append(f"{tag}recorder's own work per {label} ({mode}), bare calls")
+        labels.append(f"  {tag}{label} ({mode}) - one closure making the same calls, bare calls")
+    labels.append(f"{tag}recorder's own work per rec.instrument call ({mode}), bare calls")
+    return list(zip(labels, figures[0], figures[1], strict=True))
 
 
 def _count_one(cb: CountingBackend, fn: Callable[[], object]) -> tuple[int, int]:
@@ -316,7 +334,7 @@ def main() -> None:
     print(f"launch path: {'C accelerator, ' + where if used else 'pure Python (' + where + ')'}; "
           f"VRRL_NO_ACCEL=1 for the other; wall times on a shared VM are noisy, "
           f"bench_recorder_instructions.py counts instructions")  # fmt: skip
-    w = max(len(r[0]) for r in [*twin_rows, *gpu_rows, *counts]) + 2
+    w = max(len(r[0]) for r in [*twin_rows, *gpu_rows, *counts, *py]) + 2
 
     def table(title: str, rs: list[Row]) -> None:
         print(f"\n{title}")
@@ -333,8 +351,13 @@ def main() -> None:
     print("\nthe recorder's own Python work (backend launches replaced by no-ops)")
     print(f"{'measure':<{w}}  {'fastest':>9}  {'median':>7}  (of 31 rounds; instruction counts: "
           f"bench_recorder_instructions.py)")  # fmt: skip
+    print('(rows marked "C backend": the same no-op calls made to a C callable instead of Python functions; '
+          "what they read below the others is the interpreter entered afresh for each Python backend "
+          "function the C launch path calls; the target is judged on the others)")  # fmt: skip
     for label, fast, med in py:
         target = "" if "unit" in label else f"  target <= {TARGET_PY_CALLS:g}"
+        if "C backend" in label and target:
+            target = "  (for comparison)"
         print(f"{label:<{w}}  {fast:9.2f}  {med:7.2f}{target}")
     print("\nCUDA API calls per recorded launch (CountingBackend over the twin; the same calls on CuPy)")
     print(f"{'case':<{w}}  {'launches':>8}  {'queries':>7}  target")

@@ -37,11 +37,43 @@ TARGET_PY_CALLS, TARGET_PACK, TARGET_INSTRUMENTED = 5.0, 2.0, 1.2
 STAGING = 1 << 14
 
 
-def _noop_twin() -> Any:
+def _c_noop() -> Callable[..., None] | None:
+    """``_noop.c``'s do-nothing C callable, or None where it cannot be built (no compiler, no headers)."""
+    from vrrl_gpu import _native
+
+    try:
+        return _native.build(Path(__file__).with_name("_noop.c"), "_vrrl_bench_noop").noop  # type: ignore[no-any-return]
+    except _native.Unavailable:
+        return None
+
+
+def _noop_twin(c_calls: bool = False) -> Any:
     """The twin with every launch a no-op that does nothing else: the recorder's own work is what a case
     costs beyond these (a CountingBackend's no-op counts each call, a Counter store through a Python-level
-    slot, ~5 bare calls a launch, and that work's interplay with the case's was left in the difference)."""
+    slot, ~5 bare calls a launch, and that work's interplay with the case's was left in the difference).
+
+    ``c_calls``: the no-ops are one C callable instead of Python functions (as a backend written in C
+    would be): the C launch path then calls C, where with Python functions it enters the interpreter
+    afresh for each, which a Python caller's call does not (see bench_recorder.py's own-work rows)."""
     from vrrl_gpu.backends import TwinBackend
+
+    if c_calls:
+        noop = _c_noop()
+        if noop is None:
+            raise RuntimeError("the C no-op (benchmarks/_noop.c) cannot be built here")
+
+        class CNoopTwin(TwinBackend):
+            # A builtin is no descriptor: backend.launch is the callable itself, as a function's binding
+            # would give a bound method taking the same arguments.
+            launch = noop
+
+            def bind_pack(self, ring: Any, *, stream: Any, tenant_id: int, ts_offset: int) -> Any:
+                return noop
+
+            def bind_launch(self, kernel: Any, own: int, fixed: Any) -> Any:
+                return noop
+
+        return CNoopTwin()
 
     class NoopTwin(TwinBackend):
         # The signatures of the real ones (Backend.launch, PackLauncher, BoundLauncher): the same binding.
@@ -64,15 +96,17 @@ def _noop_twin() -> Any:
     return NoopTwin()
 
 
-def _cases(mode: str, noop: bool, tmp: str) -> tuple[Any, dict[str, Callable[[], object]]]:
+def _cases(
+    mode: str, noop: bool, tmp: str, c_calls: bool = False
+) -> tuple[Any, dict[str, Callable[[], object]]]:
     from vrrl_gpu import Recorder, VrrlWarning
     from vrrl_gpu.backends import get_backend
 
     # No-op launches for the recorder's own work; the twin itself otherwise.
-    cb: Any = _noop_twin() if noop else get_backend("twin")
+    cb: Any = _noop_twin(c_calls) if noop else get_backend("twin")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VrrlWarning)
-        rec = Recorder(os.path.join(tmp, f"{mode}-{noop}.vrrl"), device=cb, capacity=1 << 16,
+        rec = Recorder(os.path.join(tmp, f"{mode}-{noop}-{c_calls}.vrrl"), device=cb, capacity=1 << 16,
                        staging_slots=STAGING, breadcrumbs=mode, capture_check="declared",
                        backpressure=not noop)  # fmt: skip
     k = rec.backend.load("vrrl_demo.cu", "vrrl_demo_spin")
