@@ -4,8 +4,9 @@ Run: python benchmarks/bench_torch.py [--device auto|cupy|twin] [--ops 3000]
 
 Host µs per aten op of a small eager op (``x + 1`` on 16 floats): bare; under an empty TorchDispatchMode
 (what any Python dispatch mode costs); under ``record_ops`` with and without call signatures, in
-``begin`` and ``begin+end`` modes; and with every backend launch a no-op (``CountingBackend(noop=True)``:
-the Python work of record_ops and the recorder alone). The overhead is recorded minus bare. Target
+``begin`` and ``begin+end`` modes; and with every backend launch a no-op (the do-nothing twin of
+``bench_recorder_instructions.py``, whose launch and bound packs do nothing at all: the work of record_ops
+and the recorder alone). The overhead is recorded minus bare. Target
 (issue 14): <= 25 % of a typical eager op's host time on a GPU. On the twin the ops are CPU ops and the
 breadcrumbs go through the twin's pack kernel on its worker threads: those figures describe this
 machine's CPU path, not a GPU. GPU figures are measured only where ``torch.cuda.is_available()`` and the
@@ -29,7 +30,6 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from vrrl_gpu import Recorder, VrrlWarning
-from vrrl_gpu.backends import CountingBackend, get_backend
 from vrrl_gpu.torch import record_ops
 
 TARGET_FRACTION = 0.25
@@ -54,6 +54,8 @@ def _per_op_us(step: Callable[[], object], ops: int, sync: Callable[[], None], r
 
 
 def _measure(device: str, dev: str, ops: int, tmp: str) -> tuple[str, list[tuple[str, float]]]:
+    from bench_recorder_instructions import _noop_twin  # benchmarks/ is the script's sys.path[0]
+
     x = torch.ones(16, device=dev)
 
     def step() -> object:
@@ -88,7 +90,8 @@ def _measure(device: str, dev: str, ops: int, tmp: str) -> tuple[str, list[tuple
     for mode in ("begin", "begin+end"):
         # The recorder's and record_ops's own Python work: every backend launch a no-op (no twin worker
         # threads competing for the CPU). On a GPU each breadcrumb adds one CuPy launch of the pack kernel.
-        cb = CountingBackend(get_backend("twin"), noop=True)
+        # Not a CountingBackend(noop=True): its counting is a Python-level Counter store per call.
+        cb = _noop_twin()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", VrrlWarning)
             rec = Recorder(os.path.join(tmp, f"noop-{mode}.vrrl"), device=cb, capacity=1 << 20,
@@ -115,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     where = "GPU (CUDA tensors, CuPy backend)" if gpu else "twin backend, CPU tensors: NOT a GPU figure"
     print(f"backend: {backend}; {where}")
     bare = rows[0][1]
-    print(f"{'case':<45} {'µs/op':>8} {'overhead µs':>12} {'x bare':>7}")
+    width = max(len(label) for label, _ in rows)
+    print(f"{'case':<{width}} {'µs/op':>8} {'overhead µs':>12} {'x bare':>7}")
     for label, us in rows:
-        print(f"{label:<45} {us:8.2f} {us - bare:12.2f} {us / bare:7.2f}")
+        print(f"{label:<{width}} {us:8.2f} {us - bare:12.2f} {us / bare:7.2f}")
     worst = max(us for label, us in rows if label.startswith("record_ops")) - bare
     if gpu:
         print(f"target: overhead <= {TARGET_FRACTION:.0%} of the eager op's host time on this GPU "
